@@ -1,0 +1,1 @@
+"""Federated rounds: client sampling, vmapped local training, aggregation, communication accounting."""

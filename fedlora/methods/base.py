@@ -1,0 +1,45 @@
+"""The interface every method implements, so the trainer wires all of them the same way.
+
+A method decides (1) what a client trains (`freeze`: regex of trainable leaves kept fixed) and which
+regulariser it adds (`penalty`), (2) how each client's upload is compressed (`compressor`, vmapped in
+the client phase), and (3) what the uplink does in a round: `plan` picks per-client sparsification
+ratios (and bandwidth) before training, `deliver` turns the payload bits into latencies and says which
+uploads arrive. Method state (channel, TSFA queues) is a PyTree that the checkpoint holds.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax.numpy as jnp
+
+
+class Method(NamedTuple):
+  name: str
+  compressor: Any                    # fedlora.compress.Compressor
+  freeze: str | None                 # regex over trainable leaf paths kept frozen (None = none)
+  penalty: Callable | None           # trainable -> scalar, added to the local loss
+  penalty_weight: float
+  init_state: Callable               # (exp) -> PyTree of arrays
+  plan: Callable                     # (exp, mstate, ids [K], key) -> ({'ratio': [K], ...}, mstate)
+  deliver: Callable                  # (exp, mstate, plan, bits [K]) -> (delivered [K], mstate, record)
+  plot: Callable                     # (records, workdir) -> None
+
+
+def fixed_ratio_plan(ratio: float):
+  """Every sampled client uses the same configured ratio; no channel."""
+  def plan(exp, mstate, ids, key):
+    return {"ratio": jnp.full(ids.shape, ratio, jnp.float32)}, mstate
+  return plan
+
+
+def deliver_all(exp, mstate, plan, bits):
+  """Ideal uplink: every upload arrives, no latency recorded."""
+  return jnp.ones(bits.shape, jnp.float32), mstate, {}
+
+
+def no_state(exp):
+  return {"none": jnp.zeros((), jnp.float32)}
+
+
+def no_plot(records, workdir):
+  return None

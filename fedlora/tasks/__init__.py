@@ -1,0 +1,1 @@
+"""Task definitions: losses and evaluation over the split (trainable, frozen) model."""

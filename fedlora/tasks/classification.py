@@ -1,0 +1,60 @@
+"""Sequence classification: cross-entropy loss (+ optional SOFT orthogonality penalty) and evaluation."""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fedlora.lora.split import ModelParts
+
+
+def make_loss(parts: ModelParts, penalty: Callable | None = None, penalty_weight: float = 0.0):
+  """`loss_fn(trainable, frozen, batch, key) -> (loss, {'ce', 'acc'})`.
+
+  batch: `input_ids [B, L]`, `attention_mask [B, L]`, `labels [B]`.
+  penalty: optional `trainable -> scalar` (SOFT's near-orthogonality regulariser) times its weight.
+  """
+  def loss_fn(trainable, frozen, batch, key):
+    logits = parts.module(trainable, frozen)(batch["input_ids"], batch["attention_mask"], key=key)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
+    acc = (logits.argmax(-1) == batch["labels"]).mean()
+    loss = ce
+    if penalty is not None and penalty_weight > 0:
+      loss = loss + penalty_weight * penalty(trainable)
+    return loss, {"ce": ce, "acc": acc}
+  return loss_fn
+
+
+def make_eval(parts: ModelParts, batch_size: int):
+  """`evaluate(trainable, frozen, arrays) -> {'accuracy', 'loss'}` over a whole split.
+
+  arrays: numpy `input_ids [n, L]`, `attention_mask [n, L]`, `labels [n]`; padded on the host to a
+  multiple of `batch_size` (padding rows get weight 0) and scanned in one jitted call.
+  """
+  @jax.jit
+  def _eval(trainable, frozen, ids, mask, labels, weight):
+    def one(_, b):
+      logits = parts.module(trainable, frozen)(b[0], b[1])
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits, b[2])
+      correct = (logits.argmax(-1) == b[2]).astype(jnp.float32)
+      return None, ((correct * b[3]).sum(), (ce * b[3]).sum())
+    _, (c, l) = jax.lax.scan(one, None, (ids, mask, labels, weight))
+    n = weight.sum()
+    return {"accuracy": c.sum() / n, "loss": l.sum() / n}
+
+  def evaluate(trainable, frozen, arrays):
+    n = arrays["labels"].shape[0]
+    nb = -(-n // batch_size)
+    pad = nb * batch_size - n
+
+    def prep(x):
+      x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
+      return x.reshape((nb, batch_size) + x.shape[1:])
+    weight = prep(np.ones((n,), np.float32))
+    out = _eval(trainable, frozen, prep(arrays["input_ids"]), prep(arrays["attention_mask"]),
+                prep(arrays["labels"]), weight)
+    return {k: float(v) for k, v in out.items()}
+  return evaluate

@@ -1,0 +1,1 @@
+"""Run infrastructure: checkpoints, metric files, plots, config validation."""

@@ -1,0 +1,79 @@
+"""Config validation before any training: every bad value is named together with what is allowed."""
+from __future__ import annotations
+
+import importlib
+import os
+
+SOURCES = ("bbcnews", "csv", "json", "parquet", "disk")
+PARTITIONS = ("iid", "dirichlet", "quantity")
+POOLINGS = ("mean", "cls")
+OPTIMIZERS = ("adamw", "sgd")
+
+
+class ConfigError(ValueError):
+  """A config value is not allowed; the message names the key, the value and what is allowed."""
+
+
+def _check(ok: bool, key: str, value, allowed: str) -> None:
+  if not ok:
+    raise ConfigError(f"config.{key}={value!r} is not allowed: {allowed}")
+
+
+def _int(c, key: str, lo: int, hi: int | None = None) -> None:
+  v = c
+  for p in key.split("."):
+    v = v[p]
+  ok = isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
+  _check(ok, key, v, f"an integer >= {lo}" + (f" and <= {hi}" if hi is not None else ""))
+
+
+def resolve_model_path(model_cfg) -> str:
+  """`model.path`, or `<model.package>.get_model_path()` when the path is empty."""
+  if model_cfg.path:
+    if not os.path.isdir(model_cfg.path):
+      raise ConfigError(f"config.model.path={model_cfg.path!r}: no such folder (expected a local "
+                        "Hugging Face-format folder with config.json and *.safetensors)")
+    return model_cfg.path
+  try:
+    mod = importlib.import_module(model_cfg.package)
+  except ImportError:
+    raise ConfigError(f"config.model.package={model_cfg.package!r} is not installed and "
+                      "config.model.path is empty: give a model folder or install the package") from None
+  if not hasattr(mod, "get_model_path"):
+    raise ConfigError(f"config.model.package={model_cfg.package!r} has no get_model_path()")
+  return str(mod.get_model_path())
+
+
+def validate(c) -> None:
+  """Raises ConfigError on the first bad value. Data-dependent checks (columns, clients vs
+  examples) happen when the data is loaded, still before any training."""
+  _int(c, "seed", 0)
+  _check(isinstance(c.workdir, str) and c.workdir != "", "workdir", c.workdir, "a non-empty path")
+  _check(c.model.pooling in POOLINGS, "model.pooling", c.model.pooling, f"one of {POOLINGS}")
+  _int(c, "model.num_layers", 0)
+  _check(c.data.source in SOURCES, "data.source", c.data.source, f"one of {SOURCES}")
+  if c.data.source != "bbcnews":
+    _check(bool(c.data.path) and os.path.exists(c.data.path), "data.path", c.data.path,
+           f"an existing file or folder for data.source={c.data.source!r}")
+  _int(c, "data.max_length", 8, 4096)
+  _int(c, "data.max_examples", 0)
+  _check(0.0 < c.data.test_fraction < 1.0, "data.test_fraction", c.data.test_fraction,
+         "a fraction in (0, 1)")
+  _check(c.data.partition in PARTITIONS, "data.partition", c.data.partition, f"one of {PARTITIONS}")
+  _check(c.data.dirichlet_alpha > 0, "data.dirichlet_alpha", c.data.dirichlet_alpha, "> 0")
+  _check(c.data.quantity_sigma >= 0, "data.quantity_sigma", c.data.quantity_sigma, ">= 0")
+  _int(c, "data.num_clients", 1)
+  _int(c, "data.min_examples_per_client", 1)
+  _int(c, "fed.rounds", 1)
+  _int(c, "fed.clients_per_round", 1, c.data.num_clients)
+  _int(c, "fed.local_steps", 1)
+  _int(c, "fed.batch_size", 1)
+  _check(c.fed.server_lr > 0, "fed.server_lr", c.fed.server_lr, "> 0")
+  _check(c.optim.name in OPTIMIZERS, "optim.name", c.optim.name, f"one of {OPTIMIZERS}")
+  _check(c.optim.lr > 0, "optim.lr", c.optim.lr, "> 0")
+  _check(c.optim.grad_clip >= 0, "optim.grad_clip", c.optim.grad_clip, ">= 0 (0 = off)")
+  _int(c, "eval.every", 1)
+  _int(c, "eval.batch_size", 1)
+  _int(c, "checkpoint.every", 1)
+  _int(c, "checkpoint.keep", 1)
+  _int(c, "mesh.num_devices", 0)

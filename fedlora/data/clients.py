@@ -1,0 +1,168 @@
+"""Per-client data as fixed-shape stacked arrays, and jittable/vmappable batch sampling.
+
+Layout (C clients, n_max = largest client, L = max_length)::
+
+    ClientData.input_ids       [C, n_max, L] int32
+    ClientData.attention_mask  [C, n_max, L] int32
+    ClientData.labels          [C, n_max]    int32
+    ClientData.num_examples    [C]           int32   (n_k, the client's true size)
+
+Client k's real examples are rows 0..n_k-1; rows n_k..n_max-1 are padding made by repeating the
+client's own examples cyclically (row j holds example ``j % n_k``), so padding never mixes clients
+and holds valid tokens. Padding rows are never sampled: ``sample_batches`` only returns row indices
+< n_k.
+
+Sampling scheme (``sample_client_batches``): the client's stream of T = steps * batch_size draws is
+split into consecutive "epochs" of n_k draws; epoch e (draws e*n_k .. e*n_k+n_k-1) is a fresh
+uniformly random permutation of range(n_k), independent across epochs. So within an epoch examples
+are drawn without replacement and every example appears exactly once per epoch; an example can
+repeat inside a batch only if that batch straddles an epoch boundary (always when n_k < batch_size).
+Implementation: over L' = T + n_max virtual slots, slot s carries example ``s % n_k`` and epoch
+``s // n_k``; one stable ``lax.sort`` keyed by (epoch, random uint32) shuffles within each epoch
+while keeping epochs in order; the first T slots are the draws (L' >= T + n_k guarantees the epoch
+containing the last draw is complete, so a partial last epoch is a uniformly random subset). Cost
+O(L' log L') per client, shapes depend only on the static (n_max, batch_size, steps).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ARRAY_KEYS = ("input_ids", "attention_mask", "labels")
+
+
+@flax.struct.dataclass
+class ClientData:
+    input_ids: Any  # [C, n_max, L] int32
+    attention_mask: Any  # [C, n_max, L] int32
+    labels: Any  # [C, n_max] int32
+    num_examples: Any  # [C] int32
+
+    @property
+    def num_clients(self) -> int:
+        return self.labels.shape[0]
+
+    @property
+    def n_max(self) -> int:
+        return self.labels.shape[1]
+
+
+def _check_arrays(arrays: Mapping[str, Any]) -> int:
+    missing = [k for k in ARRAY_KEYS if k not in arrays]
+    if missing:
+        raise ValueError(f"arrays is missing {missing}; needs {list(ARRAY_KEYS)}, has {sorted(arrays)}")
+    n = np.shape(arrays["labels"])[0]
+    for k in ARRAY_KEYS:
+        if np.shape(arrays[k])[0] != n:
+            raise ValueError(f"arrays[{k!r}] has {np.shape(arrays[k])[0]} rows, labels has {n}")
+    if np.shape(arrays["input_ids"]) != np.shape(arrays["attention_mask"]):
+        raise ValueError(
+            f"input_ids {np.shape(arrays['input_ids'])} and attention_mask "
+            f"{np.shape(arrays['attention_mask'])} must have the same shape"
+        )
+    return n
+
+
+def stack_clients(arrays: Mapping[str, Any], parts: Sequence[np.ndarray], n_max: int | None = None) -> ClientData:
+    """Stack per-client rows of ``arrays`` (from ``tokenize``) into a ClientData of numpy arrays.
+
+    ``n_max`` defaults to the largest client; a larger value pads further (e.g. fixed shapes across
+    runs); a smaller one is an error (data is never dropped).
+    """
+    n = _check_arrays(arrays)
+    if len(parts) < 1:
+        raise ValueError("parts is empty: need at least one client")
+    parts = [np.asarray(p, dtype=np.int64).reshape(-1) for p in parts]
+    sizes = np.array([p.shape[0] for p in parts], dtype=np.int64)
+    if sizes.min() < 1:
+        raise ValueError(f"client(s) {np.flatnonzero(sizes == 0).tolist()} have no examples")
+    for k, p in enumerate(parts):
+        if p.min() < 0 or p.max() >= n:
+            raise ValueError(f"client {k} has indices outside [0, {n}): min {p.min()}, max {p.max()}")
+    biggest = int(sizes.max())
+    n_max = biggest if n_max is None else int(n_max)
+    if n_max < biggest:
+        raise ValueError(f"n_max={n_max} is smaller than the largest client ({biggest} examples)")
+    rows = np.arange(n_max)
+    gather = np.stack([p[rows % p.shape[0]] for p in parts])  # [C, n_max], cyclic padding
+    out = {k: np.asarray(arrays[k])[gather].astype(np.int32) for k in ARRAY_KEYS}
+    return ClientData(num_examples=sizes.astype(np.int32), **out)
+
+
+@functools.partial(jax.jit, static_argnames=("n_max", "batch_size", "steps"))
+def sample_client_batches(key, n_k, n_max: int, batch_size: int, steps: int):
+    """One client's row indices [steps, batch_size] int32, all in [0, n_k); see the module doc."""
+    total = steps * batch_size
+    n_k = jnp.maximum(jnp.asarray(n_k, jnp.int32), 1)
+    slots = jnp.arange(total + n_max, dtype=jnp.int32)
+    epoch = slots // n_k
+    noise = jax.random.bits(key, slots.shape, dtype=jnp.uint32)
+    _, _, order = jax.lax.sort((epoch, noise, slots), num_keys=2, is_stable=True)
+    return (order[:total] % n_k).reshape(steps, batch_size).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("n_max", "batch_size", "steps"))
+def sample_batches(key, num_examples, n_max: int, batch_size: int, steps: int):
+    """Row indices [C, steps, batch_size] int32 with ``indices[c] < num_examples[c]``.
+
+    Client c uses ``jax.random.split(key, C)[c]`` with ``sample_client_batches``; jittable and
+    vmappable (e.g. over rounds or scenarios).
+    """
+    for name, v in (("n_max", n_max), ("batch_size", batch_size), ("steps", steps)):
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    num_examples = jnp.asarray(num_examples, jnp.int32)
+    keys = jax.random.split(key, num_examples.shape[0])
+    return jax.vmap(sample_client_batches, in_axes=(0, 0, None, None, None))(
+        keys, num_examples, n_max, batch_size, steps
+    )
+
+
+def gather_batches(client_data: ClientData, indices) -> dict[str, jax.Array]:
+    """Gather rows per client: ``indices`` [C, *S] -> input_ids/attention_mask [C, *S, L], labels
+    [C, *S]. With indices from ``sample_batches`` S = (steps, B); to save memory gather one step at a
+    time with ``indices[:, s]`` (S = (B,))."""
+    indices = jnp.asarray(indices)
+    if indices.ndim < 1 or indices.shape[0] != client_data.num_clients:
+        raise ValueError(
+            f"indices must have leading dim num_clients={client_data.num_clients}, got shape {indices.shape}"
+        )
+    take = jax.vmap(lambda x, i: jnp.asarray(x)[i])
+    return {k: take(getattr(client_data, k), indices) for k in ARRAY_KEYS}
+
+
+class FederatedData(NamedTuple):
+    clients: ClientData  # training data stacked per client
+    test: dict  # tokenised held-out set: input_ids [n, L], attention_mask [n, L], labels [n]
+    parts: list  # per-client indices into the training split
+    label_names: list  # class names, id order
+    histogram: np.ndarray  # [C, num_classes] per-client label counts
+
+
+def prepare_federated_data(data_cfg: Any, tokenizer, ds=None) -> FederatedData:
+    """Load (or take ``ds``) -> stratified split -> tokenize -> partition the train split -> stack."""
+    from fedlora.data.partition import describe, partition_from_config
+    from fedlora.data.sources import get_option, load_dataset_from_config
+    from fedlora.data.split import train_test_split
+    from fedlora.data.tokenize import tokenize
+
+    if ds is None:
+        ds = load_dataset_from_config(data_cfg)
+    names = list(ds.features["label"].names)
+    train, test = train_test_split(ds, get_option(data_cfg, "test_fraction"), get_option(data_cfg, "split_seed"))
+    max_length = get_option(data_cfg, "max_length")
+    train_arr = tokenize(train, tokenizer, max_length)
+    test_arr = tokenize(test, tokenizer, max_length)
+    parts = partition_from_config(train_arr["labels"], data_cfg)
+    return FederatedData(
+        clients=stack_clients(train_arr, parts),
+        test=test_arr,
+        parts=parts,
+        label_names=names,
+        histogram=describe(parts, train_arr["labels"], len(names)),
+    )

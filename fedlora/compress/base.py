@@ -1,0 +1,274 @@
+"""Shared pieces of the uplink compressors: the interface, adapter-tree mapping, masks and bit counts.
+
+LoRA layout (fixed across fedlora): an adapted layer is a dict node holding `lora_a: [d_in, r]` and
+`lora_b: [r, d_out]`; rank component i is the pair `(lora_a[:, i], lora_b[i, :])`. Every other array
+leaf of a trainable tree (e.g. the head's `kernel [d, C]`, `bias [C]`) is a *dense* leaf, always sent
+uncompressed at `bits_per_value` bits per entry.
+
+Interface (optax-like, one instance per run, state per client):
+  `init(trainable) -> state`
+  `update(state, delta, ratio, key, ref) -> CompressOut(delta, bits, state, kept)`
+`ratio` is a traced float32 scalar in (0, 1] that may differ per client under `jax.vmap`, so every
+compressor works with masks over fixed shapes; no shape ever depends on `ratio`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+
+ADAPTER_KEYS = ("lora_a", "lora_b")
+
+
+class CompressOut(NamedTuple):
+  delta: PyTree         # what the server receives: structure/shapes of the input delta, dropped entries 0
+  bits: jax.Array       # float32 scalar: payload of this upload in bits (values + indices/masks/seeds)
+  state: Any            # new per-client state (error-feedback residual tree, or ())
+  kept: PyTree | None   # diagnostics: per-adapter kept-rank masks `[r]` (bool) at adapter nodes, or None
+
+
+class Compressor(NamedTuple):
+  init: Callable[[PyTree], Any]
+  update: Callable[..., CompressOut]  # (state, delta, ratio, key, ref) -> CompressOut
+
+
+# ----------------------------------------------------------------------------------------------------
+# Adapter-tree mapping
+# ----------------------------------------------------------------------------------------------------
+
+def is_adapter(node: Any) -> bool:
+  """True for a dict-like node holding both `lora_a` and `lora_b`."""
+  return hasattr(node, "keys") and all(k in node for k in ADAPTER_KEYS)
+
+
+def path_str(path: Sequence) -> str:
+  """'/'-joined key path, e.g. `encoder/layers/0/attention/query`."""
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def _flatten(tree: PyTree, *rest: PyTree):
+  """Flatten with adapter nodes as leaves: ([(path, node)], treedef, [rest nodes per leaf])."""
+  with_path, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_adapter)
+  rest_leaves = [treedef.flatten_up_to(r) for r in rest]
+  per_leaf = [tuple(rl[i] for rl in rest_leaves) for i in range(len(with_path))]
+  return with_path, treedef, per_leaf
+
+
+def _replace_ab(node, a, b):
+  new = dict(node)
+  new["lora_a"], new["lora_b"] = a, b
+  return new if type(node) is dict else type(node)(new)
+
+
+def _pair(node):
+  return node["lora_a"], node["lora_b"]
+
+
+def map_parts(adapter_fn: Callable, dense_fn: Callable, tree: PyTree, *rest: PyTree) -> list:
+  """Apply `adapter_fn(path, a, b, *rest_pairs)` to each adapter and `dense_fn(path, x, *rest_x)` to
+  each other leaf, in flattening order. Returns the list of results (any Python objects) plus the
+  treedef as `(results, treedef, is_adapter_flags)`; used to build compressors with side outputs.
+
+  `rest` trees must have `tree`'s structure down to the adapter nodes (delta / ref / residual trees).
+  Extra keys of an adapter node (e.g. a `kernel` beside `lora_a/lora_b`) are left alone here.
+  """
+  with_path, treedef, per_leaf = _flatten(tree, *rest)
+  results, flags = [], []
+  for (path, node), others in zip(with_path, per_leaf):
+    if is_adapter(node):
+      a, b = _pair(node)
+      results.append(adapter_fn(path, a, b, *(_pair(o) for o in others)))
+      flags.append(True)
+    else:
+      results.append(dense_fn(path, node, *others))
+      flags.append(False)
+  return results, treedef, flags
+
+
+def map_adapters(fn: Callable, tree: PyTree, *rest: PyTree) -> PyTree:
+  """New tree with every adapter `(a, b) <- fn(a, b, *rest_pairs)`; other leaves unchanged.
+
+  fn gets `a: [d_in, r]`, `b: [r, d_out]` and, for each tree in `rest`, that tree's `(a, b)` pair at the
+  same position; it returns the new `(a, b)`. Structure is static, so this is jit/vmap friendly.
+  """
+  with_path, treedef, per_leaf = _flatten(tree, *rest)
+  out = []
+  for (_, node), others in zip(with_path, per_leaf):
+    if is_adapter(node):
+      a, b = fn(*_pair(node), *(_pair(o) for o in others))
+      out.append(_replace_ab(node, a, b))
+    else:
+      out.append(node)
+  return treedef.unflatten(out)
+
+
+def map_dense(fn: Callable, tree: PyTree, *rest: PyTree) -> PyTree:
+  """New tree with every non-adapter leaf `x <- fn(x, *rest_x)`; adapter nodes unchanged."""
+  with_path, treedef, per_leaf = _flatten(tree, *rest)
+  out = [node if is_adapter(node) else fn(node, *others)
+         for (_, node), others in zip(with_path, per_leaf)]
+  return treedef.unflatten(out)
+
+
+def adapter_pairs(tree: PyTree) -> list[tuple[str, jax.Array, jax.Array]]:
+  """`[(path, lora_a, lora_b)]` of every adapter, in flattening order."""
+  with_path, _, _ = _flatten(tree)
+  return [(path_str(p), *_pair(n)) for p, n in with_path if is_adapter(n)]
+
+
+def dense_leaves(tree: PyTree) -> list[tuple[str, jax.Array]]:
+  """`[(path, leaf)]` of every non-adapter leaf, in flattening order."""
+  with_path, _, _ = _flatten(tree)
+  return [(path_str(p), n) for p, n in with_path if not is_adapter(n)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Masks over fixed shapes with a traced count
+# ----------------------------------------------------------------------------------------------------
+
+_F32_EPS = float(jnp.finfo(jnp.float32).eps)
+
+
+def num_keep(ratio: jax.Array, n: int) -> jax.Array:
+  """`clip(ceil(ratio·n), 1, n)` as int32, for a traced `ratio`.
+
+  The product is taken in float32 and shrunk by 4 ulps before the ceil, so that a decimal ratio whose
+  exact product is an integer (ρ=0.3, n=10 -> 3) is not bumped up by float32 rounding.
+  """
+  x = jnp.asarray(ratio, jnp.float32) * jnp.float32(n)
+  m = jnp.ceil(x - 4.0 * _F32_EPS * jnp.abs(x))
+  return jnp.clip(m, 1, n).astype(jnp.int32)
+
+
+def top_mask(scores: jax.Array, k: jax.Array) -> jax.Array:
+  """Bool mask (shape of `scores`) of the `k` largest entries; ties go to the lower flat index.
+
+  `k` may be traced: one stable argsort of `-scores` and a scatter, no k-dependent shapes.
+  """
+  flat = scores.reshape(-1)
+  n = flat.shape[0]
+  order = jnp.argsort(-flat, stable=True)
+  mask = jnp.zeros((n,), bool).at[order].set(jnp.arange(n) < k)
+  return mask.reshape(scores.shape)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Values on the wire
+# ----------------------------------------------------------------------------------------------------
+
+VALUE_BITS = (16, 32)
+
+
+def quantize(x: jax.Array, bits_per_value: int, simulate: bool) -> jax.Array:
+  """Round `x` to what `bits_per_value` bits carry: bf16 round-to-nearest for 16, identity for 32."""
+  if simulate and bits_per_value == 16:
+    return x.astype(jnp.bfloat16).astype(x.dtype)
+  return x
+
+
+def index_bits(n: int) -> int:
+  """Bits of one flat index into n entries: ceil(log2 n) (0 for n = 1)."""
+  return int(math.ceil(math.log2(n))) if n > 1 else 0
+
+
+def numel(x) -> int:
+  return int(math.prod(x.shape))
+
+
+def dense_bits(tree: PyTree, bits_per_value: int) -> float:
+  """Bits of sending every leaf of `tree` dense (static Python number)."""
+  return float(sum(numel(x) for x in jax.tree_util.tree_leaves(tree)) * bits_per_value)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building a compressor from a per-leaf rule (+ optional error feedback)
+# ----------------------------------------------------------------------------------------------------
+
+def build_compressor(compress_tree: Callable, error_feedback: bool) -> Compressor:
+  """Wrap `compress_tree(target, ratio, key, ref, delta) -> (sent, bits, kept)` as a Compressor.
+
+  Error feedback (EF): the state is a residual tree (zeros at init, shaped like the trainable tree);
+  `target = delta + residual`, `sent = C(target)`, `new residual = target - sent`, so that
+  `sent + new residual == delta + old residual` exactly. Without EF the state is `()`.
+  `delta` (the raw update, without residual) is passed along for rules that look at the local model
+  `ref + delta` (SOFT's score_on='updated', the SVD baseline).
+  """
+  def init(trainable: PyTree):
+    if error_feedback:
+      return jax.tree_util.tree_map(jnp.zeros_like, trainable)
+    return ()
+
+  def update(state, delta: PyTree, ratio, key=None, ref: PyTree = None) -> CompressOut:
+    ratio = jnp.asarray(ratio, jnp.float32)
+    target = jax.tree_util.tree_map(jnp.add, delta, state) if error_feedback else delta
+    sent, bits, kept = compress_tree(target, ratio, key, ref, delta)
+    new_state = jax.tree_util.tree_map(jnp.subtract, target, sent) if error_feedback else ()
+    return CompressOut(sent, jnp.asarray(bits, jnp.float32), new_state, kept)
+
+  return Compressor(init, update)
+
+
+def compress_by_parts(target: PyTree, adapter_rule: Callable, dense_rule: Callable, *rest: PyTree):
+  """Run per-leaf rules and reassemble. Rules return `(new_leaf_or_pair, bits, kept)`; an adapter
+  rule gets `(path, a, b, *rest_pairs)` and returns `((a, b), bits, mask)`; a dense rule gets
+  `(path, x, *rest_x)` and returns `(x, bits, None)`. Returns `(sent_tree, total_bits, kept_tree)`
+  where `kept_tree` has the adapter rule's third output at adapter nodes and None elsewhere.
+  """
+  results, treedef, flags = map_parts(adapter_rule, dense_rule, target, *rest)
+  with_path, _, _ = _flatten(target)
+  sent, kept, total = [], [], jnp.float32(0.0)
+  for (_, node), res, is_ad in zip(with_path, results, flags):
+    new, bits, k = res
+    sent.append(_replace_ab(node, *new) if is_ad else new)
+    kept.append(k)
+    total = total + jnp.asarray(bits, jnp.float32)
+  kept_tree = None if all(k is None for k in kept) else treedef.unflatten(kept)
+  return treedef.unflatten(sent), total, kept_tree
+
+
+def dense_rule(bits_per_value: int, simulate_quantization: bool) -> Callable:
+  """Dense leaves: sent in full, `numel · q` bits."""
+  def rule(path, x, *rest):
+    return quantize(x, bits_per_value, simulate_quantization), float(numel(x) * bits_per_value), None
+  return rule
+
+
+def require_ref(ref: PyTree, who: str) -> None:
+  if ref is None:
+    raise ValueError(f"{who} needs ref_tree (the round's global trainable tree); got None")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Config helpers (Python boundary)
+# ----------------------------------------------------------------------------------------------------
+
+def cfg_get(cfg, key: str, default):
+  if cfg is None:
+    return default
+  if hasattr(cfg, "get"):
+    v = cfg.get(key, default)
+  else:
+    v = getattr(cfg, key, default)
+  return default if v is None else v
+
+
+def check_bits_per_value(section: str, q) -> int:
+  if isinstance(q, bool) or not isinstance(q, int) or q not in VALUE_BITS:
+    raise ValueError(f"{section}.bits_per_value={q!r}: allowed values are {VALUE_BITS}")
+  return q
+
+
+def check_bool(section: str, key: str, v) -> bool:
+  if not isinstance(v, bool):
+    raise ValueError(f"{section}.{key}={v!r}: must be True or False")
+  return v
+
+
+def check_choice(section: str, key: str, v, allowed: Sequence) -> Any:
+  if v not in allowed:
+    raise ValueError(f"{section}.{key}={v!r}: allowed values are {tuple(allowed)}")
+  return v

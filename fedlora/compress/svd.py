@@ -1,0 +1,97 @@
+"""'svd': the expensive reference SOFT avoids — sparsify in the singular basis of the client's product.
+
+Per adapter, with the round's global factors `(a0, b0)` (ref_tree) and the update `(da, db)`:
+  1. local factors `a_loc = a0 + da: [d_in, r]`, `b_loc = b0 + db: [r, d_out]`; product
+     `M = a_loc @ b_loc: [d_in, d_out]` and its SVD `M = U S Vᵀ` (`jnp.linalg.svd`, thin) — the
+     O(d_in·d_out·r) product plus O(d_in·d_out·min(d_in, d_out)) SVD that SOFT does not need.
+  2. change of basis R: `[r, r]` with `a' = a_loc·R`, `b' = R⁻¹·b_loc`, `a'·b' = M`, component i of
+     (a', b') = (u_i, σ_i v_iᵀ) for every nonzero singular value σ_i:
+        a_loc = Q T (thin QR),  G = Qᵀ U_r,  W = qr(G).Q (orthogonal r×r),
+        R = T⁻¹ W,  R⁻¹ = Wᵀ T   (exact inverses of each other; no inversion of S anywhere).
+     Since col(M) ⊆ col(a_loc) = col(Q), the first rank(M) columns of G are orthonormal and W keeps them
+     (up to sign); QR completes them to an orthogonal W, so R stays invertible when M is rank-deficient
+     (round 1: b0 = 0 and a rank-deficient db) — the trailing components then carry zero product.
+     If a_loc itself is (near) rank-deficient, T's diagonal is floored at `rcond·max|T_ii|`
+     (regularised, still an exact pair R, R⁻¹).
+  3. rotate the *update* into that basis (`da' = da·R`, `db' = R⁻¹·db`), keep the top m = ceil(ρ·r)
+     components by singular value (mask, ties to the lower index), rotate back
+     (`da_sent = da'_kept·R⁻¹`, `db_sent = R·db'_kept`) so the server's factor-wise aggregation is
+     unchanged. At ρ = 1 this reproduces the dense update (to float error ~ cond(T)).
+     With ref = 0 the sent product `da_sent @ db_sent` is the best rank-m approximation of M.
+Payload per adapter: `m·(d_in + d_out)·q + r²·q (R) + r (mask)`; dense leaves numel·q.
+Requires r ≤ min(d_in, d_out). Needs ref_tree.
+
+Config keys (section `compress`, defaults in code):
+  bits_per_value        = 32      # q: 32 or 16
+  simulate_quantization = True    # q = 16: the rotated kept values are rounded through bfloat16
+                                  # (R's own rounding is not simulated)
+  error_feedback        = False   # residual carried to the next upload
+  rcond                 = 1e-6    # floor on |T_ii| relative to max|T_ii| (float in [0, 1))
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import solve_triangular
+
+from fedlora.compress.base import (Compressor, build_compressor, compress_by_parts, dense_rule,
+                                   num_keep, path_str, quantize, require_ref, top_mask)
+
+
+def svd_rotation(a_loc: jax.Array, b_loc: jax.Array, rcond: float = 1e-6):
+  """`(R [r, r], R_inv [r, r], sigma [r])` aligning components of (a_loc, b_loc) to M's SVD."""
+  r = a_loc.shape[1]
+  m_full = a_loc @ b_loc                                       # [d_in, d_out]
+  u, s, _ = jnp.linalg.svd(m_full, full_matrices=False)      # u [d_in, p], s [p]
+  q, t = jnp.linalg.qr(a_loc)                                  # [d_in, r], [r, r]
+  d = jnp.diagonal(t)
+  floor = rcond * jnp.max(jnp.abs(d)) + jnp.finfo(t.dtype).tiny
+  d_reg = jnp.where(jnp.abs(d) < floor, jnp.where(d >= 0, 1.0, -1.0) * floor, d)
+  t = t + jnp.diag(d_reg - d)
+  w, _ = jnp.linalg.qr(q.T @ u[:, :r])                         # orthogonal [r, r]
+  rot = solve_triangular(t, w, lower=False)                    # T⁻¹ W
+  rot_inv = w.T @ t                                            # Wᵀ T
+  return rot, rot_inv, s[:r]
+
+
+def svd_sparsify_adapter(da, db, a_loc, b_loc, ratio, bits_per_value: int = 32,
+                         rcond: float = 1e-6, simulate_quantization: bool = True):
+  """`(da_sent [d_in, r], db_sent [r, d_out], mask [r])` for update `(da, db)` of local factors
+  `(a_loc [d_in, r], b_loc [r, d_out])` (normally ref + delta) — see module docstring."""
+  r = da.shape[1]
+  rot, rot_inv, sig = svd_rotation(a_loc, b_loc, rcond)
+  mask = top_mask(sig, num_keep(ratio, r))
+  da_rot = quantize(da @ rot, bits_per_value, simulate_quantization)       # [d_in, r]
+  db_rot = quantize(rot_inv @ db, bits_per_value, simulate_quantization)   # [r, d_out]
+  da_sent = jnp.where(mask[None, :], da_rot, 0.0) @ rot_inv
+  db_sent = rot @ jnp.where(mask[:, None], db_rot, 0.0)
+  return da_sent, db_sent, mask
+
+
+def svd_compressor(bits_per_value: int = 32, error_feedback: bool = False, rcond: float = 1e-6,
+                   simulate_quantization: bool = True) -> Compressor:
+  """SVD-basis rank sparsification (see module docstring). `kept`: bool mask `[r]` per adapter."""
+  q = bits_per_value
+
+  def compress_tree(target, ratio, key, ref, delta):
+    require_ref(ref, "svd compressor")
+
+    def adapter_rule(path, da, db, ref_pair, delta_pair):
+      (a0, b0), (ua, ub) = ref_pair, delta_pair
+      d_in, r = da.shape
+      d_out = db.shape[1]
+      if r > min(d_in, d_out):
+        raise ValueError(f"svd compressor: adapter {path_str(path)} has r={r} > min(d_in, d_out)="
+                         f"{min(d_in, d_out)}")
+      # local factors are ref + raw delta; the (possibly EF-augmented) target is what gets rotated
+      sa, sb, mask = svd_sparsify_adapter(da, db, a0 + ua, b0 + ub, ratio, q, rcond,
+                                          simulate_quantization)
+      sent = (sa, sb)
+      m = mask.sum().astype(jnp.float32)
+      bits = m * float((d_in + d_out) * q) + float(r * r * q + r)
+      return sent, bits, mask
+
+    dense = dense_rule(q, simulate_quantization)
+    return compress_by_parts(target, adapter_rule, lambda p, x, *rest: dense(p, x), ref, delta)
+
+  return build_compressor(compress_tree, error_feedback)

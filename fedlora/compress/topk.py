@@ -1,0 +1,64 @@
+"""'topk': unstructured magnitude top-k of `lora_a` and `lora_b` separately.
+
+Per adapter matrix X of n entries: k = clip(ceil(ρ·n), 1, n) (traced), keep the k entries of largest
+|X| (ties to the lower flat index), the rest exactly 0. Non-adapter leaves dense.
+
+Bits per matrix (ours): values k·q plus the cheaper of two index codings, chosen by `index_coding`:
+  'indices': k·ceil(log2 n)  (explicit flat indices)
+  'bitmap' : n               (one bit per entry)
+  'min'    : min(k·ceil(log2 n), n)   (default: the sender picks the cheaper; the 1-bit flag saying which
+                                       is ignored)
+so the default is `bits = k·q + min(k·ceil(log2 n), n)`. Dense leaves: numel·q.
+
+Config keys (section `compress`, defaults in code):
+  bits_per_value        = 32      # q: 32 or 16
+  simulate_quantization = True    # q = 16: sent values are rounded through bfloat16
+  error_feedback        = False   # residual carried to the next upload
+  index_coding          = 'min'   # 'min' | 'indices' | 'bitmap'
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from fedlora.compress.base import (Compressor, build_compressor, compress_by_parts, dense_rule,
+                                   index_bits, num_keep, numel, quantize, top_mask)
+
+INDEX_CODINGS = ("min", "indices", "bitmap")
+
+
+def topk_index_bits(k, n: int, index_coding: str = "min"):
+  """Index payload of k kept entries out of n (k may be traced)."""
+  k = jnp.asarray(k, jnp.float32)
+  idx, bitmap = k * float(index_bits(n)), jnp.float32(n)
+  if index_coding == "indices":
+    return idx
+  if index_coding == "bitmap":
+    return bitmap
+  return jnp.minimum(idx, bitmap)
+
+
+def topk_matrix(x, ratio, bits_per_value: int = 32, index_coding: str = "min",
+                simulate_quantization: bool = True):
+  """`(x_sent, bits, k)` for one matrix: its k = ceil(ρ·numel) largest-magnitude entries."""
+  n = numel(x)
+  k = num_keep(ratio, n)
+  mask = top_mask(jnp.abs(x), k)
+  sent = jnp.where(mask, quantize(x, bits_per_value, simulate_quantization), 0.0)
+  bits = k.astype(jnp.float32) * float(bits_per_value) + topk_index_bits(k, n, index_coding)
+  return sent, bits, k
+
+
+def topk_compressor(bits_per_value: int = 32, error_feedback: bool = False,
+                    index_coding: str = "min", simulate_quantization: bool = True) -> Compressor:
+  """Magnitude top-k per adapter matrix (see module docstring). `kept` is None."""
+  if index_coding not in INDEX_CODINGS:
+    raise ValueError(f"index_coding={index_coding!r}: allowed values are {INDEX_CODINGS}")
+
+  def compress_tree(target, ratio, key, ref, delta):
+    def adapter_rule(path, a, b):
+      sa, ba, _ = topk_matrix(a, ratio, bits_per_value, index_coding, simulate_quantization)
+      sb, bb, _ = topk_matrix(b, ratio, bits_per_value, index_coding, simulate_quantization)
+      return (sa, sb), ba + bb, None
+    return compress_by_parts(target, adapter_rule, dense_rule(bits_per_value, simulate_quantization))
+
+  return build_compressor(compress_tree, error_feedback)

@@ -55,10 +55,41 @@ def get_config(arg=None):
   c.optim.grad_clip = 1.0  # global-norm gradient clipping (0 = off)
 
   c.method = ml_collections.ConfigDict()
-  c.method.name = "ideal"  # 'ideal' (dense FedAvg of LoRA, no channel); see README for the others
+  c.method.name = "ideal"  # 'ideal' | 'soft' | 'topk' | 'randk' | 'svd' | 'ffa' (README: Methods)
+  c.method.allocation = "tsfa"  # with wireless: 'tsfa' (online ρ_k, b_k) | 'fixed' (method.ratio, equal b)
+  c.method.ratio = 0.25  # sparsification ratio for 'fixed' allocation (and without wireless)
+  c.method.ortho_weight = 1e-2  # weight of SOFT's near-orthogonality regulariser (method 'soft')
 
   c.compress = ml_collections.ConfigDict()
   c.compress.bits_per_value = 32  # bits per uploaded value (32 = fp32, 16 = bf16 accounting)
+  c.compress.error_feedback = False  # carry the dropped part of an update into the next upload
+  c.compress.score_on = "delta"  # SOFT importance on the update 'delta' or the 'updated' factors
+  c.compress.simulate_quantization = True  # with 16 bits, round sent values through bfloat16
+
+  c.wireless = ml_collections.ConfigDict()
+  c.wireless.enabled = False  # simulate the uplink (channel, latency, deadline drops)
+  c.wireless.deadline_factor = 2.0  # uploads later than factor * tsfa.online.latency_budget are dropped
+  c.wireless.channel = ml_collections.ConfigDict()
+  c.wireless.channel.cell_radius_m = 500.0  # clients uniform in a disc of this radius (m)
+  c.wireless.channel.min_distance_m = 10.0  # minimum client-server distance (m)
+  c.wireless.channel.tx_power_dbm = 23.0  # client transmit power p (dBm)
+  c.wireless.channel.noise_psd_dbm_hz = -174.0  # noise PSD N0 (dBm/Hz)
+  c.wireless.channel.bandwidth_hz = 20e6  # total uplink bandwidth B_tot shared by FDMA (Hz)
+  c.wireless.channel.pathloss_const_db = 128.1  # path loss at 1 km (dB)
+  c.wireless.channel.pathloss_exp_db = 37.6  # path loss per decade of distance (dB)
+  c.wireless.channel.csi_error_std = 0.0  # relative CSI error σ (0 = perfect CSI)
+  c.wireless.channel.compute_speed_flops = 1e11  # mean client compute speed (FLOP/s)
+  c.wireless.channel.compute_speed_spread = 4.0  # max/min client speed ratio (1 = homogeneous)
+  c.wireless.channel.downlink = False  # add the downlink broadcast to each client's latency
+
+  c.tsfa = ml_collections.ConfigDict()
+  c.tsfa.online = ml_collections.ConfigDict()
+  c.tsfa.online.latency_budget = 2.0  # τ̄: long-term average round-latency budget (s)
+  c.tsfa.online.V = 1.0  # Lyapunov trade-off V (s^2): larger = less sparsification error
+  c.tsfa.online.rho_min = 0.125  # smallest sparsification ratio the solver may choose
+  c.tsfa.online.temperature = 0.01  # log-sum-exp smoothing of the max latency (fraction of τ̄)
+  c.tsfa.online.max_iters = 300  # solver iteration budget per round
+  c.tsfa.online.tol = 1e-6  # solver tolerance (early exit)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every = 5  # evaluate on the test split every n rounds (and always after the last)

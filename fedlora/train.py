@@ -72,12 +72,12 @@ def build(config) -> Experiment:
   k_head, k_lora = jax.random.split(jax.random.fold_in(key, 10**6))
   model = load_pretrained(model_path, num_labels=len(fd.label_names), pooling=config.model.pooling,
                           key=k_head, num_layers=config.model.num_layers or None)
-  method = build_method(config)
   base = lora.split_model(model)
   adapters = lora.init_adapters(k_lora, base.frozen, config.lora)
   lora.attach(model, adapters, scale=lora.lora_scale(config.lora.alpha, config.lora.rank),
               dropout=config.lora.dropout)
   parts = lora.split_model(model)
+  method = build_method(config, parts.trainable)
   mesh = client_mesh(config.mesh.num_devices or None)
   check_divisible(config.fed.clients_per_round, mesh)
   labels = lora.trainable_labels(parts.trainable, method.freeze)
@@ -110,7 +110,7 @@ def run_round(exp: Experiment, state: dict, t: int) -> tuple[dict, dict]:
   plan, mstate = exp.method.plan(exp, state["method"], ids, k_plan)
   out, comp_states = exp.round_fns.client_phase(state["trainable"], exp.parts.frozen, exp.clients,
                                                 ids, k_clients, plan["ratio"], state["comp_states"])
-  delivered, mstate, wireless = exp.method.deliver(exp, mstate, plan, out.bits)
+  delivered, mstate, wireless = exp.method.deliver(exp, mstate, plan, out.bits, out.profile)
   weights = exp.clients.num_examples[ids].astype(jnp.float32) * delivered
   trainable = exp.round_fns.server_phase(state["trainable"], out.delta, weights)
   down_bits = 32.0 * lora.tree_size(state["trainable"]) * ids.shape[0]
@@ -204,9 +204,11 @@ def parse_config(argv: list[str]):
                                            lock_config=True)
   try:
     fv(argv)
-  except flags.Error as e:
-    raise ConfigError(f"bad command line: {e}. Keys are those of the config file, e.g. "
-                      "--config.fed.rounds=5 (see configs/*.py for every key and its meaning)") from None
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    bad = [a for a in argv[1:] if a.startswith("--config.")]
+    msg = str(e).replace("\\n", " ").replace("\n", " ")
+    raise ConfigError(f"bad command line {bad}: {msg}. Keys and types are those of the config "
+                      "file (see configs/*.py for every key and its meaning)") from None
   return holder.value
 
 

@@ -21,7 +21,8 @@ class Method(NamedTuple):
   penalty_weight: float
   init_state: Callable               # (exp) -> PyTree of arrays
   plan: Callable                     # (exp, mstate, ids [K], key) -> ({'ratio': [K], ...}, mstate)
-  deliver: Callable                  # (exp, mstate, plan, bits [K]) -> (delivered [K], mstate, record)
+  deliver: Callable                  # (exp, mstate, plan, bits [K], profiles [K, r])
+                                     #   -> (delivered [K] in {0,1}, mstate, record)
   plot: Callable                     # (records, workdir) -> None
 
 
@@ -32,7 +33,7 @@ def fixed_ratio_plan(ratio: float):
   return plan
 
 
-def deliver_all(exp, mstate, plan, bits):
+def deliver_all(exp, mstate, plan, bits, profiles):
   """Ideal uplink: every upload arrives, no latency recorded."""
   return jnp.ones(bits.shape, jnp.float32), mstate, {}
 

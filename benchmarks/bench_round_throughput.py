@@ -1,0 +1,79 @@
+"""Client-steps per second of the vmapped client phase vs the Python loop over clients.
+
+Both run the same per-client function (`RoundFns.one_client`) on the same batches: the loop calls its
+jitted single-client version K times per round; the vmapped path is one jitted call for all K clients.
+Compile time is reported apart; steady state is the median over repeats after a warm-up.
+
+  python benchmarks/bench_round_throughput.py [fed.clients_per_round=10 data.max_length=128 ...]
+Writes benchmarks/results/round_throughput.json.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import bbc_minilm  # noqa: E402
+from benchmarks.common import apply_overrides, parse_overrides, timed, write_result  # noqa: E402
+from fedlora.train import build  # noqa: E402
+
+
+def main(argv):
+  overrides = parse_overrides(argv)
+  repeats = int(overrides.pop("repeats", 3))
+  config = apply_overrides(bbc_minilm.get_config(), overrides)
+  config.progress = False
+  exp = build(config)
+  fns, g, frozen = exp.round_fns, exp.parts.trainable, exp.parts.frozen
+  k = config.fed.clients_per_round
+  ids = jnp.arange(k, dtype=jnp.int32)
+  key = jax.random.PRNGKey(0)
+  ratios = jnp.ones((k,), jnp.float32)
+  comp1 = exp.method.compressor.init(g)
+  comp = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (exp.clients.num_clients,) + x.shape),
+                                comp1)
+  batches, keys = jax.jit(fns.sample)(key, exp.clients, ids)
+
+  def vmapped():
+    return fns.client_phase(g, frozen, exp.clients, ids, key, ratios, comp)[0].delta
+
+  one = jax.jit(fns.one_client)
+
+  def loop():
+    outs = []
+    for c in range(k):  # the reference: one client at a time
+      b_c = jax.tree_util.tree_map(lambda x: x[c], batches)
+      outs.append(one(g, frozen, b_c, keys[c], ratios[c], comp1)[0].delta)
+    return outs
+
+  steps = k * config.fed.local_steps
+  first_v, med_v, all_v = timed(vmapped, repeats=repeats)
+  first_l, med_l, all_l = timed(loop, repeats=repeats)
+  res = {
+      "config": {"clients_per_round": k, "local_steps": config.fed.local_steps,
+                 "batch_size": config.fed.batch_size, "max_length": config.data.max_length,
+                 "model_layers": config.model.num_layers or "all", "lora_rank": config.lora.rank},
+      "vmapped": {"compile_plus_first_s": first_v, "median_round_s": med_v, "round_s": all_v,
+                  "client_steps_per_s": steps / med_v},
+      "python_loop": {"compile_plus_first_s": first_l, "median_round_s": med_l, "round_s": all_l,
+                      "client_steps_per_s": steps / med_l},
+      "speedup_vmapped_over_loop": med_l / med_v,
+  }
+  path = write_result("round_throughput", res)
+  print(f"{'path':<12}{'compile+1st (s)':>16}{'round (s)':>11}{'client-steps/s':>16}")
+  for name in ("vmapped", "python_loop"):
+    r = res[name]
+    print(f"{name:<12}{r['compile_plus_first_s']:>16.2f}{r['median_round_s']:>11.3f}"
+          f"{r['client_steps_per_s']:>16.2f}")
+  print(f"speed-up vmapped / loop: {res['speedup_vmapped_over_loop']:.2f}x   -> {path}")
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

@@ -1,0 +1,178 @@
+"""The wireless uplink of a round: channel draw, ratio/bandwidth plan, realised latency, drops.
+
+`make_uplink(config, exp_info)` returns (init_state, plan, deliver, plot) for `Method`:
+  * plan: draws this round's block fading for the K sampled clients (and the planner's CSI estimate),
+    then either solves TSFA's online problem (`allocation='tsfa'`: per-client ratio ρ_k and bandwidth
+    b_k) or uses the configured fixed ratio with an equal bandwidth split (`allocation='fixed'`).
+  * deliver: with the TRUE gains, realised latency τ_k = compute + bits_k / R_k(b_k); an upload later
+    than the round deadline (`wireless.deadline_factor · tsfa.latency_budget`) is dropped and counted;
+    the TSFA virtual queue observes the realised round latency.
+Each sampled client's importance profile (sorted normalised s_i² of its last full update, pooled over
+adapters; uniform before its first upload) feeds TSFA's sparsification-error term (ours: the server
+plans with the profile the client reported last time it took part — r floats, counted in the bits).
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fedlora.tsfa import online
+from fedlora.wireless import channel as wch
+from fedlora.wireless.channel import ChannelConfig
+from fedlora.wireless.latency import realise, shannon_rate
+
+ALLOCATIONS = ("tsfa", "fixed")
+
+
+def bits_model(trainable: dict, frozen_leaf, q: int) -> tuple[float, float]:
+  """Affine payload model `bits(ρ) ≈ c0 + c1·ρ` of a rank-sparsified upload (TSFA's input).
+
+  c1 = all adapter values that rank sparsification thins (Σ r·(d_in+d_out)·q over trained factors),
+  c0 = always-dense leaves (head) + the r-bit masks + the r-float importance report.
+  `frozen_leaf(path) -> bool` marks leaves that are never sent (FFA-LoRA's A).
+  """
+  c0, c1 = 0.0, 0.0
+  for path, x in jax.tree_util.tree_leaves_with_path(trainable):
+    name = "/".join(str(getattr(k, "key", k)) for k in path)
+    if frozen_leaf(name):
+      continue
+    n = float(np.prod(x.shape))
+    if name.endswith(("lora_a", "lora_b")):
+      r = x.shape[-1] if name.endswith("lora_a") else x.shape[0]
+      c1 += n * q
+      c0 += r + (32.0 * r if name.endswith("lora_a") else 0.0)
+    else:
+      c0 += n * q
+  return c0, c1
+
+
+def local_flops(frozen: dict, tokens_per_round: int) -> float:
+  """ours: the standard 6·N·tokens estimate of a training step (forward 2N, backward 4N per token),
+  N = frozen non-embedding parameters (adapters are negligible)."""
+  n = 0
+  for path, x in jax.tree_util.tree_leaves_with_path(frozen):
+    name = "/".join(str(getattr(k, "key", k)) for k in path)
+    if "embed" not in name:
+      n += int(np.prod(x.shape))
+  return 6.0 * n * tokens_per_round
+
+
+def validate_uplink(config) -> None:
+  m = config.method
+  if m.allocation not in ALLOCATIONS:
+    raise ValueError(f"config.method.allocation={m.allocation!r} is not allowed: one of {ALLOCATIONS}")
+  if not 0.0 < m.ratio <= 1.0:
+    raise ValueError(f"config.method.ratio={m.ratio!r} is not allowed: a ratio in (0, 1]")
+  if not config.wireless.deadline_factor > 0:
+    raise ValueError(f"config.wireless.deadline_factor={config.wireless.deadline_factor!r} is not "
+                     "allowed: > 0 (math.inf = no deadline)")
+
+
+def make_uplink(config, freeze_regex: str | None):
+  """(init_state, plan, deliver, plot) closures for a method that goes through the wireless channel."""
+  import re
+  validate_uplink(config)
+  chan = ChannelConfig.from_config(config.wireless.channel)
+  use_tsfa = config.method.allocation == "tsfa"
+  tcfg = online.OnlineConfig.from_config(config.tsfa.online, bandwidth_hz=chan.bandwidth_hz)
+  deadline = config.tsfa.online.latency_budget * config.wireless.deadline_factor
+  ratio = float(config.method.ratio)
+  pat = re.compile(freeze_regex) if freeze_regex else None
+  frozen_leaf = (lambda name: bool(pat.search(name))) if pat else (lambda name: False)
+  q = config.compress.bits_per_value
+  cache = {}
+
+  def consts(exp):
+    if "c" not in cache:
+      c0, c1 = bits_model(exp.parts.trainable, frozen_leaf, q)
+      tokens = config.fed.local_steps * config.fed.batch_size * config.data.max_length
+      cache["c"] = (c0, c1, local_flops(exp.parts.frozen, tokens))
+    return cache["c"]
+
+  def init_state(exp):
+    n = exp.clients.num_clients
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2 * 10**6)
+    cs = wch.init(key, n, chan)
+    ts = online.init(n, tcfg)
+    r = config.lora.rank
+    return {"channel": cs._asdict(), "tsfa": ts._asdict(),
+            "profiles": jnp.full((n, r), 1.0 / r, jnp.float32)}
+
+  @jax.jit
+  def _plan(mstate, ids, key, weights, c0, c1, flops):
+    cs = wch.ChannelState(**mstate["channel"])
+    rc = wch.sample_round(cs, key, ids, chan)
+    fixed = flops / cs.speeds[ids]
+    k = ids.shape[0]
+    if use_tsfa:
+      inputs = online.make_inputs(rc.gain_est, c0, c1, fixed, weights, mstate["profiles"][ids], chan)
+      rho, bw, diag, ts = online.plan(online.TSFAState(**mstate["tsfa"]), inputs, tcfg, ids)
+      extra = {"solver_iters": diag.iterations, "planned_round_latency": diag.max_latency,
+               "sparsification_error": diag.sparsification}
+      mstate = dict(mstate, tsfa=ts._asdict())
+    else:
+      rho = jnp.full((k,), ratio, jnp.float32)
+      bw = jnp.full((k,), chan.bandwidth_hz / k, jnp.float32)
+      extra = {}
+    plan = {"ratio": rho, "bandwidth_hz": bw, "gain": rc.gain, "gain_est": rc.gain_est,
+            "compute_latency": fixed, "ids": ids, **extra}
+    return plan, mstate
+
+  def plan(exp, mstate, ids, key):
+    c0, c1, flops = consts(exp)
+    w = exp.clients.num_examples[ids].astype(jnp.float32)
+    return _plan(mstate, ids, key, w / w.sum(), c0, c1, flops)
+
+  @jax.jit
+  def _deliver(mstate, plan, bits, profiles):
+    real = realise(plan["bandwidth_hz"], bits, plan["gain"], plan["compute_latency"], deadline, chan)
+    ts = online.observe(online.TSFAState(**mstate["tsfa"]), real.round_latency, tcfg)
+    prof = mstate["profiles"].at[plan["ids"]].set(profiles)
+    rate = shannon_rate(plan["bandwidth_hz"], plan["gain"], chan)
+    rec = {"latency": real.latency, "upload_latency": real.latency - plan["compute_latency"],
+           "compute_latency": plan["compute_latency"], "rate_bps": rate,
+           "bandwidth_hz": plan["bandwidth_hz"], "missed": real.missed,
+           "round_latency": real.round_latency, "queue": ts.queue}
+    return (~real.missed).astype(jnp.float32), dict(mstate, tsfa=ts._asdict(), profiles=prof), rec
+
+  def deliver(exp, mstate, plan, bits, profiles):
+    delivered, mstate, rec = _deliver(mstate, plan, bits, profiles)
+    rec = {k: np.asarray(v) for k, v in rec.items()}
+    rec["deadline_misses"] = int(rec["missed"].sum())
+    for k in ("solver_iters", "planned_round_latency", "sparsification_error"):
+      if k in plan:
+        rec[k] = np.asarray(plan[k])
+    return delivered, mstate, rec
+
+  def plot(records, workdir):
+    plot_uplink(records, os.path.join(workdir, "uplink.png"), config.tsfa.online.latency_budget)
+
+  return init_state, plan, deliver, plot
+
+
+def plot_uplink(records, out_png, budget):
+  """Round latency vs budget (with running average), queue, per-round mean ratio, deadline misses."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  if not records or "round_latency" not in records[0]:
+    return
+  t = [r["round"] for r in records]
+  lat = np.array([r["round_latency"] for r in records], float)
+  fig, ax = plt.subplots(1, 3, figsize=(13, 3.4))
+  ax[0].plot(t, lat, ".", alpha=0.6, label="round latency")
+  ax[0].plot(t, np.cumsum(lat) / np.arange(1, len(lat) + 1), "-", label="running mean")
+  ax[0].axhline(budget, color="k", ls="--", label="budget τ̄")
+  ax[0].set_xlabel("round"), ax[0].set_ylabel("s"), ax[0].legend(fontsize=8)
+  ax[1].plot(t, [np.mean(r["ratio"]) for r in records], "-", label="mean ratio ρ")
+  ax[1].set_xlabel("round"), ax[1].set_ylabel("ratio"), ax[1].set_ylim(0, 1.05)
+  ax[2].plot(t, [r["queue"] for r in records], "-", label="queue Q")
+  ax[2].bar(t, [r["deadline_misses"] for r in records], alpha=0.4, color="r", label="misses")
+  ax[2].set_xlabel("round"), ax[2].legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(out_png, dpi=110)
+  plt.close(fig)

@@ -1,0 +1,125 @@
+"""End to end on the tiny config: bad input is named before training, resume == uninterrupted run,
+a zero-noise infinite-bandwidth channel reproduces the ideal run."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from conftest import ROOT, tiny_config
+from fedlora import train
+from fedlora.utils.checkpoint import Checkpointer
+from fedlora.utils.metrics import read_metrics
+from fedlora.utils.validate import ConfigError, validate
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("fed.clients_per_round", 9, "fed.clients_per_round=9"),
+    ("data.partition", "zipf", "data.partition='zipf'"),
+    ("model.pooling", "max", "model.pooling='max'"),
+    ("optim.name", "lion", "optim.name='lion'"),
+    ("data.test_fraction", 1.5, "data.test_fraction=1.5"),
+    ("fed.local_steps", 0, "fed.local_steps=0"),
+    ("model.path", "/no/such/model", "/no/such/model"),
+    ("data.source", "csv", "data.path"),
+])
+def test_bad_config_values_are_named(key, value, match):
+  with pytest.raises(ConfigError, match=match.replace("[", r"\[").replace("(", r"\(")):
+    c = tiny_config(**{key: value})
+    validate(c)
+    train.resolve_model_path(c.model)
+
+
+def test_bad_data_is_rejected_before_training(tmp_path):
+  csv = tmp_path / "d.csv"
+  csv.write_text("body,topic\nhello world,a\nbye world,b\n")
+  c = tiny_config(**{"data.source": "csv", "data.path": str(csv), "workdir": str(tmp_path / "w")})
+  with pytest.raises(ValueError, match="text"):  # the default text_column does not exist
+    train.build(c)
+  c.data.text_column, c.data.label_column = "body", "topic"
+  with pytest.raises(ValueError, match="num_clients|clients"):  # 4 clients, 2 examples
+    train.build(c)
+  assert not os.path.exists(tmp_path / "w")  # nothing was written
+
+
+def test_cli_rejects_unknown_key_and_bad_type():
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  for arg, match in (("--config.fed.roundz=3", "config.fed.roundz"),
+                     ("--config.fed.rounds=abc", "abc")):
+    p = subprocess.run([sys.executable, "-m", "fedlora.train", "--config",
+                        os.path.join(ROOT, "configs/tiny.py"), arg], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert match in p.stderr
+
+
+def test_method_name_is_validated():
+  with pytest.raises(ValueError, match="method.name='fedprox'"):
+    c = tiny_config(**{"method.name": "fedprox"})
+    from fedlora.methods import build_method
+    build_method(c)
+
+
+def _final_trainable(workdir, like):
+  ck = Checkpointer(workdir, 2)
+  state = ck.restore(ck.latest_step(), like)
+  ck.close()
+  return state
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+  c_full = tiny_config(**{"workdir": str(tmp_path / "full"), "fed.rounds": 3})
+  s_full = train.run(c_full)
+
+  c_int = tiny_config(**{"workdir": str(tmp_path / "int"), "fed.rounds": 3})
+  real_round = train.run_round
+
+  def crash_at_3(exp, state, t):
+    if t == 3:
+      raise KeyboardInterrupt("simulated interruption")
+    return real_round(exp, state, t)
+  monkeypatch.setattr(train, "run_round", crash_at_3)
+  with pytest.raises(KeyboardInterrupt):
+    train.run(c_int)
+  assert [r["round"] for r in read_metrics(str(tmp_path / "int/metrics.jsonl"))] == [1, 2]
+  monkeypatch.setattr(train, "run_round", real_round)
+  s_int = train.run(c_int)  # same command again: resumes from round 2
+  assert s_int["resumed_from_round"] == 2
+  assert s_int["final_test_accuracy"] == s_full["final_test_accuracy"]
+  m_full = read_metrics(str(tmp_path / "full/metrics.jsonl"))
+  m_int = read_metrics(str(tmp_path / "int/metrics.jsonl"))
+  assert [r["round"] for r in m_int] == [1, 2, 3]
+  for a, b in zip(m_full, m_int):
+    assert a["train_loss"] == b["train_loss"] and a["clients"] == b["clients"]
+  exp = train.build(c_full)
+  like = train.init_state(exp)
+  chex.assert_trees_all_equal(_final_trainable(c_full.workdir, like)["trainable"],
+                              _final_trainable(c_int.workdir, like)["trainable"])
+  for f in ("summary.json", "plot.png", "config.json"):
+    assert os.path.exists(tmp_path / "full" / f)
+
+
+def test_zero_noise_infinite_bandwidth_channel_reproduces_ideal(tmp_path):
+  ideal = tiny_config(**{"workdir": str(tmp_path / "ideal"), "checkpoint.every": 10})
+  s_ideal = train.run(ideal)
+  chan = tiny_config(**{"workdir": str(tmp_path / "chan"), "checkpoint.every": 10,
+                        "wireless.enabled": True, "wireless.deadline_factor": math.inf,
+                        "wireless.channel.noise_psd_dbm_hz": -300.0,
+                        "wireless.channel.bandwidth_hz": 1e18})
+  s_chan = train.run(chan)
+  assert s_chan["final_test_accuracy"] == s_ideal["final_test_accuracy"]
+  ri = read_metrics(str(tmp_path / "ideal/metrics.jsonl"))
+  rc = read_metrics(str(tmp_path / "chan/metrics.jsonl"))
+  for a, b in zip(ri, rc):
+    assert a["train_loss"] == b["train_loss"]
+    assert b["deadline_misses"] == 0 and max(b["upload_latency"]) < 1e-6
+  exp = train.build(ideal)
+  like = train.init_state(exp)
+  like_c = train.init_state(train.build(chan))
+  chex.assert_trees_all_equal(_final_trainable(ideal.workdir, like)["trainable"],
+                              _final_trainable(chan.workdir, like_c)["trainable"])

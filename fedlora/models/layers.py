@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 
@@ -94,3 +95,118 @@ class Embed(nnx.Module):
   def attend(self, x):
     """Tied output projection: `[..., d] -> [..., vocab]`."""
     return x @ self.embedding[...].T
+
+
+# --- shared helpers for the model families (additions; the classes above are unchanged) -----------
+
+def gelu_exact(x):
+  """GELU with the exact erf form (BERT's 'gelu')."""
+  return jax.nn.gelu(x, approximate=False)
+
+
+def gelu_tanh(x):
+  """GELU with the tanh approximation ('gelu_new', 'gelu_pytorch_tanh')."""
+  return jax.nn.gelu(x, approximate=True)
+
+
+ACTIVATIONS = {
+    "gelu": gelu_exact,
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+}
+
+
+def activation(name: str):
+  """The activation function named by a Hugging Face `hidden_act`; ValueError lists the allowed ones."""
+  if name not in ACTIVATIONS:
+    raise ValueError(f"hidden_act={name!r} is not supported; allowed: {sorted(ACTIVATIONS)}")
+  return ACTIVATIONS[name]
+
+
+def dropout(x, rate: float, key):
+  """Inverted dropout driven only by `key`; identity when `rate == 0` or `key is None`."""
+  if rate <= 0.0 or key is None:
+    return x
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+def site_key(key, *indices):
+  """`key` folded with each index in turn (per layer / per site); None stays None."""
+  if key is None:
+    return None
+  for i in indices:
+    key = jax.random.fold_in(key, i)
+  return key
+
+
+def dot_product_attention(q, k, v, mask):
+  """Softmax attention with grouped-query support.
+
+  Args:
+    q: `[B, L, H, D]` queries (already scaled or not: this applies `1/sqrt(D)`).
+    k, v: `[B, S, Hkv, D]` with `H % Hkv == 0`; query head `h` reads kv head `h // (H // Hkv)`
+      (the Hugging Face `repeat_kv` order).
+    mask: bool, broadcastable to `[B, H, L, S]`; False entries get the dtype's most negative value
+      before the softmax (a fully masked row becomes uniform, never NaN).
+  Returns:
+    `[B, L, H, D]`.
+  """
+  b, l, h, d = q.shape
+  hkv = k.shape[2]
+  g = h // hkv
+  qg = q.reshape(b, l, hkv, g, d)
+  scores = jnp.einsum("blkgd,bskd->bkgls", qg, k) / jnp.sqrt(jnp.asarray(d, q.dtype))
+  scores = scores.reshape(b, h, l, -1)
+  scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
+  probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(q.dtype)
+  probs = probs.reshape(b, hkv, g, l, -1)
+  out = jnp.einsum("bkgls,bskd->blkgd", probs, v)
+  return out.reshape(b, l, h, d)
+
+
+def rotate_half(x):
+  """`[x1, x2] -> [-x2, x1]` over the last axis (the Hugging Face rotary convention)."""
+  x1, x2 = jnp.split(x, 2, axis=-1)
+  return jnp.concatenate([-x2, x1], axis=-1)
+
+
+def rope_inv_freq(head_dim: int, theta: float, rope_type: str = "default", **params) -> jnp.ndarray:
+  """Inverse frequencies `[head_dim // 2]` for rotary embeddings.
+
+  rope_type: 'default'; 'linear' (`factor`); 'llama3' (`factor`, `low_freq_factor`,
+  `high_freq_factor`, `original_max_position_embeddings`), as in Hugging Face `modeling_rope_utils`.
+  """
+  inv = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim))
+  inv = inv.astype(np.float32)
+  if rope_type == "default":
+    return jnp.asarray(inv)
+  if rope_type == "linear":
+    return jnp.asarray(inv / np.float32(params["factor"]))
+  if rope_type == "llama3":
+    factor = params["factor"]
+    lo, hi = params["low_freq_factor"], params["high_freq_factor"]
+    old = params["original_max_position_embeddings"]
+    lo_wl, hi_wl = old / lo, old / hi
+    wl = 2 * np.pi / inv
+    out = np.where(wl > lo_wl, inv / factor, inv)
+    smooth = (old / wl - lo) / (hi - lo)
+    smoothed = (1 - smooth) * out / factor + smooth * out
+    medium = ~(wl < hi_wl) & ~(wl > lo_wl)
+    return jnp.asarray(np.where(medium, smoothed, out).astype(np.float32))
+  raise ValueError(f"rope_type={rope_type!r} is not supported; allowed: ['default', 'linear', 'llama3']")
+
+
+def rope_cos_sin(positions, inv_freq):
+  """positions `[B, L]` int -> (cos, sin) `[B, L, 1, D]` with `D = 2 * len(inv_freq)`."""
+  freqs = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, L, D/2]
+  emb = jnp.concatenate([freqs, freqs], axis=-1)
+  return jnp.cos(emb)[:, :, None, :], jnp.sin(emb)[:, :, None, :]
+
+
+def apply_rope(x, cos, sin):
+  """Rotary embedding of `x: [B, L, H, D]` with (cos, sin) from `rope_cos_sin`."""
+  return (x * cos + rotate_half(x) * sin).astype(x.dtype)

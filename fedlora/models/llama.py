@@ -1,0 +1,222 @@
+"""Decoder-only causal LM of the Llama family (Llama, Mistral, Qwen2) in Flax NNX.
+
+Module layout (Hugging Face names, so LoRA regexes written for PEFT carry over):
+
+  model/embed_tokens/embedding                                   [vocab, H]
+  model/layers/<i>/input_layernorm, post_attention_layernorm     RMSNorm
+  model/layers/<i>/self_attn/{q_proj,k_proj,v_proj,o_proj}       Linear (GQA: k/v project to Hkv * D)
+  model/layers/<i>/mlp/{gate_proj,up_proj,down_proj}             Linear (SwiGLU)
+  model/norm                                                     RMSNorm
+  lm_head                                                        Linear (H -> vocab); None when tied
+
+Pre-norm blocks, rotary embeddings (HF rotate_half convention), causal + padding (+ optional
+sliding-window) mask. No KV cache. Position ids default to `cumsum(attention_mask) - 1` (clipped at
+0), so left padding does not shift positions; for right padding this equals `0..L-1`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+from flax import nnx
+
+from fedlora.models.layers import (Embed, Linear, RMSNorm, activation, apply_rope, dot_product_attention,
+                                   rope_cos_sin, rope_inv_freq, site_key)
+
+CAUSAL_LM_TYPES = ("llama", "mistral", "qwen2")
+ROPE_TYPES = ("default", "linear", "llama3")
+_S_Q, _S_K, _S_V, _S_O, _S_GATE, _S_UP, _S_DOWN = range(7)
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaConfig:
+  """The fields of a Hugging Face Llama/Mistral/Qwen2 `config.json` this implementation uses."""
+  vocab_size: int
+  hidden_size: int
+  intermediate_size: int
+  num_hidden_layers: int
+  num_attention_heads: int
+  num_key_value_heads: int
+  head_dim: int
+  rms_norm_eps: float = 1e-6
+  rope_theta: float = 10000.0
+  rope_type: str = "default"
+  rope_params: tuple = ()          # sorted (name, value) pairs for 'linear' / 'llama3'
+  tie_word_embeddings: bool = False
+  qkv_bias: bool = False
+  o_bias: bool = False
+  mlp_bias: bool = False
+  hidden_act: str = "silu"
+  sliding_windows: tuple = ()       # per layer: int window or None (full attention)
+  model_type: str = "llama"
+
+  @classmethod
+  def from_dict(cls, cfg: dict[str, Any]) -> "LlamaConfig":
+    mt = cfg.get("model_type")
+    if mt not in CAUSAL_LM_TYPES:
+      raise ValueError(f"model_type={mt!r} is not a supported causal LM; allowed: {list(CAUSAL_LM_TYPES)}")
+    missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                           "num_attention_heads") if cfg.get(k) is None]
+    if missing:
+      raise ValueError(f"config.json lacks required {mt} fields {missing}")
+    n_heads = cfg["num_attention_heads"]
+    n_kv = cfg.get("num_key_value_heads") or n_heads
+    if n_heads % n_kv:
+      raise ValueError(f"num_attention_heads={n_heads} is not a multiple of num_key_value_heads={n_kv}")
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_heads
+
+    # RoPE: transformers 5 writes `rope_parameters`; older files `rope_theta` + `rope_scaling`.
+    rp = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+    if rp and all(isinstance(v, dict) for v in rp.values()):
+      raise ValueError(f"per-layer-type rope_parameters {sorted(rp)} are not supported")
+    theta = float(rp.get("rope_theta", cfg.get("rope_theta", 10000.0)) or 10000.0)
+    rope_type = rp.get("rope_type", rp.get("type", "default"))
+    if rope_type not in ROPE_TYPES:
+      raise ValueError(f"rope_type={rope_type!r} is not supported; allowed: {list(ROPE_TYPES)}")
+    prf = rp.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0))
+    if prf not in (None, 1.0):
+      raise ValueError(f"partial_rotary_factor={prf!r} is not supported; allowed: [1.0]")
+    params = {}
+    if rope_type == "linear":
+      params = {"factor": float(rp["factor"])}
+    elif rope_type == "llama3":
+      params = {k: float(rp[k]) for k in ("factor", "low_freq_factor", "high_freq_factor")}
+      params["original_max_position_embeddings"] = float(
+          rp.get("original_max_position_embeddings", cfg.get("max_position_embeddings")))
+
+    n_layers = cfg["num_hidden_layers"]
+    if mt == "qwen2":
+      qkv_bias, o_bias, mlp_bias = True, False, False
+    elif mt == "mistral":
+      qkv_bias, o_bias, mlp_bias = False, False, False
+    else:
+      ab = bool(cfg.get("attention_bias", False))
+      qkv_bias, o_bias, mlp_bias = ab, ab, bool(cfg.get("mlp_bias", False))
+
+    window = cfg.get("sliding_window")
+    if mt == "qwen2" and not cfg.get("use_sliding_window", False):
+      window = None
+    layer_types = cfg.get("layer_types")
+    if layer_types is None:
+      if mt == "qwen2":
+        mwl = cfg.get("max_window_layers", 28)
+        layer_types = ["sliding_attention" if window is not None and i >= mwl else "full_attention"
+                       for i in range(n_layers)]
+      else:
+        layer_types = ["sliding_attention" if window is not None else "full_attention"] * n_layers
+    windows = tuple(int(window) if (t == "sliding_attention" and window is not None) else None
+                    for t in layer_types)
+    c = cls(vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"],
+            intermediate_size=cfg["intermediate_size"], num_hidden_layers=n_layers,
+            num_attention_heads=n_heads, num_key_value_heads=n_kv, head_dim=head_dim,
+            rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)), rope_theta=theta, rope_type=rope_type,
+            rope_params=tuple(sorted(params.items())),
+            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            qkv_bias=qkv_bias, o_bias=o_bias, mlp_bias=mlp_bias,
+            hidden_act=cfg.get("hidden_act", "silu"), sliding_windows=windows, model_type=mt)
+    activation(c.hidden_act)  # validates the name
+    return c
+
+  def with_layers(self, n: int) -> "LlamaConfig":
+    """The first `n` layers only."""
+    return dataclasses.replace(self, num_hidden_layers=n, sliding_windows=self.sliding_windows[:n])
+
+
+class LlamaAttention(nnx.Module):
+  """Grouped-query self-attention with rotary embeddings."""
+
+  def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
+    h, d = cfg.hidden_size, cfg.head_dim
+    self.q_proj = Linear(h, cfg.num_attention_heads * d, use_bias=cfg.qkv_bias, rngs=rngs)
+    self.k_proj = Linear(h, cfg.num_key_value_heads * d, use_bias=cfg.qkv_bias, rngs=rngs)
+    self.v_proj = Linear(h, cfg.num_key_value_heads * d, use_bias=cfg.qkv_bias, rngs=rngs)
+    self.o_proj = Linear(cfg.num_attention_heads * d, h, use_bias=cfg.o_bias, rngs=rngs)
+    self.num_heads = cfg.num_attention_heads
+    self.num_kv_heads = cfg.num_key_value_heads
+    self.head_dim = d
+
+  def __call__(self, x, cos, sin, mask, key=None):
+    b, l, _ = x.shape
+    q = self.q_proj(x, key=site_key(key, _S_Q)).reshape(b, l, self.num_heads, self.head_dim)
+    k = self.k_proj(x, key=site_key(key, _S_K)).reshape(b, l, self.num_kv_heads, self.head_dim)
+    v = self.v_proj(x, key=site_key(key, _S_V)).reshape(b, l, self.num_kv_heads, self.head_dim)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    ctx = dot_product_attention(q, k, v, mask).reshape(b, l, self.num_heads * self.head_dim)
+    return self.o_proj(ctx, key=site_key(key, _S_O))
+
+
+class LlamaMLP(nnx.Module):
+  """SwiGLU: `down_proj(act(gate_proj(x)) * up_proj(x))`."""
+
+  def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
+    h, i = cfg.hidden_size, cfg.intermediate_size
+    self.gate_proj = Linear(h, i, use_bias=cfg.mlp_bias, rngs=rngs)
+    self.up_proj = Linear(h, i, use_bias=cfg.mlp_bias, rngs=rngs)
+    self.down_proj = Linear(i, h, use_bias=cfg.mlp_bias, rngs=rngs)
+    self.hidden_act = cfg.hidden_act
+
+  def __call__(self, x, key=None):
+    g = activation(self.hidden_act)(self.gate_proj(x, key=site_key(key, _S_GATE)))
+    return self.down_proj(g * self.up_proj(x, key=site_key(key, _S_UP)), key=site_key(key, _S_DOWN))
+
+
+class LlamaDecoderLayer(nnx.Module):
+  def __init__(self, cfg: LlamaConfig, layer_idx: int, *, rngs: nnx.Rngs):
+    self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+    self.self_attn = LlamaAttention(cfg, rngs=rngs)
+    self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+    self.mlp = LlamaMLP(cfg, rngs=rngs)
+    self.sliding_window = cfg.sliding_windows[layer_idx] if cfg.sliding_windows else None
+
+  def __call__(self, x, cos, sin, mask, key=None):
+    if self.sliding_window is not None:
+      l = x.shape[1]
+      qi, ki = jnp.arange(l)[:, None], jnp.arange(l)[None, :]
+      mask = mask & (qi - ki < self.sliding_window)
+    x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, key)
+    return x + self.mlp(self.post_attention_layernorm(x), key)
+
+
+class LlamaModel(nnx.Module):
+  def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
+    self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, rngs=rngs)
+    self.layers = nnx.List([LlamaDecoderLayer(cfg, i, rngs=rngs) for i in range(cfg.num_hidden_layers)])
+    self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+    self.head_dim = cfg.head_dim
+    self.rope_theta = cfg.rope_theta
+    self.rope_type = cfg.rope_type
+    self.rope_params = cfg.rope_params
+
+  def __call__(self, input_ids, attention_mask, *, position_ids=None, key=None):
+    """-> final hidden states `[B, L, H]` (after the last RMSNorm)."""
+    valid = attention_mask > 0
+    if position_ids is None:
+      position_ids = jnp.maximum(jnp.cumsum(valid.astype(jnp.int32), axis=1) - 1, 0)
+    l = input_ids.shape[1]
+    causal = jnp.tril(jnp.ones((l, l), bool))
+    mask = causal[None, None] & valid[:, None, None, :]  # [B, 1, L, L]
+    inv = rope_inv_freq(self.head_dim, self.rope_theta, self.rope_type, **dict(self.rope_params))
+    cos, sin = rope_cos_sin(position_ids, inv)
+    x = self.embed_tokens(input_ids)
+    for i, layer in enumerate(self.layers):
+      x = layer(x, cos, sin, mask, site_key(key, i))
+    return self.norm(x)
+
+
+class LlamaForCausalLM(nnx.Module):
+  """`LlamaModel` + `lm_head` (or the tied embedding when `tie_word_embeddings`)."""
+
+  def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
+    self.config = cfg
+    self.model = LlamaModel(cfg, rngs=rngs)
+    self.lm_head = (None if cfg.tie_word_embeddings
+                    else Linear(cfg.hidden_size, cfg.vocab_size, use_bias=False, rngs=rngs))
+
+  def __call__(self, input_ids, attention_mask, *, position_ids=None, key=None):
+    """input_ids, attention_mask `[B, L]` int32 -> logits `[B, L, vocab]` float32."""
+    h = self.model(input_ids, attention_mask, position_ids=position_ids,
+                   key=site_key(key, 0))
+    if self.lm_head is None:
+      return self.model.embed_tokens.attend(h)
+    return self.lm_head(h, key=site_key(key, 1))

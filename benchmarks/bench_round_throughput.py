@@ -5,7 +5,10 @@ jitted single-client version K times per round; the vmapped path is one jitted c
 Compile time is reported apart; steady state is the median over repeats after a warm-up.
 
   python benchmarks/bench_round_throughput.py [fed.clients_per_round=10 data.max_length=128 ...]
-Writes benchmarks/results/round_throughput.json.
+Measures two regimes of the default config in one run: 'default' (B=8 examples of 128 tokens per
+local step: each client's step is already a large, compute-bound matmul) and 'small_clients'
+(B=2 of 32 tokens: per-client work is small, as with many light clients, where dispatching clients
+one by one is overhead-bound). Overrides apply to both. Writes benchmarks/results/round_throughput.json.
 """
 from __future__ import annotations
 
@@ -25,11 +28,10 @@ from benchmarks.common import apply_overrides, parse_overrides, timed, write_res
 from fedlora.train import build  # noqa: E402
 
 
-def main(argv):
-  overrides = parse_overrides(argv)
-  repeats = int(overrides.pop("repeats", 3))
-  config = apply_overrides(bbc_minilm.get_config(), overrides)
-  config.progress = False
+REGIMES = {"default": {}, "small_clients": {"fed.batch_size": 2, "data.max_length": 32}}
+
+
+def measure(config, repeats):
   exp = build(config)
   fns, g, frozen = exp.round_fns, exp.parts.trainable, exp.parts.frozen
   k = config.fed.clients_per_round
@@ -56,7 +58,7 @@ def main(argv):
   steps = k * config.fed.local_steps
   first_v, med_v, all_v = timed(vmapped, repeats=repeats)
   first_l, med_l, all_l = timed(loop, repeats=repeats)
-  res = {
+  return {
       "config": {"clients_per_round": k, "local_steps": config.fed.local_steps,
                  "batch_size": config.fed.batch_size, "max_length": config.data.max_length,
                  "model_layers": config.model.num_layers or "all", "lora_rank": config.lora.rank},
@@ -66,13 +68,27 @@ def main(argv):
                       "client_steps_per_s": steps / med_l},
       "speedup_vmapped_over_loop": med_l / med_v,
   }
-  path = write_result("round_throughput", res)
-  print(f"{'path':<12}{'compile+1st (s)':>16}{'round (s)':>11}{'client-steps/s':>16}")
-  for name in ("vmapped", "python_loop"):
-    r = res[name]
-    print(f"{name:<12}{r['compile_plus_first_s']:>16.2f}{r['median_round_s']:>11.3f}"
-          f"{r['client_steps_per_s']:>16.2f}")
-  print(f"speed-up vmapped / loop: {res['speedup_vmapped_over_loop']:.2f}x   -> {path}")
+
+
+def main(argv):
+  overrides = parse_overrides(argv)
+  repeats = int(overrides.pop("repeats", 3))
+  results = {}
+  for regime, extra in REGIMES.items():
+    config = apply_overrides(apply_overrides(bbc_minilm.get_config(), extra), overrides)
+    config.progress = False
+    results[regime] = measure(config, repeats)
+  path = write_result("round_throughput", {"regimes": results, "overrides": overrides})
+  print(f"{'regime':<15}{'path':<12}{'compile+1st (s)':>16}{'round (s)':>11}{'client-steps/s':>16}")
+  for regime, res in results.items():
+    for name in ("vmapped", "python_loop"):
+      r = res[name]
+      print(f"{regime:<15}{name:<12}{r['compile_plus_first_s']:>16.2f}{r['median_round_s']:>11.3f}"
+            f"{r['client_steps_per_s']:>16.2f}")
+    print(f"{regime:<15}speed-up vmapped / loop: {res['speedup_vmapped_over_loop']:.2f}x  "
+          f"(K={res['config']['clients_per_round']}, E={res['config']['local_steps']}, "
+          f"B={res['config']['batch_size']}, L={res['config']['max_length']})")
+  print(f"-> {path}")
 
 
 if __name__ == "__main__":

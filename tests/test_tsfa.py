@@ -1,0 +1,318 @@
+"""TSFA: exact projections, bound terms, the online solver against scipy SLSQP, the long-run latency
+budget under the Lyapunov queue, and the offline rank choice."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize as so
+
+from benchmarks.bench_tsfa_solver import (online_config, random_instance, reference_objective,
+                                          slsqp_reference, to_inputs)
+from fedlora import tsfa, wireless
+from fedlora.tsfa import offline, online
+from fedlora.tsfa.cli import main as cli_main
+
+# ----------------------------------------------------------------------------------------------------
+# Projections
+# ----------------------------------------------------------------------------------------------------
+
+
+def _np_projection(y, total, lower, d, mask):
+  """Weighted projection by bisection on λ in float64 (x = max(y − λd, lower)), an independent path."""
+  y, lower, d = (np.asarray(a, np.float64) for a in (y, lower, d))
+  act = np.asarray(mask, bool)
+  f = lambda lam: np.maximum(y[act] - lam * d[act], lower[act]).sum() - total
+  lo, hi = -1e6, 1e6
+  for _ in range(200):
+    mid = 0.5 * (lo + hi)
+    lo, hi = (mid, hi) if f(mid) > 0 else (lo, mid)
+  x = np.zeros_like(y)
+  x[act] = np.maximum(y[act] - 0.5 * (lo + hi) * d[act], lower[act])
+  return x
+
+
+PROJ = jax.jit(tsfa.project_simplex)
+
+
+def test_simplex_projection_matches_scipy_and_properties():
+  rng = np.random.default_rng(0)
+  for k in (1, 2, 5, 17):
+    for total in (1.0, 3.5):
+      y = rng.normal(size=k) * 2
+      x = np.asarray(PROJ(jnp.float32(y), total))
+      assert x.sum() == pytest.approx(total, rel=1e-5) and x.min() >= 0
+      res = so.minimize(lambda z: np.sum((z - y) ** 2), np.full(k, total / k), method="SLSQP",
+                        jac=lambda z: 2 * (z - y), bounds=[(0, None)] * k,
+                        constraints=[{"type": "eq", "fun": lambda z: z.sum() - total}],
+                        options=dict(ftol=1e-14, maxiter=500))
+      np.testing.assert_allclose(x, res.x, atol=1e-5)
+      np.testing.assert_allclose(PROJ(jnp.float32(x), total), x, atol=1e-6)  # idempotent
+
+
+def test_weighted_masked_projection_matches_bisection_reference():
+  rng = np.random.default_rng(1)
+  k = 11
+  proj = jax.jit(lambda y, lo, d, m: tsfa.project_simplex(y, 1.0, lower=lo, weights=d, mask=m))
+  for _ in range(20):
+    y = rng.normal(size=k)
+    d = rng.uniform(0.01, 10, size=k)
+    mask = rng.uniform(size=k) < 0.7
+    mask[0] = True
+    lower = rng.uniform(0, 0.5 / k, size=k)
+    x = np.asarray(proj(jnp.float32(y), jnp.float32(lower), jnp.float32(d), jnp.asarray(mask)))
+    ref = _np_projection(y, 1.0, lower, d, mask)
+    np.testing.assert_allclose(x, ref, atol=2e-5)
+    assert x.sum() == pytest.approx(1.0, rel=1e-5)
+    assert np.all(x[mask] >= lower[mask] - 1e-7) and np.all(x[~mask] == 0)
+
+
+def test_projection_vmaps_like_a_loop_and_box():
+  y = jax.random.normal(jax.random.PRNGKey(0), (6, 9))
+  tot = jnp.linspace(0.5, 3.0, 6)
+  batched = jax.jit(jax.vmap(tsfa.project_simplex))(y, tot)
+  looped = jnp.stack([tsfa.project_simplex(y[i], tot[i]) for i in range(6)])
+  np.testing.assert_allclose(batched, looped, atol=1e-6)
+  with pytest.raises(ValueError, match="total=-1.0"):
+    tsfa.project_simplex(jnp.ones(3), -1.0)
+  box = tsfa.project_box(jnp.array([-1.0, 0.3, 2.0]), 0.1, 1.0)
+  np.testing.assert_allclose(box, [0.1, 0.3, 1.0])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Bound terms
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_sparsification_error_matches_soft_and_is_monotone():
+  from fedlora.soft.importance import dropped_mass
+  rng = np.random.default_rng(2)
+  grid = jnp.linspace(0.0, 1.0, 101)
+  for r in (1, 4, 8, 13):
+    s = jnp.float32(rng.exponential(size=r))
+    prof = tsfa.normalise_profile(jnp.square(s))
+    e = jax.vmap(lambda rho: tsfa.sparsification_error(rho, prof))(grid)
+    ref = jax.vmap(lambda rho: dropped_mass(s, rho))(grid)
+    np.testing.assert_allclose(e, ref, atol=2e-6)
+    assert bool(jnp.all(jnp.diff(e) <= 1e-6))  # non-increasing in ρ
+    assert float(e[0]) == pytest.approx(1.0, abs=1e-6) and float(e[-1]) == pytest.approx(0.0, abs=1e-6)
+    g = jax.vmap(jax.grad(lambda rho: tsfa.sparsification_error(rho, prof)))(grid[1:-1] + 1e-3)
+    assert bool(jnp.all(jnp.isfinite(g))) and bool(jnp.all(g <= 0))
+  assert float(tsfa.sparsification_error(0.3, jnp.zeros(4))) == 0.0  # nothing uploaded, nothing dropped
+
+
+def test_payload_model_matches_soft_bits():
+  from fedlora.soft.sparsify import adapter_bits
+  dims = [(384, 384), (384, 1536)]
+  c0, c1 = tsfa.soft_payload_model(8, dims, 16)
+  for m in (1, 4, 8):
+    exact = sum(float(adapter_bits(a, b, 8, jnp.int32(m), 16)) for a, b in dims)
+    assert c0 + c1 * (m / 8) == pytest.approx(exact)
+  with pytest.raises(ValueError, match="bits_per_value"):
+    tsfa.soft_payload_model(8, dims, 8)
+
+
+def test_bound_terms_trends():
+  c = tsfa.PilotConstants()
+  r = jnp.array([1, 2, 4, 8, 16])
+  assert bool(jnp.all(jnp.diff(tsfa.representation_error(r, c)) < 0))
+  assert bool(jnp.all(jnp.diff(tsfa.covariance_error(r, c)) > 0))
+  assert tsfa.fit_geometric_decay(tsfa.geometric_profile(12, 0.6)) == pytest.approx(0.6, rel=1e-4)
+  with pytest.raises(ValueError, match="rep_decay"):
+    tsfa.PilotConstants(rep_decay=1.5).validate()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Online solver vs SLSQP
+# ----------------------------------------------------------------------------------------------------
+
+K_PAD = 8
+SOLVE = jax.jit(tsfa.solve, static_argnames="cfg")
+
+
+@pytest.fixture(scope="module")
+def instances():
+  """10 random hard instances with K = 3..8 clients (padded to 8), a common V for vmapping."""
+  rng = np.random.default_rng(3)
+  out = []
+  for i in range(10):
+    inst = random_instance(rng, 3 + i % 6)
+    inst["V"] = 2.0
+    out.append(inst)
+  return out
+
+
+def test_solver_matches_slsqp_and_satisfies_constraints(instances):
+  cfg = online_config(instances[0])
+  for inst in instances:
+    k = len(inst["w"])
+    rho, b, diag = SOLVE(to_inputs(inst, K_PAD), jnp.float32(inst["queue"]), cfg=cfg)
+    rho, b = np.asarray(rho, np.float64), np.asarray(b, np.float64)
+    assert np.all(rho[k:] == 0) and np.all(b[k:] == 0)  # padding gets nothing
+    rho, b = rho[:k], b[:k]
+    assert b.sum() == pytest.approx(inst["bandwidth"], rel=1e-4) and np.all(b >= 0)
+    assert np.all(rho >= inst["rho_min"] - 1e-6) and np.all(rho <= 1 + 1e-6)
+    f = reference_objective(rho, b / inst["bandwidth"], inst)[0]
+    f_ref = slsqp_reference(inst, starts=4)[0]
+    assert f <= f_ref + 1e-3 * abs(f_ref), (k, f, f_ref)
+    # The JAX objective and the solver's diagnostics agree with the numpy reference objective.
+    f_jax = float(tsfa.objective(jnp.float32(rho), jnp.float32(b), to_inputs(inst),
+                                 jnp.float32(inst["queue"]), cfg))
+    assert f_jax == pytest.approx(f, rel=1e-4) and float(diag.objective) == pytest.approx(f, rel=1e-4)
+
+
+def test_vmapped_solver_equals_per_instance(instances):
+  """vmap gives each scenario its own solve: equal up to float32 rounding (batched kernels round
+  differently, which can move the iterate along flat directions, so objectives are compared tightly
+  and iterates loosely)."""
+  cfg = online_config(instances[0])
+  stack = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[to_inputs(x, K_PAD) for x in instances])
+  queues = jnp.float32([x["queue"] for x in instances])
+  rho_v, b_v, diag_v = jax.jit(jax.vmap(lambda i, q: tsfa.solve(i, q, cfg)))(stack, queues)
+  for j, inst in enumerate(instances):
+    rho, b, diag = SOLVE(to_inputs(inst, K_PAD), queues[j], cfg=cfg)
+    assert float(diag_v.objective[j]) == pytest.approx(float(diag.objective), rel=1e-5)
+    np.testing.assert_allclose(rho_v[j], rho, atol=1e-2)
+    np.testing.assert_allclose(b_v[j] / inst["bandwidth"], b / inst["bandwidth"], atol=1e-2)
+    assert float(b_v[j].sum()) == pytest.approx(inst["bandwidth"], rel=1e-4)
+
+
+def test_prox_of_sparsification_error_is_exact():
+  rng = np.random.default_rng(4)
+  r = 6
+  prof = tsfa.normalise_profile(jnp.float32(rng.exponential(size=(5, r))))
+  y = jnp.float32(rng.uniform(-0.2, 1.2, size=5))
+  step = jnp.float32(rng.uniform(0.01, 2.0, size=5))
+  coef = jnp.float32(rng.uniform(0.0, 3.0, size=5))
+  out = online._prox_rho(y, step, coef, prof, 0.2)
+  grid = np.linspace(0.2, 1.0, 80001)
+  for i in range(5):
+    e = np.asarray(tsfa.sparsification_error(jnp.float32(grid), jnp.broadcast_to(prof[i], (grid.size, r))))
+    phi = coef[i] * e + (grid - y[i]) ** 2 / (2 * step[i])
+    phi_out = float(coef[i] * tsfa.sparsification_error(out[i], prof[i]) + (out[i] - y[i]) ** 2 / (2 * step[i]))
+    assert phi_out <= phi.min() + 1e-6
+
+
+def test_online_config_validation():
+  for kw, name in ((dict(rho_min=0.0), "rho_min"), (dict(rho_min=1.5), "rho_min"),
+                   (dict(latency_budget=-1.0), "latency_budget"), (dict(bandwidth_hz=0.0), "bandwidth_hz"),
+                   (dict(V=-1.0), "V"), (dict(temperature=0.0), "temperature"),
+                   (dict(continuation=1.5), "continuation")):
+    base = dict(latency_budget=1.0, V=1.0, rho_min=0.25)
+    with pytest.raises(ValueError, match=name):
+      tsfa.OnlineConfig(**{**base, **kw})
+  inst = random_instance(np.random.default_rng(5), 4)
+  bad = to_inputs(inst)._replace(profile=jnp.ones((3, 8)))
+  with pytest.raises(ValueError, match="profile"):
+    tsfa.solve(bad, 0.0, online_config(inst))
+
+
+def test_update_uses_realised_latency_for_the_queue():
+  inst = random_instance(np.random.default_rng(6), 4)
+  cfg = online_config(inst)
+  state = tsfa.init(10, cfg)
+  ids = jnp.array([2, 5, 7, 9])
+  update = jax.jit(tsfa.update, static_argnames="cfg")
+  _, b, _, state = update(state, to_inputs(inst), 123.0, cfg=cfg, client_ids=ids)
+  assert float(state.queue) == 0.0 and int(state.round) == 1  # nothing observed before round 1
+  np.testing.assert_allclose(state.share[ids], b / cfg.bandwidth_hz, rtol=1e-6)
+  assert float(state.share[0]) == pytest.approx(0.1)  # unscheduled clients keep their warm start
+  _, _, diag, state = update(state, to_inputs(inst), inst["budget"] + 0.75, cfg=cfg, client_ids=ids)
+  assert float(diag.queue) == pytest.approx(0.75) and float(state.queue) == pytest.approx(0.75)
+  state = tsfa.observe(state, inst["budget"] - 5.0, cfg)
+  assert float(state.queue) == 0.0  # the queue never goes negative
+
+
+# ----------------------------------------------------------------------------------------------------
+# Long run: the Lyapunov queue keeps the average latency within the budget
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_long_run_average_latency_respects_budget():
+  k, rounds, budget = 8, 1000, 1.0
+  chan = wireless.ChannelConfig()
+  chan_state = wireless.init(jax.random.PRNGKey(0), k, chan)
+  fixed = jnp.full((k,), 0.2)
+  c0, c1 = jnp.full((k,), 1e3), jnp.full((k,), 2e7)
+  weights = jnp.full((k,), 1.0 / k)
+  profile = jnp.broadcast_to(tsfa.geometric_profile(8, 0.8), (k, 8))
+  cfg = tsfa.OnlineConfig(latency_budget=budget, V=1.0, rho_min=1.0 / 8, bandwidth_hz=chan.bandwidth_hz)
+
+  def inputs_for(key):
+    rc = wireless.sample_round(chan_state, key, jnp.arange(k), chan)
+    return rc, tsfa.make_inputs(rc.gain_est, c0, c1, fixed, weights, profile, chan)
+
+  def step(carry, key):
+    state, last = carry
+    rc, inp = inputs_for(key)
+    rho, b, diag, state = tsfa.update(state, inp, last, cfg)
+    real = wireless.realise(b, tsfa.payload_bits(rho, c0, c1), rc.gain, fixed, jnp.inf, chan)
+    return (state, real.round_latency), (real.round_latency, state.queue, rho.mean())
+
+  keys = jax.random.split(jax.random.PRNGKey(1), rounds)
+  run = jax.jit(lambda keys: jax.lax.scan(step, (tsfa.init(k, cfg), jnp.float32(0.0)), keys)[1])
+  lat, queue, rho_mean = (np.asarray(a) for a in run(keys))
+
+  # The budget binds: with an empty queue (ρ = 1, latency-optimal bandwidth) rounds take longer.
+  def free_latency(key):
+    rc, inp = inputs_for(key)
+    rho, b, _ = tsfa.solve(inp, 0.0, cfg)
+    return wireless.realise(b, tsfa.payload_bits(rho, c0, c1), rc.gain, fixed, jnp.inf, chan).round_latency
+  free = np.asarray(jax.jit(jax.vmap(free_latency))(keys[:64]))
+  assert free.mean() > 1.5 * budget
+
+  assert lat.mean() <= budget * 1.02, lat.mean()
+  # Bounded: a deep fade can push one round far over budget (the queue jumps by that excess, then
+  # drains), but beyond the largest single-round excess the queue stays within a few budgets and
+  # does not drift upwards.
+  assert queue.max() <= (lat.max() - budget) + 5 * budget
+  assert queue[-200:].mean() < 3 * budget and queue[-1] < 5 * budget
+  assert 1.0 / 8 < rho_mean.mean() < 1.0  # the stage really trades sparsification for latency
+
+
+# ----------------------------------------------------------------------------------------------------
+# Offline stage
+# ----------------------------------------------------------------------------------------------------
+
+OFFLINE_KW = dict(r_max=32, clients_per_round=10, bits_per_component=294912.0, fixed_latency=0.3,
+                  mask_bits_per_rank=12.0, consts=tsfa.PilotConstants(cov_coeff=0.005))
+
+
+def test_offline_picks_argmin_of_its_table():
+  results = {b: tsfa.choose(latency_budget=b, **OFFLINE_KW) for b in (0.35, 1.0, 3.0)}
+  for res in results.values():
+    t = res.table
+    assert res.rank == int(t["rank"][np.argmin(t["total"])])
+    np.testing.assert_allclose(t["total"], t["representation"] + t["covariance"] + t["sparsification"]
+                               + t["latency_term"], rtol=1e-5)
+    assert np.all(np.diff(t["representation"]) < 0) and np.all(np.diff(t["covariance"]) > 0)
+    assert np.all((t["rho"] >= t["rho_min"]) & (t["rho"] <= 1))
+    assert "chosen: rank=%d" % res.rank in tsfa.format_table(res)
+  # A tighter budget forces harder sparsification, so no row's bound can improve.
+  tight, loose = results[0.35].table, results[1.0].table
+  assert np.all(tight["rho"] <= loose["rho"] + 1e-9) and np.all(tight["total"] >= loose["total"] - 1e-7)
+  assert np.any(tight["sparsification"] > loose["sparsification"])
+
+
+def test_offline_rules_for_rho_min_and_v():
+  res = tsfa.choose(latency_budget=0.5, max_drop=0.4, horizon_rounds=2000, violation_tol=0.05, **OFFLINE_KW)
+  prof = offline.rank_profile(res.rank, OFFLINE_KW["consts"])
+  e = lambda rho: float(tsfa.sparsification_error(rho, prof))
+  assert e(res.rho_min) <= 0.4 + 1e-6
+  if res.rho_min > 1.0 / res.rank:
+    assert e(res.rho_min - 1.0 / res.rank) > 0.4
+  short = tsfa.choose(latency_budget=0.5, horizon_rounds=1, **OFFLINE_KW)
+  assert short.V == pytest.approx(1e-2 * 0.25) and any("too short" in n for n in short.notes)
+  assert res.V > short.V
+  with pytest.raises(ValueError, match="latency_budget"):
+    tsfa.choose(latency_budget=0.0, **OFFLINE_KW)
+  assert offline.candidate_ranks(12) == [1, 2, 4, 8, 12]
+
+
+def test_cli_prints_table(capsys):
+  assert cli_main(["--budget", "0.5", "--r-max", "16", "--fixed-latency", "0.3"]) == 0
+  out = capsys.readouterr().out
+  assert "chosen: rank=" in out and out.count("\n") >= 6
+  assert cli_main(["--budget", "-1"]) == 2
+  assert "latency_budget=-1.0" in capsys.readouterr().err

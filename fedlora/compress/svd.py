@@ -38,28 +38,69 @@ from fedlora.compress.base import (Compressor, build_compressor, compress_by_par
                                    num_keep, path_str, quantize, require_ref, top_mask)
 
 
-def svd_rotation(a_loc: jax.Array, b_loc: jax.Array, rcond: float = 1e-6):
-  """`(R [r, r], R_inv [r, r], sigma [r])` aligning components of (a_loc, b_loc) to M's SVD."""
+def _after(x, token):
+  """`x`, made to depend on `token` (None: unchanged), so XLA cannot run them concurrently.
+
+  Why: jaxlib's CPU LAPACK kernels (QR, SVD) split a vmapped batch over the intra-op thread pool
+  and block on it; two such custom calls running at once can each hold a pool thread while waiting
+  for the other's work, which deadlocks on small pools (seen on 2 cores: vmapped over 10 clients
+  with 12 adapters, every run hung in `QrFactorizationKernel`/`ParallelBatchMap`). Chaining the
+  calls with `optimization_barrier` data dependencies serialises them; each stays batched.
+  """
+  if token is None:
+    return x
+  return jax.lax.optimization_barrier((x, token))[0]
+
+
+def thin_qr(a: jax.Array):
+  """Thin QR `a = q @ t` (`a: [n, r]`, `q: [n, r]` orthonormal columns, `t: [r, r]` upper triangular
+  with a non-negative diagonal) by modified Gram-Schmidt with one re-orthogonalisation pass.
+
+  Pure jnp (r static and small): it replaces `jnp.linalg.qr`, whose batched CPU LAPACK kernel
+  deadlocked under `vmap` on a 2-core pool (see `_after`). A zero column gives a zero q column and
+  t[j, j] = 0, which `svd_rotation` regularises.
+  """
+  n, r = a.shape
+  cols, t = [], jnp.zeros((r, r), a.dtype)
+  for j in range(r):
+    v = a[:, j]
+    for _ in range(2):  # "twice is enough" re-orthogonalisation
+      for i, qi in enumerate(cols):
+        c = qi @ v
+        t = t.at[i, j].add(c)
+        v = v - c * qi
+    nv = jnp.linalg.norm(v)
+    t = t.at[j, j].set(nv)
+    cols.append(jnp.where(nv > 0, v / jnp.where(nv > 0, nv, 1.0), 0.0))
+  return jnp.stack(cols, axis=1), t
+
+
+def svd_rotation(a_loc: jax.Array, b_loc: jax.Array, rcond: float = 1e-6, token=None):
+  """`(R [r, r], R_inv [r, r], sigma [r])` aligning components of (a_loc, b_loc) to M's SVD.
+
+  `token`: any array the LAPACK calls here must wait for (see `_after`); the last of them can be
+  chained on through `R`.
+  """
   r = a_loc.shape[1]
-  m_full = a_loc @ b_loc                                       # [d_in, d_out]
+  m_full = _after(a_loc @ b_loc, token)                        # [d_in, d_out]
   u, s, _ = jnp.linalg.svd(m_full, full_matrices=False)      # u [d_in, p], s [p]
-  q, t = jnp.linalg.qr(a_loc)                                  # [d_in, r], [r, r]
+  q, t = thin_qr(_after(a_loc, s))                             # [d_in, r], [r, r]
   d = jnp.diagonal(t)
   floor = rcond * jnp.max(jnp.abs(d)) + jnp.finfo(t.dtype).tiny
   d_reg = jnp.where(jnp.abs(d) < floor, jnp.where(d >= 0, 1.0, -1.0) * floor, d)
   t = t + jnp.diag(d_reg - d)
-  w, _ = jnp.linalg.qr(q.T @ u[:, :r])                         # orthogonal [r, r]
+  w, _ = thin_qr(q.T @ u[:, :r])                               # orthogonal [r, r]
   rot = solve_triangular(t, w, lower=False)                    # T⁻¹ W
   rot_inv = w.T @ t                                            # Wᵀ T
   return rot, rot_inv, s[:r]
 
 
 def svd_sparsify_adapter(da, db, a_loc, b_loc, ratio, bits_per_value: int = 32,
-                         rcond: float = 1e-6, simulate_quantization: bool = True):
+                         rcond: float = 1e-6, simulate_quantization: bool = True, token=None):
   """`(da_sent [d_in, r], db_sent [r, d_out], mask [r])` for update `(da, db)` of local factors
   `(a_loc [d_in, r], b_loc [r, d_out])` (normally ref + delta) — see module docstring."""
   r = da.shape[1]
-  rot, rot_inv, sig = svd_rotation(a_loc, b_loc, rcond)
+  rot, rot_inv, sig = svd_rotation(a_loc, b_loc, rcond, token)
   mask = top_mask(sig, num_keep(ratio, r))
   da_rot = quantize(da @ rot, bits_per_value, simulate_quantization)       # [d_in, r]
   db_rot = quantize(rot_inv @ db, bits_per_value, simulate_quantization)   # [r, d_out]
@@ -75,6 +116,7 @@ def svd_compressor(bits_per_value: int = 32, error_feedback: bool = False, rcond
 
   def compress_tree(target, ratio, key, ref, delta):
     require_ref(ref, "svd compressor")
+    chain = [None]  # per trace: each adapter's LAPACK calls wait for the previous adapter's (_after)
 
     def adapter_rule(path, da, db, ref_pair, delta_pair):
       (a0, b0), (ua, ub) = ref_pair, delta_pair
@@ -85,7 +127,8 @@ def svd_compressor(bits_per_value: int = 32, error_feedback: bool = False, rcond
                          f"{min(d_in, d_out)}")
       # local factors are ref + raw delta; the (possibly EF-augmented) target is what gets rotated
       sa, sb, mask = svd_sparsify_adapter(da, db, a0 + ua, b0 + ub, ratio, q, rcond,
-                                          simulate_quantization)
+                                          simulate_quantization, chain[0])
+      chain[0] = sa
       sent = (sa, sb)
       m = mask.sum().astype(jnp.float32)
       bits = m * float((d_in + d_out) * q) + float(r * r * q + r)

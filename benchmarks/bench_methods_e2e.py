@@ -1,7 +1,8 @@
 """End-to-end comparison on the default task under one wireless latency budget.
 
-Runs configs/wireless_compare.py once per method — ideal (no channel limits), SOFT+TSFA, top-k,
-random-k, SVD truncation, FFA-LoRA — with identical data, clients, channel draws and seeds, then
+Runs configs/wireless_compare.py once per method — ideal (no channel limits), SOFT+TSFA, SOFT at the
+baselines' fixed ratio (same compressor budget as they have), top-k, random-k, SVD truncation,
+FFA-LoRA — with identical data, clients, channel draws and seeds, then
 prints a table (final accuracy, cumulative uplink, latency, deadline misses, wall time), writes
 benchmarks/results/methods_e2e.json and a plot benchmarks/results/methods_e2e.png
 (accuracy vs round and vs cumulative uplink).
@@ -33,6 +34,7 @@ from fedlora.utils.metrics import read_metrics  # noqa: E402
 RUNS = {
     "ideal": ("ideal", {"wireless.enabled": False}),
     "soft_tsfa": ("soft", {"method.allocation": "tsfa"}),
+    "soft_fixed": ("soft", {"method.allocation": "fixed"}),
     "topk": ("topk", {"method.allocation": "fixed"}),
     "randk": ("randk", {"method.allocation": "fixed"}),
     "svd": ("svd", {"method.allocation": "fixed"}),

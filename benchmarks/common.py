@@ -9,6 +9,8 @@ import time
 
 import jax
 
+from fedlora.utils.overrides import apply_overrides  # noqa: F401  (re-exported for the scripts)
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
@@ -55,13 +57,3 @@ def parse_overrides(argv: list[str]) -> dict:
     except (ValueError, SyntaxError):
       out[k] = v
   return out
-
-
-def apply_overrides(config, overrides: dict):
-  for k, v in overrides.items():
-    node = config
-    *head, last = k.removeprefix("config.").split(".")
-    for p in head:
-      node = node[p]
-    node[last] = v
-  return config

@@ -14,14 +14,8 @@ def tiny_config(**overrides):
   """configs/tiny.py with dotted-key overrides, e.g. tiny_config(**{'fed.rounds': 3})."""
   sys.path.insert(0, os.path.join(ROOT, "configs"))
   import tiny  # noqa: PLC0415
-  c = tiny.get_config()
-  for k, v in overrides.items():
-    node = c
-    *head, last = k.split(".")
-    for p in head:
-      node = node[p]
-    node[last] = v
-  return c
+  from fedlora.utils.overrides import apply_overrides  # noqa: PLC0415
+  return apply_overrides(tiny.get_config(), overrides)
 
 
 @pytest.fixture(scope="session")

@@ -92,3 +92,17 @@ def test_local_training_lowers_the_loss(tiny_exp):
   before = float(loss(exp.parts.trainable, exp.parts.frozen, b0, None)[0])
   after = float(loss(new, exp.parts.frozen, b0, None)[0])
   assert after < 0.7 * before
+
+
+def test_tsfa_payload_model_equals_soft_bits_on_the_rank_grid(tiny_exp):
+  """TSFA plans with bits(ρ) = c0 + c1·ρ; at ρ = m/r that is exactly what SOFT reports."""
+  from fedlora.compress import get_compressor
+  from fedlora.methods.uplink import bits_model
+  g = tiny_exp.parts.trainable
+  c0, c1 = bits_model(g, lambda name: False, 32)
+  soft = get_compressor("soft", {})
+  delta = jax.tree_util.tree_map(lambda x: 0.01 * jnp.ones_like(x), g)
+  r = tiny_exp.config.lora.rank
+  for m in (1, 3, r):
+    out = soft.update(soft.init(g), delta, jnp.float32(m / r), jax.random.PRNGKey(0), g)
+    assert float(out.bits) == c0 + c1 * m / r

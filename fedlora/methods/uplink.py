@@ -9,7 +9,7 @@
     the TSFA virtual queue observes the realised round latency.
 Each sampled client's importance profile (sorted normalised s_i² of its last full update, pooled over
 adapters; uniform before its first upload) feeds TSFA's sparsification-error term (ours: the server
-plans with the profile the client reported last time it took part — r floats, counted in the bits).
+plans with the profile the client reported last time it took part — r floats, not counted).
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def bits_model(trainable: dict, frozen_leaf, q: int) -> tuple[float, float]:
   """Affine payload model `bits(ρ) ≈ c0 + c1·ρ` of a rank-sparsified upload (TSFA's input).
 
   c1 = all adapter values that rank sparsification thins (Σ r·(d_in+d_out)·q over trained factors),
-  c0 = always-dense leaves (head) + the r-bit masks + the r-float importance report.
+  c0 = always-dense leaves (head) + the r-bit masks. (The r-float importance profile a client
+  reports for the next plan, 32·r bits, is not counted: < 0.02 % of the payload here.)
   `frozen_leaf(path) -> bool` marks leaves that are never sent (FFA-LoRA's A).
   """
   c0, c1 = 0.0, 0.0
@@ -44,7 +45,7 @@ def bits_model(trainable: dict, frozen_leaf, q: int) -> tuple[float, float]:
     if name.endswith(("lora_a", "lora_b")):
       r = x.shape[-1] if name.endswith("lora_a") else x.shape[0]
       c1 += n * q
-      c0 += r + (32.0 * r if name.endswith("lora_a") else 0.0)
+      c0 += r if name.endswith("lora_a") else 0.0
     else:
       c0 += n * q
   return c0, c1

@@ -99,7 +99,7 @@ def test_tsfa_payload_model_equals_soft_bits_on_the_rank_grid(tiny_exp):
   from fedlora.compress import get_compressor
   from fedlora.methods.uplink import bits_model
   g = tiny_exp.parts.trainable
-  c0, c1 = bits_model(g, lambda name: False, 32)
+  c0, c1 = bits_model(g, 32)
   soft = get_compressor("soft", {})
   delta = jax.tree_util.tree_map(lambda x: 0.01 * jnp.ones_like(x), g)
   r = tiny_exp.config.lora.rank

@@ -17,6 +17,7 @@ from fedlora.fed.aggregate import fedavg
 from fedlora.fed.local import make_local_update
 from fedlora.fed.sharding import constrain_clients
 from fedlora.soft.importance import score_tree
+from fedlora.tsfa.bound import normalise_profile
 
 
 class ClientOut(NamedTuple):
@@ -40,8 +41,7 @@ def pooled_profile(delta) -> jax.Array:
   i.e. what fraction of the update's importance the top-j components carry (TSFA's E_k input)."""
   scores = [s for s in jax.tree_util.tree_leaves(score_tree(delta)) if s is not None]
   e = jnp.sort(jnp.square(jnp.stack(scores)), axis=-1)[:, ::-1].sum(0)
-  tot = e.sum()
-  return jnp.where(tot > 0, e / jnp.where(tot > 0, tot, 1.0), 1.0 / e.shape[0])
+  return jnp.where(e.sum() > 0, normalise_profile(e), 1.0 / e.shape[0])
 
 
 def tree_sub(a, b):

@@ -57,7 +57,7 @@ def build_method(config, trainable=None) -> Method:
     config = config.copy_and_resolve_references()
     config.method.ratio = 1.0
     config.method.allocation = "fixed"
-  init_state, plan, deliver, plot = make_uplink(config, freeze, rank_grid=name in ("soft", "svd"))
+  init_state, plan, deliver, plot = make_uplink(config, rank_grid=name in ("soft", "svd"))
   return Method(name, comp, freeze, penalty, weight, init_state, plan, deliver, plot)
 
 

@@ -1,6 +1,6 @@
 """The wireless uplink of a round: channel draw, ratio/bandwidth plan, realised latency, drops.
 
-`make_uplink(config, exp_info)` returns (init_state, plan, deliver, plot) for `Method`:
+`make_uplink(config, rank_grid)` returns (init_state, plan, deliver, plot) for `Method`:
   * plan: draws this round's block fading for the K sampled clients (and the planner's CSI estimate),
     then either solves TSFA's online problem (`allocation='tsfa'`: per-client ratio ρ_k and bandwidth
     b_k) or uses the configured fixed ratio with an equal bandwidth split (`allocation='fixed'`).
@@ -20,7 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedlora.compress.base import adapter_pairs, dense_leaves
 from fedlora.tsfa import online
+from fedlora.tsfa.bound import soft_payload_model
 from fedlora.wireless import channel as wch
 from fedlora.wireless.channel import ChannelConfig
 from fedlora.wireless.latency import realise, shannon_rate
@@ -28,27 +30,16 @@ from fedlora.wireless.latency import realise, shannon_rate
 ALLOCATIONS = ("tsfa", "fixed")
 
 
-def bits_model(trainable: dict, frozen_leaf, q: int) -> tuple[float, float]:
-  """Affine payload model `bits(ρ) ≈ c0 + c1·ρ` of a rank-sparsified upload (TSFA's input).
-
-  c1 = all adapter values that rank sparsification thins (Σ r·(d_in+d_out)·q over trained factors),
-  c0 = always-dense leaves (head) + the r-bit masks. (The r-float importance profile a client
+def bits_model(trainable: dict, q: int) -> tuple[float, float]:
+  """Affine payload model `bits(ρ) = c0 + c1·ρ` of a rank-sparsified upload (TSFA's input):
+  `tsfa.soft_payload_model` over the tree's adapters, with the non-adapter leaves (head) as its
+  always-dense bits. Exact where ρ·r is an integer. (The r-float importance profile a client
   reports for the next plan, 32·r bits, is not counted: < 0.02 % of the payload here.)
-  `frozen_leaf(path) -> bool` marks leaves that are never sent (FFA-LoRA's A).
   """
-  c0, c1 = 0.0, 0.0
-  for path, x in jax.tree_util.tree_leaves_with_path(trainable):
-    name = "/".join(str(getattr(k, "key", k)) for k in path)
-    if frozen_leaf(name):
-      continue
-    n = float(np.prod(x.shape))
-    if name.endswith(("lora_a", "lora_b")):
-      r = x.shape[-1] if name.endswith("lora_a") else x.shape[0]
-      c1 += n * q
-      c0 += r if name.endswith("lora_a") else 0.0
-    else:
-      c0 += n * q
-  return c0, c1
+  pairs = adapter_pairs(trainable)
+  dense = sum(float(np.prod(x.shape)) * q for _, x in dense_leaves(trainable))
+  return soft_payload_model(pairs[0][1].shape[1], [(a.shape[0], b.shape[1]) for _, a, b in pairs],
+                            q, dense)
 
 
 def local_flops(frozen: dict, tokens_per_round: int) -> float:
@@ -73,28 +64,25 @@ def validate_uplink(config) -> None:
                      "allowed: > 0 (math.inf = no deadline)")
 
 
-def make_uplink(config, freeze_regex: str | None, rank_grid: bool = False):
+def make_uplink(config, rank_grid: bool = False):
   """(init_state, plan, deliver, plot) closures for a method that goes through the wireless channel.
 
   rank_grid: the compressor keeps whole rank components (SOFT, SVD), so a ratio ρ really sends
   ceil(ρ·r) of r. ours: TSFA's continuous ratio is then rounded DOWN to the grid m/r (m >= 1), so the
   realised payload never exceeds the one the latency plan was made for.
   """
-  import re
   validate_uplink(config)
   chan = ChannelConfig.from_config(config.wireless.channel)
   use_tsfa = config.method.allocation == "tsfa"
   tcfg = online.OnlineConfig.from_config(config.tsfa.online, bandwidth_hz=chan.bandwidth_hz)
   deadline = config.tsfa.online.latency_budget * config.wireless.deadline_factor
   ratio = float(config.method.ratio)
-  pat = re.compile(freeze_regex) if freeze_regex else None
-  frozen_leaf = (lambda name: bool(pat.search(name))) if pat else (lambda name: False)
   q = config.compress.bits_per_value
   cache = {}
 
   def consts(exp):
     if "c" not in cache:
-      c0, c1 = bits_model(exp.parts.trainable, frozen_leaf, q)
+      c0, c1 = bits_model(exp.parts.trainable, q)
       tokens = config.fed.local_steps * config.fed.batch_size * config.data.max_length
       cache["c"] = (c0, c1, local_flops(exp.parts.frozen, tokens))
     return cache["c"]

@@ -46,6 +46,8 @@ def get_config(arg=None):
   c.fed.local_steps = 5  # E optimizer steps per client per round
   c.fed.batch_size = 8  # examples per local step
   c.fed.server_lr = 1.0  # server step on the averaged update (1.0 = FedAvg)
+  c.fed.client_chunk = 0  # C clients vmapped at once, the K sampled run as ceil(K/C) chunks (0 = auto)
+  c.fed.memory_budget_gb = 0.0  # budget auto-chunking sizes C for (0 = device limit or 70% of RAM)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adamw"  # client optimizer: 'adamw' | 'sgd' (state reset every round)

@@ -29,6 +29,7 @@ from fedlora.data.tokenize import load_tokenizer  # noqa: E402
 from fedlora.fed.round import RoundFns, make_round  # noqa: E402
 from fedlora.fed.sampling import sample_clients  # noqa: E402
 from fedlora.fed.sharding import check_divisible, client_mesh  # noqa: E402
+from fedlora.fed import memory  # noqa: E402
 from fedlora.fed.local import make_optimizer  # noqa: E402
 from fedlora.models import load_pretrained  # noqa: E402
 from fedlora.tasks.classification import make_eval, make_loss  # noqa: E402
@@ -50,6 +51,7 @@ class Experiment(NamedTuple):
   round_fns: RoundFns
   evaluate: Any
   method: Method
+  chunk_choice: Any = None      # memory.ChunkChoice when fed.client_chunk=0 chose C, else None
 
 
 def load_data(config):
@@ -82,21 +84,49 @@ def build(config) -> Experiment:
   check_divisible(config.fed.clients_per_round, mesh)
   labels = lora.trainable_labels(parts.trainable, method.freeze)
   loss_fn = make_loss(parts, method.penalty, method.penalty_weight)
-  round_fns = make_round(loss_fn, make_optimizer(config.optim, labels), method.compressor,
-                         local_steps=config.fed.local_steps, batch_size=config.fed.batch_size,
-                         server_lr=config.fed.server_lr, mesh=mesh)
   clients = jax.tree_util.tree_map(jnp.asarray, fd.clients)
+
+  def rounds(chunk):
+    return make_round(loss_fn, make_optimizer(config.optim, labels), method.compressor,
+                      local_steps=config.fed.local_steps, batch_size=config.fed.batch_size,
+                      server_lr=config.fed.server_lr, mesh=mesh, client_chunk=chunk, donate=True)
+  round_fns = rounds(config.fed.client_chunk)
+  choice = None
+  if config.fed.client_chunk == 0:
+    choice = auto_chunk(config, round_fns, parts, clients, mesh)
+    round_fns = rounds(choice.chunk)
+    if jax.process_index() == 0:
+      print(f"[fedlora] {choice.reason}", flush=True)
   return Experiment(config, parts, clients, fd.test, fd.label_names, fd.histogram, round_fns,
-                    make_eval(parts, config.eval.batch_size), method)
+                    make_eval(parts, config.eval.batch_size), method, choice)
+
+
+def auto_chunk(config, round_fns: RoundFns, parts, clients: ClientData, mesh) -> memory.ChunkChoice:
+  """`fed.client_chunk=0`: C from the memory budget and XLA's estimate of one client's step."""
+  k, e, b = config.fed.clients_per_round, config.fed.local_steps, config.fed.batch_size
+  seq = clients.input_ids.shape[-1]
+  i32 = jnp.int32
+  batches = {"input_ids": jax.ShapeDtypeStruct((e, b, seq), i32),
+             "attention_mask": jax.ShapeDtypeStruct((e, b, seq), i32),
+             "labels": jax.ShapeDtypeStruct((e, b), i32)}
+  states = jax.eval_shape(round_fns.init_client_states, parts.trainable, clients.num_clients)
+  row = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), states)
+  est = memory.one_client_bytes(round_fns.one_client, parts.trainable, parts.frozen, batches, row)
+  out_bytes = k * (lora.tree_bytes(parts.trainable) + 4096)
+  fixed = (lora.tree_bytes(parts.frozen) + lora.tree_bytes(clients) + lora.tree_bytes(states)
+           + out_bytes)
+  budget, source = memory.memory_budget(config.fed.memory_budget_gb)
+  devices = mesh.shape["clients"] if mesh is not None else 1
+  return memory.choose_chunk(k, est["total"], fixed, budget * devices, source, devices)
 
 
 def init_state(exp: Experiment) -> dict:
   """The whole mutable run state as a PyTree of arrays (what a checkpoint holds)."""
   n = exp.clients.num_clients
-  comp = exp.method.compressor.init(exp.parts.trainable)
-  comp = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), comp)
+  states = exp.round_fns.init_client_states(exp.parts.trainable, n)
+  states = jax.tree_util.tree_map(jnp.array, states)  # own buffers: the client phase donates them
   return {"round": np.asarray(0, np.int32), "trainable": exp.parts.trainable,
-          "comp_states": comp, "method": exp.method.init_state(exp),
+          "client_states": states, "method": exp.method.init_state(exp),
           "cum_uplink_bits": np.asarray(0.0, np.float64),
           "cum_downlink_bits": np.asarray(0.0, np.float64)}
 
@@ -108,15 +138,15 @@ def run_round(exp: Experiment, state: dict, t: int) -> tuple[dict, dict]:
   k_sel, k_plan, k_clients = jax.random.split(key, 3)
   ids = sample_clients(k_sel, exp.clients.num_clients, cfg.fed.clients_per_round)
   plan, mstate = exp.method.plan(exp, state["method"], ids, k_plan)
-  out, comp_states = exp.round_fns.client_phase(state["trainable"], exp.parts.frozen, exp.clients,
-                                                ids, k_clients, plan["ratio"], state["comp_states"])
+  out, client_states = exp.round_fns.client_phase(state["trainable"], exp.parts.frozen, exp.clients,
+                                                  ids, k_clients, plan["ratio"], state["client_states"])
   delivered, mstate, wireless = exp.method.deliver(exp, mstate, plan, out.bits, out.profile)
   weights = exp.clients.num_examples[ids].astype(jnp.float32) * delivered
   trainable = exp.round_fns.server_phase(state["trainable"], out.delta, weights)
   down_bits = 32.0 * lora.tree_size(state["trainable"]) * ids.shape[0]
   up_bits = float(jnp.sum(out.bits * delivered))
   new_state = dict(state, round=np.asarray(t, np.int32), trainable=trainable,
-                   comp_states=comp_states, method=mstate,
+                   client_states=client_states, method=mstate,
                    cum_uplink_bits=np.asarray(float(state["cum_uplink_bits"]) + up_bits),
                    cum_downlink_bits=np.asarray(float(state["cum_downlink_bits"]) + down_bits))
   record = {
@@ -187,12 +217,31 @@ def run(config) -> dict:
       "resumed_from_round": start, "setup_seconds": setup_s,
       "wall_seconds_this_invocation": time.time() - t0,
       "train_seconds_all_rounds": sum(r.get("round_seconds", 0.0) for r in records),
+      "memory": memory_line(exp, state),
   }
   with open(os.path.join(config.workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
   plot_run(records, os.path.join(config.workdir, "plot.png"), title=f"{config.method.name}")
   exp.method.plot(records, config.workdir)
   return summary
+
+
+def memory_line(exp: Experiment, state: dict) -> dict:
+  """Bytes of the frozen base, of one client's trainable + optimizer state (+ its state row), the
+  chunk the client phase ran with, and the peak memory of this process so far."""
+  tr = exp.parts.trainable
+  opt = jax.eval_shape(make_optimizer(exp.config.optim).init, tr)
+  row = lora.tree_bytes(state["client_states"]) // max(1, exp.clients.num_clients)
+  out = {"frozen_base_bytes": lora.tree_bytes(exp.parts.frozen),
+         "client_trainable_bytes": lora.tree_bytes(tr), "client_optimizer_bytes": lora.tree_bytes(opt),
+         "client_state_row_bytes": row,
+         "client_chunk": exp.round_fns.client_chunk or exp.config.fed.clients_per_round}
+  if exp.chunk_choice is not None:
+    out.update(chunk_reason=exp.chunk_choice.reason,
+               per_client_step_bytes_xla=exp.chunk_choice.per_client_bytes,
+               memory_budget_bytes=exp.chunk_choice.budget_bytes)
+  out.update(memory.peak_memory_bytes())
+  return out
 
 
 def parse_config(argv: list[str]):

@@ -52,9 +52,9 @@ def test_vmapped_round_equals_python_loop_reference(tiny_exp):
   ids = jnp.array([0, 2])
   key = jax.random.PRNGKey(42)
   ratios = jnp.ones((2,), jnp.float32)
-  comp = exp.method.compressor.init(g)
-  comp_all = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (4,) + x.shape), comp)
-  out, _ = fns.client_phase(g, frozen, exp.clients, ids, key, ratios, comp_all)
+  states = fns.init_client_states(g, 4)
+  comp = jax.tree_util.tree_map(lambda x: x[0], states)
+  out, _ = fns.client_phase(g, frozen, exp.clients, ids, key, ratios, states)
 
   # reference: same batches and keys, one client at a time
   batches, keys = fns.sample(key, exp.clients, ids)
@@ -84,7 +84,7 @@ def test_local_training_lowers_the_loss(tiny_exp):
   batches, keys = fns.sample(jax.random.PRNGKey(0), exp.clients, jnp.array([1]))
   one_batch = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x[0, :1], (8,) + x.shape[2:]), batches)
   o, _ = jax.jit(fns.one_client)(exp.parts.trainable, exp.parts.frozen, one_batch, keys[0],
-                                 jnp.float32(1.0), exp.method.compressor.init(exp.parts.trainable))
+                                 jnp.float32(1.0), {"comp": exp.method.compressor.init(exp.parts.trainable)})
   new = jax.tree_util.tree_map(jnp.add, exp.parts.trainable, o.delta)
   from fedlora.tasks.classification import make_loss
   loss = make_loss(exp.parts)
@@ -106,3 +106,55 @@ def test_tsfa_payload_model_equals_soft_bits_on_the_rank_grid(tiny_exp):
   for m in (1, 3, r):
     out = soft.update(soft.init(g), delta, jnp.float32(m / r), jax.random.PRNGKey(0), g)
     assert float(out.bits) == c0 + c1 * m / r
+
+
+def test_chunked_client_phase_equals_unchunked_with_error_feedback_state():
+  """K=3 clients in chunks of 2 (last chunk padded with a dummy client) give the same updates, bits,
+  metrics and error-feedback states (random-k: its selection does not hinge on float ties) as one
+  vmapped chunk of 3, over two rounds (the second one reads the residuals the first one wrote);
+  the never-sampled client's state stays untouched (padding writes nothing)."""
+  from conftest import tiny_config
+  from fedlora.train import build
+  over = {"method.name": "randk", "method.ratio": 0.25, "compress.error_feedback": True,
+          "optim.name": "sgd", "optim.lr": 0.5,  # SGD: no Adam amplification of 1-ulp differences
+          "fed.clients_per_round": 3}
+  runs = {}
+  for chunk in (2, 3):
+    exp = build(tiny_config(**over, **{"fed.client_chunk": chunk}))
+    assert exp.round_fns.client_chunk == chunk
+    g, frozen = exp.parts.trainable, exp.parts.frozen
+    states = exp.round_fns.init_client_states(g, 4)
+    outs = []
+    for t, ids in enumerate((jnp.array([0, 1, 3]), jnp.array([3, 0, 1]))):  # client 2 never
+      out, states = exp.round_fns.client_phase(g, frozen, exp.clients, ids, jax.random.PRNGKey(t),
+                                               jnp.full((3,), 0.25), states)
+      outs.append(out)
+    runs[chunk] = (outs, states)
+  (o2, s2), (o3, s3) = runs[2], runs[3]
+  for a, b in zip(o2, o3):
+    chex.assert_trees_all_close(a.delta, b.delta, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(a.bits, b.bits)
+    chex.assert_trees_all_close(a.metrics, b.metrics, rtol=1e-5, atol=1e-6)
+    chex.assert_tree_shape_prefix(a.delta, (3,))
+  chex.assert_trees_all_close(s2, s3, rtol=1e-5, atol=1e-7)
+  # the residual is what random-k dropped from the adapters: nonzero for the sampled clients only
+  row_max = jnp.stack([jnp.abs(x).reshape(4, -1).max(1) for x in jax.tree_util.tree_leaves(s2)]).max(0)
+  assert [float(v) > 0 for v in row_max] == [True, True, False, True]
+
+
+def test_auto_chunk_fits_the_budget_and_matches_fixed_chunk(capsys):
+  """fed.client_chunk=0 sizes C from XLA's estimate of one client's step: a budget that leaves room
+  for about 2 clients picks C=2 (and prints why); a huge budget runs all K in one chunk."""
+  from conftest import tiny_config
+  from fedlora.train import build
+  from fedlora.fed import memory
+  big = build(tiny_config(**{"fed.clients_per_round": 4, "fed.memory_budget_gb": 64.0}))
+  ch = big.chunk_choice
+  assert big.round_fns.client_chunk == 4 and ch.per_client_bytes > 0
+  assert "client_chunk=4 of K=4" in capsys.readouterr().out
+  budget_gb = (ch.fixed_bytes + 2.5 * ch.per_client_bytes) / 2**30
+  small = build(tiny_config(**{"fed.clients_per_round": 4, "fed.memory_budget_gb": budget_gb}))
+  assert small.round_fns.client_chunk == 2
+  assert "client_chunk=2 of K=4 (2 chunk(s))" in capsys.readouterr().out
+  c = memory.choose_chunk(10, 100, 50, 50 + 350, "test", devices=2)
+  assert c.chunk == 2  # 3 fit, rounded down to the 2 devices of the clients axis

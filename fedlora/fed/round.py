@@ -1,9 +1,14 @@
-"""One federated round as two jitted pure functions: the vmapped client phase and the server phase.
+"""One federated round as two jitted pure functions: the chunked, vmapped client phase and the server phase.
 
 Between them the trainer may decide which uploads arrive (wireless deadline misses). The per-client
-function `one_client` is the single source of the client arithmetic: `client_phase` vmaps it over the
-sampled clients (their frozen base weights broadcast, never copied), and the test-only reference
-loops over it in Python.
+function `one_client` is the single source of the client arithmetic: `client_phase` vmaps it over a
+chunk of sampled clients (their frozen base weights broadcast, never copied) and runs the chunks one
+after the other (`lax.scan`), and the test-only reference loops over it in Python.
+
+Per-client state (kept across rounds, one row per client of the federation) is ONE PyTree
+`client_states` whose leaves are `[N, ...]`, e.g. `{'comp': error-feedback residuals}`; the client
+phase gathers the rows of a chunk's clients, `one_client` maps a client's row to its new row, and the
+phase scatters them back. Adding a kind of per-client state (a new key) needs no change here.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fedlora.data.clients import gather_batches, sample_batches
+from fedlora.data.clients import ARRAY_KEYS, gather_batches, sample_batches
 from fedlora.fed.aggregate import fedavg
 from fedlora.fed.local import make_local_update
 from fedlora.fed.sharding import constrain_clients
@@ -30,10 +35,12 @@ class ClientOut(NamedTuple):
 
 
 class RoundFns(NamedTuple):
-  one_client: Callable    # (global, frozen, batches, key, ratio, comp_state) -> (ClientOut, comp_state)
+  one_client: Callable    # (global, frozen, batches, key, ratio, client_state) -> (ClientOut, client_state)
   sample: Callable        # (key, client_data, ids) -> (batches [K, E, B, ...], client keys [K])
   client_phase: Callable  # jitted, see make_round
   server_phase: Callable  # jitted (global, deltas [K,...], weights [K]) -> global
+  init_client_states: Callable  # (trainable, num_clients) -> client_states, leaves [N, ...]
+  client_chunk: int       # C: clients vmapped at once (0 = all K sampled clients in one chunk)
 
 
 def pooled_profile(delta) -> jax.Array:
@@ -48,41 +55,87 @@ def tree_sub(a, b):
   return jax.tree_util.tree_map(jnp.subtract, a, b)
 
 
+def chunking(k: int, chunk: int) -> tuple[int, int]:
+  """(C, number of chunks) for K sampled clients and `chunk` (0 or >= K: one chunk of K)."""
+  c = k if chunk <= 0 or chunk >= k else chunk
+  return c, -(-k // c)
+
+
 def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, batch_size: int,
-               server_lr: float = 1.0, mesh=None) -> RoundFns:
+               server_lr: float = 1.0, mesh=None, client_chunk: int = 0,
+               donate: bool = False) -> RoundFns:
   """Builds the round functions.
 
-  client_phase(global_tr, frozen, client_data, ids [K], key, ratios [K], comp_states [N, ...])
-    -> (ClientOut with leaves [K, ...], comp_states [N, ...]); the compressor states of the sampled
-    clients are gathered, updated and scattered back (error feedback stays with its client).
+  client_phase(global_tr, frozen, client_data, ids [K], key, ratios [K], client_states [N, ...])
+    -> (ClientOut with leaves [K, ...], client_states [N, ...]). The K clients run as
+    ceil(K / C) chunks of C = `client_chunk` (0: one chunk of K): a `lax.scan` over chunks, `vmap`
+    inside a chunk. The last chunk is padded with dummy clients (id N, out of range: their state
+    rows are read clipped and their writes dropped; their outputs are sliced off), so padding has
+    no effect. Batches and keys are drawn for the K real clients before chunking, so the result
+    does not depend on C. With a mesh, C must be a multiple of the mesh's 'clients' size.
+  donate: donate `client_states` (the trainer replaces it; callers that reuse it must not donate).
   """
   local = make_local_update(loss_fn, optimizer)
 
-  def one_client(global_tr, frozen, batches, key, ratio, comp_state):
+  def one_client(global_tr, frozen, batches, key, ratio, client_state):
     k_train, k_comp = jax.random.split(key)
     new_tr, metrics = local(global_tr, frozen, batches, k_train)
     delta = tree_sub(new_tr, global_tr)
-    out = compressor.update(comp_state, delta, ratio, k_comp, global_tr)
-    return ClientOut(out.delta, out.bits, metrics, out.kept, pooled_profile(delta)), out.state
+    out = compressor.update(client_state["comp"], delta, ratio, k_comp, global_tr)
+    new_state = dict(client_state, comp=out.state)
+    return ClientOut(out.delta, out.bits, metrics, out.kept, pooled_profile(delta)), new_state
+
+  def init_client_states(trainable, num_clients: int):
+    one = {"comp": compressor.init(trainable)}
+    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (num_clients,) + x.shape), one)
+
+  def draw(key, client_data, ids):
+    """Row indices `[K, E, B]` and per-client keys `[K]` of the sampled clients."""
+    k_batch, k_clients = jax.random.split(key)
+    idx = sample_batches(k_batch, client_data.num_examples[ids], client_data.n_max, batch_size,
+                         local_steps)
+    return idx, jax.random.split(k_clients, ids.shape[0])
 
   def sample(key, client_data, ids):
-    k_batch, k_clients = jax.random.split(key)
+    idx, keys = draw(key, client_data, ids)
     sel = jax.tree_util.tree_map(lambda x: x[ids], client_data)
-    idx = sample_batches(k_batch, sel.num_examples, sel.labels.shape[1], batch_size, local_steps)
-    return gather_batches(sel, idx), jax.random.split(k_clients, ids.shape[0])
+    return gather_batches(sel, idx), keys
 
-  @jax.jit
-  def client_phase(global_tr, frozen, client_data, ids, key, ratios, comp_states):
-    batches, keys = sample(key, client_data, ids)
+  vclient = jax.vmap(one_client, in_axes=(None, None, 0, 0, 0, 0))
+
+  def run_chunk(global_tr, frozen, client_data, states, ids_c, idx_c, keys_c, ratios_c):
+    """One chunk: ids_c `[C]` (N = padding), idx_c `[C, E, B]` -> (ClientOut [C, ...], states)."""
+    rows = ids_c[:, None, None]
+    batches = {k: getattr(client_data, k).at[rows, idx_c].get(mode="clip") for k in ARRAY_KEYS}
     batches = constrain_clients(batches, mesh)
-    states = jax.tree_util.tree_map(lambda x: x[ids], comp_states)
-    out, new_states = jax.vmap(one_client, in_axes=(None, None, 0, 0, 0, 0))(
-        global_tr, frozen, batches, keys, ratios, states)
-    comp_states = jax.tree_util.tree_map(lambda a, n: a.at[ids].set(n), comp_states, new_states)
-    return out, comp_states
+    st = jax.tree_util.tree_map(lambda x: x.at[ids_c].get(mode="clip"), states)
+    out, new_st = vclient(global_tr, frozen, batches, keys_c, ratios_c, st)
+    states = jax.tree_util.tree_map(lambda a, n: a.at[ids_c].set(n, mode="drop"), states, new_st)
+    return out, states
 
-  @jax.jit
+  def client_phase(global_tr, frozen, client_data, ids, key, ratios, client_states):
+    k = ids.shape[0]
+    c, n = chunking(k, client_chunk)
+    idx, keys = draw(key, client_data, ids)
+    if n == 1:
+      return run_chunk(global_tr, frozen, client_data, client_states, ids, idx, keys, ratios)
+    pad = n * c - k
+    padded = lambda x, v: jnp.concatenate([x, jnp.broadcast_to(v, (pad,) + x.shape[1:]).astype(x.dtype)])  # noqa: E731
+    xs = (padded(ids, client_data.num_clients), padded(idx, 0), padded(keys, keys[0]),
+          padded(ratios, 1.0))
+    xs = jax.tree_util.tree_map(lambda x: x.reshape((n, c) + x.shape[1:]), xs)
+
+    def body(states, x):
+      out, states = run_chunk(global_tr, frozen, client_data, states, *x)
+      return states, out
+    client_states, outs = jax.lax.scan(body, client_states, xs)
+    outs = jax.tree_util.tree_map(lambda x: x.reshape((n * c,) + x.shape[2:])[:k], outs)
+    return outs, client_states
+
   def server_phase(global_tr, deltas, weights):
     return fedavg(global_tr, deltas, weights, server_lr)
 
-  return RoundFns(one_client, sample, client_phase, server_phase)
+  phase = jax.jit(client_phase, donate_argnums=(6,) if donate else ())
+  return RoundFns(one_client, sample, phase, jax.jit(server_phase), init_client_states,
+                  client_chunk)
+

@@ -68,6 +68,9 @@ def validate(c) -> None:
   _int(c, "fed.clients_per_round", 1, c.data.num_clients)
   _int(c, "fed.local_steps", 1)
   _int(c, "fed.batch_size", 1)
+  _int(c, "fed.client_chunk", 0)
+  _check(isinstance(c.fed.memory_budget_gb, (int, float)) and c.fed.memory_budget_gb >= 0,
+         "fed.memory_budget_gb", c.fed.memory_budget_gb, "a number of GiB >= 0 (0 = automatic)")
   _check(c.fed.server_lr > 0, "fed.server_lr", c.fed.server_lr, "> 0")
   _check(c.optim.name in OPTIMIZERS, "optim.name", c.optim.name, f"one of {OPTIMIZERS}")
   _check(c.optim.lr > 0, "optim.lr", c.optim.lr, "> 0")

@@ -1,0 +1,100 @@
+"""Memory: the budget, XLA's estimate of one client's step, the automatic client chunk, the peak.
+
+`choose_chunk` sizes the client phase's chunk C so that C clients' activations fit the budget:
+  per-client bytes = XLA's `memory_analysis()` of ONE client's jitted step (`one_client`):
+                     temporaries + outputs + its own arguments (batches, state row), frozen excluded;
+  fixed bytes      = the frozen base + the stacked client data + the per-client state rows [N, ...]
+                     + the K outputs of the round (counted once, shared by all chunks);
+  C = floor((budget - fixed) / per-client), rounded down to a multiple of the devices on the
+      'clients' axis (each device runs C / D clients of a chunk), clipped to [D, K].
+"""
+from __future__ import annotations
+
+import os
+import resource
+import sys
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fedlora.lora.count import tree_bytes
+
+
+class ChunkChoice(NamedTuple):
+  chunk: int                # C
+  per_client_bytes: int     # XLA estimate of one client's step (frozen excluded)
+  fixed_bytes: int          # frozen + client data + state rows + outputs
+  budget_bytes: int
+  budget_source: str        # 'config' | 'device' | '70% of RAM'
+  reason: str               # the one line the trainer prints
+
+
+def ram_bytes() -> int:
+  return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def memory_budget(budget_gb: float, device=None) -> tuple[int, str]:
+  """(bytes, source): `budget_gb` when > 0; else the device's `bytes_limit` (accelerators report it
+  in `memory_stats()`); else 70 % of the host's RAM (CPU)."""
+  if budget_gb and budget_gb > 0:
+    return int(budget_gb * 2**30), "fed.memory_budget_gb"
+  device = device or jax.local_devices()[0]
+  stats = None
+  try:
+    stats = device.memory_stats()
+  except Exception:  # noqa: BLE001  (CPU devices may not implement it)
+    stats = None
+  if stats and stats.get("bytes_limit"):
+    return int(stats["bytes_limit"]), "device memory_stats bytes_limit"
+  return int(0.7 * ram_bytes()), "70% of RAM"
+
+
+def abstract(tree):
+  return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), tree)
+
+
+def one_client_bytes(one_client, global_tr, frozen, batches, client_state) -> dict:
+  """XLA's memory analysis of one client's jitted step; shapes only (nothing runs).
+
+  batches: one client's `[E, B, ...]` (arrays or ShapeDtypeStructs); client_state: one row.
+  """
+  args = (abstract(global_tr), abstract(frozen), abstract(batches),
+          jax.ShapeDtypeStruct((2,), jnp.uint32), jax.ShapeDtypeStruct((), jnp.float32),
+          abstract(client_state))
+  ma = jax.jit(one_client).lower(*args).compile().memory_analysis()
+  temp = int(getattr(ma, "temp_size_in_bytes", 0) or 0)
+  out = int(getattr(ma, "output_size_in_bytes", 0) or 0)
+  arg = int(getattr(ma, "argument_size_in_bytes", 0) or 0)
+  own_args = max(0, arg - tree_bytes(frozen) - tree_bytes(global_tr))
+  return {"temp": temp, "output": out, "own_args": own_args, "total": temp + out + own_args}
+
+
+def choose_chunk(k: int, per_client: int, fixed: int, budget: int, source: str,
+                 devices: int = 1) -> ChunkChoice:
+  avail = budget - fixed
+  fit = max(0, avail) // max(1, per_client)
+  c = min(k, max(devices, (fit // devices) * devices))
+  mb = lambda b: f"{b / 2**20:.0f} MB"  # noqa: E731
+  why = (f"client_chunk={c} of K={k} ({-(-k // c)} chunk(s)): one client's step needs "
+         f"{mb(per_client)} (XLA memory_analysis), budget {budget / 2**30:.2f} GB ({source}) minus "
+         f"{mb(fixed)} fixed (frozen base, client data, per-client states, round outputs) fits {fit}")
+  if fit < devices:
+    why += f"; below the minimum, using {c} (may not fit)"
+  return ChunkChoice(c, per_client, fixed, budget, source, why)
+
+
+def peak_memory_bytes() -> dict:
+  """Peak memory so far: the device's `peak_bytes_in_use` on an accelerator, and the process's peak
+  resident set size (getrusage; monotonic over the process) on the host."""
+  out = {}
+  try:
+    stats = jax.local_devices()[0].memory_stats()
+  except Exception:  # noqa: BLE001
+    stats = None
+  if stats and "peak_bytes_in_use" in stats:
+    out["device_peak_bytes"] = int(stats["peak_bytes_in_use"])
+  ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  out["host_peak_rss_bytes"] = int(ru if sys.platform == "darwin" else ru * 1024)
+  return out

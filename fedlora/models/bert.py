@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fedlora.models.layers import (Embed, LayerNorm, Linear, activation, dot_product_attention, dropout,
-                                   site_key)
+                                   remat_call, site_key)
 
 POOLINGS = ("mean", "cls")
 
@@ -155,7 +155,7 @@ class BertEncoder(nnx.Module):
 
   def __call__(self, x, mask, *, rate: float = 0.0, key=None):
     for i, layer in enumerate(self.layers):
-      x = layer(x, mask, rate=rate, key=site_key(key, i))
+      x = remat_call(layer, getattr(self, "remat", None), x, mask, rate=rate, key=site_key(key, i))
     return x
 
 

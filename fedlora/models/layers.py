@@ -47,13 +47,19 @@ class Linear(nnx.Module):
     self.lora_dropout = 0.0
 
   def __call__(self, x, key=None):
-    """x: `[..., d_in]` -> `[..., d_out]`. `key` drives LoRA dropout only."""
-    y = x @ self.kernel[...]
+    """x: `[..., d_in]` -> `[..., d_out]`. `key` drives LoRA dropout only.
+
+    With a `compute_dtype` (set by `set_precision`) the input, kernel and LoRA factors are cast
+    to it for the matmuls (the float32 LoRA factors get float32 gradients through the cast)."""
+    cd = getattr(self, "compute_dtype", None)
+    cast = (lambda t: t.astype(cd)) if cd is not None else (lambda t: t)  # noqa: E731
+    x = cast(x)
+    y = x @ cast(self.kernel[...])
     if self.bias is not None:
-      y = y + self.bias[...]
+      y = y + cast(self.bias[...])
     if self.lora_a is not None:
-      y = y + lora_delta(x, self.lora_a[...], self.lora_b[...], self.lora_scale,
-                         self.lora_dropout, key)
+      y = y + lora_delta(x, cast(self.lora_a[...]), cast(self.lora_b[...]), self.lora_scale,
+                         self.lora_dropout, key).astype(y.dtype)
     return y
 
 
@@ -66,9 +72,12 @@ class LayerNorm(nnx.Module):
     self.eps = eps
 
   def __call__(self, x):
+    """Computed in float32 whatever the input/parameter dtype; returns float32."""
+    x = x.astype(jnp.float32)
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+    return ((x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...].astype(jnp.float32)
+            + self.bias[...].astype(jnp.float32))
 
 
 class RMSNorm(nnx.Module):
@@ -79,8 +88,9 @@ class RMSNorm(nnx.Module):
     self.eps = eps
 
   def __call__(self, x):
+    """Statistics in float32; a bfloat16 input comes out float32 (promoted by the float32 scale)."""
     var = (x.astype(jnp.float32) ** 2).mean(-1, keepdims=True)
-    return (x * jax.lax.rsqrt(var + self.eps)) * self.scale[...]
+    return (x * jax.lax.rsqrt(var + self.eps)) * self.scale[...].astype(jnp.float32)
 
 
 class Embed(nnx.Module):
@@ -210,3 +220,68 @@ def rope_cos_sin(positions, inv_freq):
 def apply_rope(x, cos, sin):
   """Rotary embedding of `x: [B, L, H, D]` with (cos, sin) from `rope_cos_sin`."""
   return (x * cos + rotate_half(x) * sin).astype(x.dtype)
+
+
+# --- precision and rematerialisation (generic over model families) --------------------------------
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+REMAT = ("none", "block")
+
+
+def remat_policies() -> tuple[str, ...]:
+  """Names accepted by `model.remat` besides 'none'/'block': the `jax.checkpoint_policies` entries
+  that are policies themselves (not factories needing arguments)."""
+  names = []
+  for n in dir(jax.checkpoint_policies):
+    if n.startswith("_"):
+      continue
+    f = getattr(jax.checkpoint_policies, n)
+    if callable(f) and n not in ("save_only_these_names", "save_any_names_but_these",
+                                 "save_and_offload_only_these_names", "save_from_both_policies",
+                                 "offload_dot_with_no_batch_dims"):
+      names.append(n)
+  return tuple(names)
+
+
+def check_remat(name: str) -> str:
+  allowed = REMAT + remat_policies()
+  if name not in allowed:
+    raise ValueError(f"model.remat={name!r}: allowed values are {allowed}")
+  return name
+
+
+def check_dtype(key: str, name: str):
+  if name not in DTYPES:
+    raise ValueError(f"{key}={name!r}: allowed values are {tuple(DTYPES)}")
+  return DTYPES[name]
+
+
+def set_precision(model: nnx.Module, compute_dtype: str = "float32", remat: str = "none") -> nnx.Module:
+  """Build-time: every `Linear` computes its matmuls in `compute_dtype` ('float32' leaves the
+  reference path untouched), and every module with a block loop (`remat` attribute, read by
+  `remat_call`) recomputes its blocks' activations in the backward pass per `remat`.
+  Returns the model for chaining."""
+  cd = check_dtype("model.compute_dtype", compute_dtype)
+  check_remat(remat)
+  for _, m in nnx.iter_modules(model):
+    if isinstance(m, Linear):
+      m.compute_dtype = None if cd == jnp.float32 else cd
+    if hasattr(m, "layers"):
+      m.remat = remat
+  return model
+
+
+def remat_call(block: nnx.Module, remat: str | None, *args, **kwargs):
+  """`block(*args, **kwargs)`, under `jax.checkpoint` when `remat` is 'block' (save nothing inside the
+  block) or a `jax.checkpoint_policies` name; plain call for None/'none'. Array keyword arguments
+  (e.g. a PRNG key) are traced inputs; other keyword arguments (rates) stay static."""
+  if remat in (None, "none"):
+    return block(*args, **kwargs)
+  policy = None if remat == "block" else getattr(jax.checkpoint_policies, remat)
+  graphdef, state = nnx.split(block)
+  arr = {k: v for k, v in kwargs.items() if isinstance(v, jax.Array)}
+  static = {k: v for k, v in kwargs.items() if k not in arr}
+
+  def run(state, args, arr):
+    return nnx.merge(graphdef, state)(*args, **arr, **static)
+  return jax.checkpoint(run, policy=policy)(state, args, arr)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fedlora.models.layers import (Embed, Linear, RMSNorm, activation, apply_rope, dot_product_attention,
-                                   rope_cos_sin, rope_inv_freq, site_key)
+                                   remat_call, rope_cos_sin, rope_inv_freq, site_key)
 
 CAUSAL_LM_TYPES = ("llama", "mistral", "qwen2")
 ROPE_TYPES = ("default", "linear", "llama3")
@@ -200,7 +200,7 @@ class LlamaModel(nnx.Module):
     cos, sin = rope_cos_sin(position_ids, inv)
     x = self.embed_tokens(input_ids)
     for i, layer in enumerate(self.layers):
-      x = layer(x, cos, sin, mask, site_key(key, i))
+      x = remat_call(layer, getattr(self, "remat", None), x, cos, sin, mask, site_key(key, i))
     return self.norm(x)
 
 

@@ -19,6 +19,7 @@ def make_loss(parts: ModelParts, penalty: Callable | None = None, penalty_weight
   """
   def loss_fn(trainable, frozen, batch, key):
     logits = parts.module(trainable, frozen)(batch["input_ids"], batch["attention_mask"], key=key)
+    logits = logits.astype(jnp.float32)  # loss in float32 whatever model.compute_dtype is
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
     acc = (logits.argmax(-1) == batch["labels"]).mean()
     loss = ce
@@ -37,7 +38,7 @@ def make_eval(parts: ModelParts, batch_size: int):
   @jax.jit
   def _eval(trainable, frozen, ids, mask, labels, weight):
     def one(_, b):
-      logits = parts.module(trainable, frozen)(b[0], b[1])
+      logits = parts.module(trainable, frozen)(b[0], b[1]).astype(jnp.float32)
       ce = optax.softmax_cross_entropy_with_integer_labels(logits, b[2])
       correct = (logits.argmax(-1) == b[2]).astype(jnp.float32)
       return None, ((correct * b[3]).sum(), (ce * b[3]).sum())

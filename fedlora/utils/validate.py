@@ -51,6 +51,11 @@ def validate(c) -> None:
   _check(isinstance(c.workdir, str) and c.workdir != "", "workdir", c.workdir, "a non-empty path")
   _check(c.model.pooling in POOLINGS, "model.pooling", c.model.pooling, f"one of {POOLINGS}")
   _int(c, "model.num_layers", 0)
+  from fedlora.models.layers import DTYPES, REMAT, remat_policies
+  _check(c.model.remat in REMAT + remat_policies(), "model.remat", c.model.remat,
+         f"one of {REMAT + remat_policies()}")
+  for k in ("compute_dtype", "param_dtype"):
+    _check(c.model[k] in DTYPES, f"model.{k}", c.model[k], f"one of {tuple(DTYPES)}")
   _check(c.data.source in SOURCES, "data.source", c.data.source, f"one of {SOURCES}")
   if c.data.source != "bbcnews":
     _check(bool(c.data.path) and os.path.exists(c.data.path), "data.path", c.data.path,

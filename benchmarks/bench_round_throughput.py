@@ -38,13 +38,12 @@ def measure(config, repeats):
   ids = jnp.arange(k, dtype=jnp.int32)
   key = jax.random.PRNGKey(0)
   ratios = jnp.ones((k,), jnp.float32)
-  comp1 = exp.method.compressor.init(g)
-  comp = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (exp.clients.num_clients,) + x.shape),
-                                comp1)
+  comp1 = {"comp": exp.method.compressor.init(g)}  # one client's state row
   batches, keys = jax.jit(fns.sample)(key, exp.clients, ids)
 
-  def vmapped():
-    return fns.client_phase(g, frozen, exp.clients, ids, key, ratios, comp)[0].delta
+  def vmapped():  # fresh state rows each call: the client phase donates them
+    states = fns.init_client_states(g, exp.clients.num_clients)
+    return fns.client_phase(g, frozen, exp.clients, ids, key, ratios, states)[0].delta
 
   one = jax.jit(fns.one_client)
 
@@ -77,6 +76,8 @@ def main(argv):
   for regime, extra in REGIMES.items():
     config = apply_overrides(apply_overrides(bbc_minilm.get_config(), extra), overrides)
     config.progress = False
+    if config.fed.client_chunk == 0:  # unchunked unless asked: this script compares vmap and loop
+      config.fed.client_chunk = config.fed.clients_per_round
     results[regime] = measure(config, repeats)
   path = write_result("round_throughput", {"regimes": results, "overrides": overrides})
   print(f"{'regime':<15}{'path':<12}{'compile+1st (s)':>16}{'round (s)':>11}{'client-steps/s':>16}")

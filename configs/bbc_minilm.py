@@ -105,7 +105,12 @@ def get_config(arg=None):
   c.checkpoint.keep = 2  # how many recent checkpoints to keep
 
   c.mesh = ml_collections.ConfigDict()
-  c.mesh.num_devices = 0  # devices the client axis is sharded over (0 = all visible)
+  c.mesh.num_devices = 0  # devices of the mesh (0 = all visible, all processes)
+  c.mesh.model = 1  # devices on the 'model' axis; the 'clients' axis gets num_devices / model
+  c.mesh.shard_frozen = False  # split the frozen base over 'model' (FSDP-style) instead of replicating it
+  c.mesh.coordinator_address = ""  # multi-host: 'host:port' of process 0, 'auto' (SLURM/TPU), '' = one process
+  c.mesh.num_processes = 0  # multi-host: number of processes (0 = from FEDLORA_NUM_PROCESSES or 1)
+  c.mesh.process_id = -1  # multi-host: this process's id (-1 = from FEDLORA_PROCESS_ID)
 
   c.progress = True  # show a progress bar
 

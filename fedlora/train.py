@@ -28,7 +28,7 @@ from fedlora.data.split import split_indices  # noqa: E402
 from fedlora.data.tokenize import load_tokenizer  # noqa: E402
 from fedlora.fed.round import RoundFns, make_round  # noqa: E402
 from fedlora.fed.sampling import sample_clients  # noqa: E402
-from fedlora.fed.sharding import check_divisible, client_mesh  # noqa: E402
+from fedlora.fed.sharding import client_mesh, frozen_shardings, init_distributed, place  # noqa: E402
 from fedlora.fed import memory  # noqa: E402
 from fedlora.fed.local import make_optimizer  # noqa: E402
 from fedlora.models import load_pretrained  # noqa: E402
@@ -70,6 +70,7 @@ def load_data(config):
 def build(config) -> Experiment:
   """Validates the config, loads model and data, and builds the jitted round functions."""
   validate(config)
+  init_distributed(config.mesh)
   model_path, fd = load_data(config)
   key = jax.random.PRNGKey(config.seed)
   k_head, k_lora = jax.random.split(jax.random.fold_in(key, 10**6))
@@ -85,11 +86,14 @@ def build(config) -> Experiment:
   parts = parts._replace(frozen=jax.tree_util.tree_map(
       lambda x: x.astype(pdt) if jnp.issubdtype(x.dtype, jnp.floating) else x, parts.frozen))
   method = build_method(config, parts.trainable)
-  mesh = client_mesh(config.mesh.num_devices or None)
-  check_divisible(config.fed.clients_per_round, mesh)
+  mesh = client_mesh(config.mesh.num_devices or None, config.mesh.model)
+  if mesh is not None:  # the frozen base replicated or FSDP-sharded over 'model'; the rest replicated
+    parts = parts._replace(frozen=place(parts.frozen, mesh, frozen_shardings(
+        parts.frozen, mesh, config.mesh.shard_frozen)), trainable=place(parts.trainable, mesh))
   labels = lora.trainable_labels(parts.trainable, method.freeze)
   loss_fn = make_loss(parts, method.penalty, method.penalty_weight)
-  clients = jax.tree_util.tree_map(jnp.asarray, fd.clients)
+  clients = place(fd.clients, mesh) if mesh is not None else jax.tree_util.tree_map(jnp.asarray,
+                                                                                     fd.clients)
 
   def rounds(chunk):
     return make_round(loss_fn, make_optimizer(config.optim, labels), method.compressor,
@@ -171,18 +175,20 @@ def run(config) -> dict:
   """Runs (or resumes) the experiment in config.workdir and returns the summary dict."""
   t0 = time.time()
   exp = build(config)
+  lead = jax.process_index() == 0  # multi-host: process 0 alone writes metrics, plots, summary
   os.makedirs(config.workdir, exist_ok=True)
-  with open(os.path.join(config.workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  if lead:
+    with open(os.path.join(config.workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
   ckpt = Checkpointer(config.workdir, config.checkpoint.keep)
   state = init_state(exp)
   start = ckpt.latest_step() or 0
   if start:
     state = ckpt.restore(start, state)
-  writer = MetricsWriter(config.workdir, start)
+  writer = MetricsWriter(config.workdir, start) if lead else None
   setup_s = time.time() - t0
   bar = None
-  if config.progress and start < config.fed.rounds:
+  if config.progress and start < config.fed.rounds and lead:
     from tqdm import tqdm
     bar = tqdm(total=config.fed.rounds, initial=start, desc="rounds", unit="round")
   last_eval = None
@@ -196,7 +202,8 @@ def run(config) -> dict:
       last_eval = exp.evaluate(state["trainable"], exp.parts.frozen, exp.test)
       rec["test_accuracy"], rec["test_loss"] = last_eval["accuracy"], last_eval["loss"]
       rec["eval_seconds"] = time.time() - te
-    writer.write(rec)
+    if writer is not None:
+      writer.write(rec)
     if t % config.checkpoint.every == 0 or t == config.fed.rounds:
       ckpt.save(t, state)
     if bar is not None:
@@ -208,6 +215,8 @@ def run(config) -> dict:
   if bar is not None:
     bar.close()
   ckpt.close()
+  if not lead:
+    return {"process_index": jax.process_index(), "rounds": config.fed.rounds}
   records = read_metrics(os.path.join(config.workdir, "metrics.jsonl"))
   final = [r for r in records if "test_accuracy" in r]
   summary = {

@@ -165,3 +165,41 @@ print(json.dumps({'devices': jax.device_count(), 'maxdiff': float(np.abs(out[1] 
   res = json.loads(p.stdout.strip().splitlines()[-1])
   assert res["devices"] == 2 and res["scale"] > 0
   assert res["maxdiff"] <= 1e-5 * max(1.0, res["scale"])
+
+
+def test_2d_mesh_8_devices_equals_single_device():
+  """8 forced host devices as a 4 × 2 (clients × model) mesh with the frozen base sharded over
+  'model', K=3 clients in chunks of 2 (padded to the 4 client devices): the same round as on one
+  device. Tolerance: a sharded frozen base changes XLA's summation order (all-gathered weights,
+  partitioned dots), so float32 round-off (~1e-7 relative per op) may differ; 1e-5 of the scale."""
+  code = """
+import os, sys, json
+sys.path.insert(0, %r); sys.path.insert(0, os.path.join(%r, 'tests'))
+import jax, jax.numpy as jnp, numpy as np
+from conftest import tiny_config
+from fedlora.train import build
+out = {}
+for name, over in (('one', {'mesh.num_devices': 1}),
+                   ('mesh', {'mesh.num_devices': 8, 'mesh.model': 2, 'mesh.shard_frozen': True})):
+  exp = build(tiny_config(**over, **{'fed.clients_per_round': 3, 'fed.client_chunk': 2,
+                                     'optim.name': 'sgd', 'optim.lr': 0.5}))
+  g = exp.parts.trainable
+  o, _ = exp.round_fns.client_phase(g, exp.parts.frozen, exp.clients, jnp.array([0, 1, 3]),
+                                    jax.random.PRNGKey(5), jnp.ones(3),
+                                    exp.round_fns.init_client_states(g, 4))
+  new = exp.round_fns.server_phase(g, o.delta, jnp.ones(3))
+  out[name] = np.concatenate([np.asarray(x).ravel() for x in jax.tree_util.tree_leaves(new)])
+  if name == 'mesh':
+    k = exp.parts.frozen['encoder']['layers'][0]['mlp']['intermediate']['kernel']
+    spec = str(k.sharding.spec)
+print(json.dumps({'devices': jax.device_count(), 'spec': spec,
+                  'maxdiff': float(np.abs(out['one'] - out['mesh']).max()),
+                  'scale': float(np.abs(out['one']).max())}))
+""" % (ROOT, ROOT)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                     text=True, timeout=600)
+  assert p.returncode == 0, p.stderr[-2000:]
+  res = json.loads(p.stdout.strip().splitlines()[-1])
+  assert res["devices"] == 8 and "model" in res["spec"]
+  assert res["maxdiff"] <= 1e-5 * max(1.0, res["scale"])

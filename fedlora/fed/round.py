@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from fedlora.data.clients import ARRAY_KEYS, gather_batches, sample_batches
 from fedlora.fed.aggregate import fedavg
 from fedlora.fed.local import make_local_update
-from fedlora.fed.sharding import constrain_clients
+from fedlora.fed.sharding import clients_size, constrain_clients
 from fedlora.soft.importance import score_tree
 from fedlora.tsfa.bound import normalise_profile
 
@@ -55,9 +55,11 @@ def tree_sub(a, b):
   return jax.tree_util.tree_map(jnp.subtract, a, b)
 
 
-def chunking(k: int, chunk: int) -> tuple[int, int]:
-  """(C, number of chunks) for K sampled clients and `chunk` (0 or >= K: one chunk of K)."""
+def chunking(k: int, chunk: int, devices: int = 1) -> tuple[int, int]:
+  """(C, number of chunks) for K sampled clients and `chunk` (0 or >= K: one chunk of K); C is
+  rounded up to a multiple of the `devices` on the mesh's 'clients' axis (the padding is masked)."""
   c = k if chunk <= 0 or chunk >= k else chunk
+  c = -(-c // devices) * devices
   return c, -(-k // c)
 
 
@@ -72,7 +74,7 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
     inside a chunk. The last chunk is padded with dummy clients (id N, out of range: their state
     rows are read clipped and their writes dropped; their outputs are sliced off), so padding has
     no effect. Batches and keys are drawn for the K real clients before chunking, so the result
-    does not depend on C. With a mesh, C must be a multiple of the mesh's 'clients' size.
+    does not depend on C. With a mesh, C is padded up to a multiple of the 'clients' axis size.
   donate: donate `client_states` (the trainer replaces it; callers that reuse it must not donate).
   """
   local = make_local_update(loss_fn, optimizer)
@@ -115,9 +117,9 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
 
   def client_phase(global_tr, frozen, client_data, ids, key, ratios, client_states):
     k = ids.shape[0]
-    c, n = chunking(k, client_chunk)
+    c, n = chunking(k, client_chunk, clients_size(mesh))
     idx, keys = draw(key, client_data, ids)
-    if n == 1:
+    if n * c == k and n == 1:
       return run_chunk(global_tr, frozen, client_data, client_states, ids, idx, keys, ratios)
     pad = n * c - k
     padded = lambda x, v: jnp.concatenate([x, jnp.broadcast_to(v, (pad,) + x.shape[1:]).astype(x.dtype)])  # noqa: E731

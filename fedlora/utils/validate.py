@@ -85,3 +85,7 @@ def validate(c) -> None:
   _int(c, "checkpoint.every", 1)
   _int(c, "checkpoint.keep", 1)
   _int(c, "mesh.num_devices", 0)
+  _int(c, "mesh.model", 1)
+  _check(isinstance(c.mesh.shard_frozen, bool), "mesh.shard_frozen", c.mesh.shard_frozen, "True or False")
+  _int(c, "mesh.num_processes", 0)
+  _int(c, "mesh.process_id", -1)

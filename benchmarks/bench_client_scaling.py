@@ -1,0 +1,249 @@
+"""Clients per round vs throughput and peak memory: the chunked vmapped client phase vs the Python loop.
+
+  python benchmarks/bench_client_scaling.py [budget_gb=3 repeats=3 steps=1 quick=0]
+
+Every measurement runs in a FRESH subprocess (peak RSS from getrusage is monotonic over a process, so
+one process per configuration gives each its own peak), one after the other:
+  * small-client regime (B=2 examples × 32 tokens): K ∈ {1, 10, 100, 1000};
+  * default regime (B=8 × 128 tokens, MiniLM-L6): K ∈ {10, 100, 200};
+  each with the vmapped client phase chunked automatically (`fed.client_chunk=0`, budget
+  `fed.memory_budget_gb=budget_gb`), plus the unchunked phase where it fits (K=10) and the Python
+  loop over clients (the reference: a jitted one-client step called client by client; measured on
+  `loop_clients` clients and reported per client-step, which is what it costs per client: the loop
+  is linear in K by construction);
+  * default regime, K=10: bfloat16 (frozen base + matmuls) vs float32, remat 'block' vs none;
+  * default regime, K=10: vmapped and loop with XLA:CPU's YNNPACK fusions limited to single dots
+    (`XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot`), see the README (Scaling).
+Timing: the first call (compile + run) apart, one warm-up, then the median of `repeats` calls, each
+`block_until_ready`. Achieved FLOP/s uses the analytic FLOP count of the local step (`step_flops`,
+below) against the best jitted f32 matmul measured in the same run (`matmul_peak`).
+Writes benchmarks/results/client_scaling.json. On an accelerator the same script runs unchanged
+(peak memory then also reports the device's peak_bytes_in_use).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "configs"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+REGIMES = {"small": {"fed.batch_size": 2, "data.max_length": 32},
+           "default": {"fed.batch_size": 8, "data.max_length": 128}}
+YNN_SINGLE_DOT = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
+
+
+def step_flops(config, frozen_shapes: dict, adapters: list) -> float:
+  """Analytic FLOPs of ONE local step of one client (forward + backward, LoRA fine-tuning).
+
+  Per token: frozen matmuls 2·N forward + 2·N backward (input gradient only: the frozen weights get
+  no gradient), N = parameters of all 2-D non-embedding kernels; attention QKᵀ and PV 4·L·d forward
+  and 8·L·d backward per layer; each adapter (d_in, d_out, r): 2·r·(d_in + d_out) forward,
+  4·r·(d_in + d_out) backward (input and factor gradients). Elementwise work is not counted.
+  """
+  n = sum(k[0] * k[1] for p, k in frozen_shapes.items() if len(k) == 2 and "embed" not in p)
+  tokens = config.fed.batch_size * config.data.max_length
+  layers = sum(1 for p in frozen_shapes if p.endswith("attention/query/kernel"))
+  d = next(k[1] for p, k in frozen_shapes.items() if p.endswith("attention/query/kernel"))
+  att = 12 * layers * config.data.max_length * d
+  lora = sum(6 * r * (di + do) for di, do, r in adapters)
+  return float(tokens * (4 * n + att + lora))
+
+
+def worker(spec: dict) -> dict:
+  """One configuration, measured in this (fresh) process."""
+  import jax
+  import jax.numpy as jnp
+  import bbc_minilm
+  from benchmarks.common import apply_overrides, timed
+  from fedlora.compress.base import adapter_pairs
+  from fedlora.fed import memory
+  from fedlora.train import build
+
+  k = spec["K"]
+  over = dict(REGIMES[spec["regime"]], **{"fed.clients_per_round": k, "fed.local_steps": spec["steps"],
+                                          "fed.client_chunk": spec["chunk"], "progress": False,
+                                          "fed.memory_budget_gb": spec["budget_gb"]}, **spec["extra"])
+  config = apply_overrides(bbc_minilm.get_config(), over)
+  config.data.num_clients = max(200, k)  # the issue's setting: 200 IID clients (1000 for K=1000)
+  config.data.partition = "iid"
+  config.data.min_examples_per_client = 1
+  t0 = time.perf_counter()
+  exp = build(config)
+  build_s = time.perf_counter() - t0
+  fns, g, frozen = exp.round_fns, exp.parts.trainable, exp.parts.frozen
+  key = jax.random.PRNGKey(0)
+  steps = spec["steps"]
+  res = {"spec": spec, "build_s": build_s, "chunk": fns.client_chunk or k,
+         "chunk_reason": exp.chunk_choice.reason if exp.chunk_choice else "fixed"}
+  if spec["mode"] == "vmap":
+    ids = jnp.arange(k, dtype=jnp.int32)
+    ratios = jnp.ones((k,), jnp.float32)
+
+    def call():  # fresh per-client states each call: the trainer's client phase donates them
+      st = fns.init_client_states(g, exp.clients.num_clients)
+      return fns.client_phase(g, frozen, exp.clients, ids, key, ratios, st)[0].delta
+    client_steps = k * steps
+  else:
+    m = min(k, spec["loop_clients"])
+    ids = jnp.arange(m, dtype=jnp.int32)
+    batches, keys = jax.jit(fns.sample)(key, exp.clients, ids)
+    row = jax.tree_util.tree_map(lambda x: x[0], fns.init_client_states(g, 1))
+    one = jax.jit(fns.one_client)
+    per = [jax.tree_util.tree_map(lambda x: x[c], batches) for c in range(m)]
+
+    def call():
+      return [one(g, frozen, per[c], keys[c], jnp.float32(1.0), row)[0].delta for c in range(m)]
+    client_steps = m * steps
+    res["loop_measured_clients"] = m
+  first, med, all_t = timed(call, repeats=spec["repeats"])
+  shapes = {"/".join(str(getattr(p, "key", p)) for p in path): tuple(x.shape)
+            for path, x in jax.tree_util.tree_leaves_with_path(frozen)}
+  adapters = [(a.shape[0], b.shape[1], a.shape[1]) for _, a, b in adapter_pairs(g)]
+  flops = step_flops(config, shapes, adapters)
+  tokens = config.fed.batch_size * config.data.max_length
+  res.update(compile_plus_first_s=first, median_s=med, times_s=all_t,
+             client_steps_per_s=client_steps / med, tokens_per_s=client_steps * tokens / med,
+             step_flops=flops, achieved_flops_per_s=client_steps * flops / med,
+             memory=memory.peak_memory_bytes(),
+             frozen_bytes=memory.tree_bytes(frozen) if hasattr(memory, "tree_bytes") else None)
+  return res
+
+
+def matmul_peak(dtype_name: str = "float32", repeats: int = 5) -> dict:
+  """Best achieved FLOP/s of a jitted square matmul over a few sizes (this process, this machine)."""
+  import jax
+  import jax.numpy as jnp
+  from benchmarks.common import timed
+  dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype_name]
+  best = {}
+  f = jax.jit(lambda a, b: a @ b)
+  for n in (512, 1024, 2048):
+    a = jnp.ones((n, n), dt)
+    _, med, _ = timed(f, a, a, repeats=repeats)
+    best[n] = 2 * n ** 3 / med
+  return {"dtype": dtype_name, "flops_per_s_by_size": best, "peak_flops_per_s": max(best.values())}
+
+
+def run_sub(spec: dict, env_extra: dict | None = None) -> dict:
+  env = dict(os.environ, **(env_extra or {}))
+  cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
+  p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+  lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+  if p.returncode != 0 or not lines:
+    return {"spec": spec, "error": (p.stderr or p.stdout)[-1500:]}
+  out = json.loads(lines[-1][len("RESULT "):])
+  if env_extra:
+    out["env"] = env_extra
+  return out
+
+
+def plan(args: dict) -> list[tuple[str, dict, dict]]:
+  base = {"steps": args["steps"], "repeats": args["repeats"], "budget_gb": args["budget_gb"],
+          "loop_clients": args["loop_clients"], "extra": {}, "chunk": 0}
+  small_k = (1, 10, 100, 1000) if not args["quick"] else (1, 10)
+  default_k = (10, 100, 200) if not args["quick"] else (10,)
+  runs = []
+  big = dict(repeats=1)  # K >= 100: the first call, then ONE timed call (time budget of a shared CPU)
+  for regime, ks in (("small", small_k), ("default", default_k[:1])):
+    for k in ks:
+      runs.append((f"{regime}/K={k}/vmap-chunked",
+                   dict(base, regime=regime, K=k, mode="vmap", **(big if k >= 100 else {})), {}))
+    runs.append((f"{regime}/K=10/vmap-unchunked", dict(base, regime=regime, K=10, mode="vmap", chunk=10), {}))
+    loop_m = args["loop_clients"] * (3 if regime == "small" else 1)
+    runs.append((f"{regime}/loop", dict(base, regime=regime, K=10, mode="loop", loop_clients=loop_m), {}))
+  d10 = dict(base, regime="default", K=10, mode="vmap")
+  runs.append(("default/K=10/bf16", dict(d10, extra={"model.compute_dtype": "bfloat16",
+                                                      "model.param_dtype": "bfloat16"}), {}))
+  runs.append(("default/K=10/remat-block", dict(d10, extra={"model.remat": "block"}), {}))
+  ynn = {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + YNN_SINGLE_DOT).strip()}
+  runs.append(("default/K=10/vmap-chunked/ynn-single-dot", d10, ynn))
+  runs.append(("default/loop/ynn-single-dot", dict(base, regime="default", K=10, mode="loop"), ynn))
+  for k in default_k[1:]:
+    runs.append((f"default/K={k}/vmap-chunked", dict(base, regime="default", K=k, mode="vmap", **big), {}))
+  return runs
+
+
+def main(argv):
+  from benchmarks.common import parse_overrides, write_result
+  args = {"budget_gb": 3.0, "repeats": 3, "steps": 1, "loop_clients": 4, "quick": 0, "only": ""}
+  args.update(parse_overrides(argv))
+  rows = {}
+  peaks = {}
+  for dt in ("float32", "bfloat16"):
+    code = (f"import sys, json; sys.path.insert(0, {ROOT!r}); from benchmarks.bench_client_scaling "
+            f"import matmul_peak; print('RESULT ' + json.dumps(matmul_peak({dt!r})))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    peaks[dt] = json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
+  for name, spec, env in plan(args):
+    if args["only"] and args["only"] not in name:
+      continue
+    t0 = time.time()
+    rows[name] = run_sub(spec, env)
+    write_result("client_scaling", {"args": args, "matmul_peak": peaks, "runs": rows,
+                                    "summary": summarise(rows, peaks), "partial": True})
+    r = rows[name]
+    msg = r.get("error", "").splitlines()[-1:] if "error" in r else ""
+    print(f"[{time.time() - t0:6.0f}s] {name}: "
+          + (f"{r['client_steps_per_s']:.2f} client-steps/s, chunk {r['chunk']}, peak RSS "
+             f"{r['memory']['host_peak_rss_bytes'] / 2**30:.2f} GiB" if "error" not in r else f"ERROR {msg}"),
+          flush=True)
+  summary = summarise(rows, peaks)
+  path = write_result("client_scaling", {"args": args, "matmul_peak": peaks, "runs": rows,
+                                         "summary": summary,
+                                         "partial": False,
+                                         "note": "shared 2-core CPU (other jobs running: timings noisy)"})
+  print_table(rows, peaks, summary)
+  print(f"-> {path}")
+
+
+def summarise(rows: dict, peaks: dict) -> dict:
+  ok = {k: v for k, v in rows.items() if "error" not in v}
+  s = {}
+  for regime in REGIMES:
+    loop = ok.get(f"{regime}/loop")
+    vm = ok.get(f"{regime}/K=10/vmap-chunked")
+    un = ok.get(f"{regime}/K=10/vmap-unchunked")
+    if loop and vm:
+      s[f"{regime}_vmapped_over_loop_K10"] = vm["client_steps_per_s"] / loop["client_steps_per_s"]
+    if un and vm:
+      s[f"{regime}_chunked_over_unchunked_K10"] = vm["client_steps_per_s"] / un["client_steps_per_s"]
+    best = max((v for k, v in ok.items() if k.startswith(regime) and v["spec"]["mode"] == "vmap"
+                and not v["spec"]["extra"] and "env" not in v),
+               key=lambda v: v["achieved_flops_per_s"], default=None)
+    if best:
+      s[f"{regime}_best_fraction_of_f32_matmul_peak"] = (best["achieved_flops_per_s"]
+                                                          / peaks["float32"]["peak_flops_per_s"])
+  a, b = ok.get("default/K=10/vmap-chunked/ynn-single-dot"), ok.get("default/loop/ynn-single-dot")
+  if a and b:
+    s["default_vmapped_over_loop_K10_ynn_single_dot"] = a["client_steps_per_s"] / b["client_steps_per_s"]
+  return s
+
+
+def print_table(rows: dict, peaks: dict, summary: dict):
+  print(f"\nf32 jitted matmul peak: {peaks['float32']['peak_flops_per_s'] / 1e9:.1f} GFLOP/s; "
+        f"bf16: {peaks['bfloat16']['peak_flops_per_s'] / 1e9:.1f} GFLOP/s")
+  print(f"{'configuration':<44}{'chunk':>6}{'compile+1st s':>14}{'steps/s':>9}{'tokens/s':>10}"
+        f"{'GFLOP/s':>9}{'peak RSS GiB':>13}")
+  for name, r in rows.items():
+    if "error" in r:
+      print(f"{name:<44} ERROR")
+      continue
+    print(f"{name:<44}{r['chunk']:>6}{r['compile_plus_first_s']:>14.1f}{r['client_steps_per_s']:>9.2f}"
+          f"{r['tokens_per_s']:>10.0f}{r['achieved_flops_per_s'] / 1e9:>9.1f}"
+          f"{r['memory']['host_peak_rss_bytes'] / 2**30:>13.2f}")
+  for k, v in summary.items():
+    print(f"{k}: {v:.3f}")
+
+
+if __name__ == "__main__":
+  if len(sys.argv) > 2 and sys.argv[1] == "--worker":
+    print("RESULT " + json.dumps(worker(json.loads(sys.argv[2]))), flush=True)
+  else:
+    main(sys.argv[1:])

@@ -203,3 +203,65 @@ print(json.dumps({'devices': jax.device_count(), 'spec': spec,
   res = json.loads(p.stdout.strip().splitlines()[-1])
   assert res["devices"] == 8 and "model" in res["spec"]
   assert res["maxdiff"] <= 1e-5 * max(1.0, res["scale"])
+
+
+_MP_WORKER = """
+import os, sys, json
+ROOT, pid, port = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+sys.path.insert(0, ROOT); sys.path.insert(0, os.path.join(ROOT, 'tests'))
+import numpy as np
+import jax
+from jax.experimental import multihost_utils
+from conftest import tiny_config
+from fedlora.train import build
+over = {'fed.clients_per_round': 4, 'fed.client_chunk': 4, 'optim.name': 'sgd', 'optim.lr': 0.5,
+        'mesh.coordinator_address': '127.0.0.1:' + port, 'mesh.num_processes': 2, 'mesh.process_id': pid}
+exp = build(tiny_config(**over))
+g = exp.parts.trainable
+key = np.asarray(jax.random.key_data(jax.random.PRNGKey(5)))
+o, _ = exp.round_fns.client_phase(g, exp.parts.frozen, exp.clients, np.arange(4, dtype=np.int32), key,
+                                  np.ones(4, np.float32), exp.round_fns.init_client_states(g, 4))
+new = multihost_utils.process_allgather(exp.round_fns.server_phase(g, o.delta, np.ones(4, np.float32)),
+                                        tiled=True)
+vec = np.concatenate([np.asarray(x).ravel() for x in jax.tree_util.tree_leaves(new)])
+print('RESULT ' + json.dumps({'devices': jax.device_count(), 'local': jax.local_device_count(),
+                              'vec': vec.tolist()}), flush=True)
+"""
+
+
+def test_two_processes_two_devices_each_equal_single_device(tmp_path):
+  """2 local processes × 2 CPU devices (gloo collectives, jax.distributed.initialize from the config)
+  run one round on a 4-device client mesh; both processes get the single-device result.
+  Tolerance as for the 8-device test (float32 round-off of a different partitioning)."""
+  import socket
+  import jax.numpy as jnp
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = str(s.getsockname()[1])
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+  logs = [(open(tmp_path / f"out{i}", "w"), open(tmp_path / f"err{i}", "w")) for i in range(2)]
+  # files, not pipes: a full pipe would stall one process and break the shutdown barrier
+  procs = [subprocess.Popen([sys.executable, "-c", _MP_WORKER, ROOT, str(i), port], cwd=ROOT, env=env,
+                            stdout=o, stderr=e, text=True) for i, (o, e) in enumerate(logs)]
+  outs = []
+  try:
+    for i, p in enumerate(procs):
+      p.wait(timeout=600)
+      out, err = (tmp_path / f"out{i}").read_text(), (tmp_path / f"err{i}").read_text()
+      assert p.returncode == 0, err[-2000:]
+      outs.append(json.loads([ln for ln in out.splitlines() if ln.startswith("RESULT ")][-1][7:]))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  exp = train.build(tiny_config(**{"fed.clients_per_round": 4, "fed.client_chunk": 4,
+                                   "optim.name": "sgd", "optim.lr": 0.5}))
+  g = exp.parts.trainable
+  o, _ = exp.round_fns.client_phase(g, exp.parts.frozen, exp.clients, jnp.arange(4), jax.random.PRNGKey(5),
+                                    jnp.ones(4), exp.round_fns.init_client_states(g, 4))
+  new = exp.round_fns.server_phase(g, o.delta, jnp.ones(4))
+  ref = np.concatenate([np.asarray(x).ravel() for x in jax.tree_util.tree_leaves(new)])
+  scale = float(np.abs(ref).max())
+  for r in outs:
+    assert r["devices"] == 4 and r["local"] == 2
+    assert float(np.abs(np.asarray(r["vec"]) - ref).max()) <= 1e-5 * max(1.0, scale)

@@ -5,8 +5,10 @@
                      temporaries + outputs + its own arguments (batches, state row), frozen excluded;
   fixed bytes      = the frozen base + the stacked client data + the per-client state rows [N, ...]
                      + the K outputs of the round (counted once, shared by all chunks);
-  C = floor((budget - fixed) / per-client), rounded down to a multiple of the devices on the
-      'clients' axis (each device runs C / D clients of a chunk), clipped to [D, K].
+  C_max = floor((budget - fixed) / per-client), rounded down to a multiple of the devices on the
+      'clients' axis (each device runs C / D clients of a chunk), clipped to [D, K]; then the
+      chunks are balanced: n = ceil(K / C_max) chunks of C = ceil(K / n) (rounded up to the
+      devices), so the last chunk carries as little padding as possible.
 """
 from __future__ import annotations
 
@@ -75,7 +77,10 @@ def choose_chunk(k: int, per_client: int, fixed: int, budget: int, source: str,
                  devices: int = 1) -> ChunkChoice:
   avail = budget - fixed
   fit = max(0, avail) // max(1, per_client)
-  c = min(k, max(devices, (fit // devices) * devices))
+  cmax = min(k, max(devices, (fit // devices) * devices))
+  n = -(-k // cmax)
+  c = -(-k // n)  # balanced: the same number of chunks, as little padding as possible
+  c = -(-c // devices) * devices
   mb = lambda b: f"{b / 2**20:.0f} MB"  # noqa: E731
   why = (f"client_chunk={c} of K={k} ({-(-k // c)} chunk(s)): one client's step needs "
          f"{mb(per_client)} (XLA memory_analysis), budget {budget / 2**30:.2f} GB ({source}) minus "

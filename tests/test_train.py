@@ -27,6 +27,11 @@ from fedlora.utils.validate import ConfigError, validate
     ("fed.local_steps", 0, "fed.local_steps=0"),
     ("model.path", "/no/such/model", "/no/such/model"),
     ("data.source", "csv", "data.path"),
+    ("fed.client_chunk", -1, "fed.client_chunk=-1"),
+    ("fed.memory_budget_gb", -2.0, "fed.memory_budget_gb=-2.0"),
+    ("model.remat", "sometimes", "model.remat='sometimes'"),
+    ("model.compute_dtype", "float16", "model.compute_dtype='float16'"),
+    ("mesh.model", 0, "mesh.model=0"),
 ])
 def test_bad_config_values_are_named(key, value, match):
   with pytest.raises(ConfigError, match=match.replace("[", r"\[").replace("(", r"\(")):

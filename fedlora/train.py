@@ -294,6 +294,20 @@ def _config_arg(argv: list[str]) -> str | None:
   return None
 
 
+def _load_config_file(file: str, variant: str | None):
+  """Runs the config file's get_config(variant) once, so its own error is the message (absl would
+  wrap it with a traceback)."""
+  import importlib.util
+  try:
+    spec = importlib.util.spec_from_file_location("_fedlora_config", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(*([variant] if variant is not None else []))
+  except Exception as e:  # noqa: BLE001 - any failure of the user's config file
+    raise ConfigError(f"--config {file}{':' + variant if variant is not None else ''}: "
+                      f"{type(e).__name__}: {e}") from None
+
+
 def parse_config(argv: list[str]):
   """`--config path.py[:arg]` plus `--config.a.b=value` overrides, with clear errors.
 
@@ -307,10 +321,13 @@ def parse_config(argv: list[str]):
       avail = sorted(f"configs/{n}" for n in os.listdir(CONFIG_DIR) if n.endswith(".py"))
       raise ConfigError(f"--config {file!r}: no such config file (run from the repository root, or "
                         f"give a path); available: {avail}; see --help")
+    _load_config_file(file, cfg_arg.split(":", 1)[1] if ":" in cfg_arg else None)
   fv = flags.FlagValues()
   holder = config_flags.DEFINE_config_file("config", "configs/bbc_minilm.py", flag_values=fv,
                                            lock_config=True)
-  flags.DEFINE_bool("print_config", False, "print the resolved config and exit", flag_values=fv)
+  print_config = "--print_config" in argv
+  argv = [a for a in argv if a != "--print_config"]
+  saved, sys.argv = sys.argv, argv  # ml_collections finds the overrides' config file in sys.argv
   try:
     fv(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
@@ -319,7 +336,9 @@ def parse_config(argv: list[str]):
     raise ConfigError(f"bad command line {bad}: {msg}. Keys and types are those of the config "
                       "file (see configs/*.py for every key and its meaning, --print_config to "
                       "list them, --help for usage)") from None
-  return holder.value, fv.print_config
+  finally:
+    sys.argv = saved
+  return holder.value, print_config
 
 
 _HELP = ("-h", "--help", "-help", "--helpfull", "--helpshort")

@@ -49,7 +49,8 @@ def _os_message(e: OSError) -> str:
             "folder's permissions)")
   if e.errno == errno.ENOENT:
     return f"no such file or folder{where}: check the path in the config or on the command line"
-  return f"{e.strerror or e}{where}"
+  return (f"{e.strerror or e}{where}: check the path (a --config.workdir must be a folder you can "
+          "write to)")
 
 
 def explain(exc: BaseException) -> tuple[int, str]:

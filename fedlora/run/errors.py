@@ -17,8 +17,9 @@ class RunError(RuntimeError):
   exit_code = 2
 
 
-class Interrupted(RunError):
-  """Ctrl-C (SIGINT) stopped the run; the message names the last complete checkpoint."""
+class Interrupted(KeyboardInterrupt):
+  """Ctrl-C (SIGINT) stopped the run (still a KeyboardInterrupt for library callers); the message
+  names the last complete checkpoint."""
   exit_code = 130
 
 
@@ -55,6 +56,8 @@ def _os_message(e: OSError) -> str:
 
 def explain(exc: BaseException) -> tuple[int, str]:
   """`(exit_code, one-paragraph message)` for an exception reaching the CLI."""
+  if isinstance(exc, Interrupted):
+    return exc.exit_code, str(exc)
   if isinstance(exc, KeyboardInterrupt):
     return 130, "interrupted (Ctrl-C); rerun the same command to resume from the last checkpoint"
   if isinstance(exc, RunError):

@@ -385,5 +385,16 @@ def main(argv=None) -> int:
   return 0
 
 
+def quiet_library_logs() -> None:
+  """Library error logs (orbax's background writer threads log each failure with its traceback, also
+  while the interpreter shuts down) are silenced in the CLI: the error boundary reports the failure
+  once. `--config.debug=True` keeps them."""
+  import logging
+  for name in ("absl", "asyncio"):
+    logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 if __name__ == "__main__":
+  if not any(a.lower() in ("--config.debug=true", "--config.debug=1") for a in sys.argv[1:]):
+    quiet_library_logs()
   sys.exit(main())

@@ -8,6 +8,8 @@ checkpoint fallback, a round without uploads) as a `RunWarning`, printed as one 
 from __future__ import annotations
 
 import errno
+import os
+import re
 import warnings
 
 
@@ -65,6 +67,13 @@ def explain(exc: BaseException) -> tuple[int, str]:
   for e in _chain(exc):  # disk full etc. may arrive wrapped (e.g. by orbax's writer threads)
     if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.errno is not None:
       return 2, _os_message(e)
+  for e in _chain(exc):  # tensorstore (orbax) reports OS errors inside a ValueError's text
+    code = re.search(r"os_error_code='(\d+)'", str(e))
+    if code and int(code.group(1)) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES,
+                                       errno.EROFS, errno.EPERM):
+      where = re.search(r'(?:Failed writing|local file): "([^"]+)"', str(e))
+      n = int(code.group(1))
+      return 2, _os_message(OSError(n, os.strerror(n), where.group(1) if where else None))
   if isinstance(exc, FileNotFoundError) and exc.errno is not None and exc.filename:
     return 2, _os_message(exc)
   if isinstance(exc, (ValueError, FileNotFoundError)):  # ConfigError, data, weights, JSON

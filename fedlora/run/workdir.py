@@ -116,10 +116,18 @@ def open_workdir(config):
   Raises OSError (unwritable folder) or RunError (in use, other config, resume policy) before any
   file of the run is written."""
   fp = fingerprint(config)
-  os.makedirs(config.workdir, exist_ok=True)
-  with WorkdirLock(config.workdir):
+  try:
+    os.makedirs(config.workdir, exist_ok=True)
+    lock = WorkdirLock(config.workdir).acquire()
+  except OSError as e:
+    raise RunError(f"cannot use --config.workdir={config.workdir!r} ({e.strerror or e}"
+                   f"{': ' + repr(e.filename) if e.filename else ''}); choose a folder you can "
+                   "create and write to") from None
+  try:
     check_workdir(config, fp)
     yield fp
+  finally:
+    lock.release()
 
 
 def write_run_files(config, fp: dict) -> None:

@@ -30,6 +30,12 @@ ENV = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1", HF_DATASETS_OFFL
 SPLIT = ("--config.data.source=csv",)
 
 
+def default_sigint():
+  """Children get Python's Ctrl-C handling even when this script runs in the background (where the
+  shell sets SIGINT to 'ignore', which children inherit)."""
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args, workdir=None, timeout=600, preexec_fn=None, config="configs/tiny.py"):
   cmd = [sys.executable, "-m", "fedlora.train", "--config", config, *args]
   if workdir is not None:
@@ -239,7 +245,8 @@ def p_ctrl_c(d):
   w = os.path.join(d, "w")
   cmd = [sys.executable, "-m", "fedlora.train", "--config", "configs/tiny.py", "--config.fed.rounds=40",
          f"--config.workdir={w}"]
-  p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       preexec_fn=default_sigint)
   t0 = time.time()
   while not os.path.isdir(os.path.join(w, "checkpoints", "1")) and time.time() - t0 < 300:
     time.sleep(0.2)
@@ -254,7 +261,8 @@ def p_resume_after_ctrl_c(d):
   w = os.path.join(d, "w")
   cmd = [sys.executable, "-m", "fedlora.train", "--config", "configs/tiny.py", "--config.fed.rounds=3",
          "--config.eval.every=100", f"--config.workdir={w}"]
-  p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       preexec_fn=default_sigint)
   t0 = time.time()
   while not os.path.isdir(os.path.join(w, "checkpoints", "1")) and time.time() - t0 < 300:
     time.sleep(0.2)
@@ -262,7 +270,8 @@ def p_resume_after_ctrl_c(d):
   p.communicate(timeout=300)
   code, out, err = cli("--config.fed.rounds=3", "--config.eval.every=100", workdir=w)
   s = json.load(open(os.path.join(w, "summary.json"))) if code == 0 else {}
-  return code, out, err, s.get("resumed_from_round", 0) >= 1, f"resumed from {s.get('resumed_from_round')}"
+  r = s.get("resumed_from_round")
+  return code, out, err, p.returncode == 130 and r in (1, 2), f"first run exit {p.returncode}; resumed from {r}"
 
 
 def p_disk_full(d):

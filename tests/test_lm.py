@@ -261,3 +261,24 @@ def test_lm_tiny_end_to_end_from_the_readme_command(tmp_path):
   assert summary["task"] == "causal_lm" and summary["final_test_loss"] == losses[-1]
   assert p.stdout.count("--- sample") == 2 and "final test loss" in p.stdout
   print(f"lm_instruct:tiny wall {wall:.1f} s, held-out loss {losses}")
+
+
+def test_gpt2_family_runs_the_lm_round_with_its_default_targets(tmp_path):
+  """A second family through the same trainer: GPT-2 (fused c_attn, tied wte), lora.targets=() = the
+  family's default, packed rows."""
+  import shutil  # noqa: PLC0415
+  d = tmp_path / "gpt2"
+  shutil.copytree(os.path.join(FIX, "tiny_gpt2"), d)
+  for f in os.listdir(os.path.join(FIX, "tiny_llama3")):
+    if f.startswith("tokenizer") or f.endswith(".jinja"):
+      shutil.copy(os.path.join(FIX, "tiny_llama3", f), d / f)
+  c = lm_config(**{**FAST, "model.path": str(d), "lora.targets": (), "data.packing": True,
+                   "fed.clients_per_round": 2, "workdir": str(tmp_path / "w")})
+  exp = train.build(c)
+  assert set(exp.parts.trainable["transformer"]["h"][0]["attn"]) == {"c_attn"}
+  assert exp.clients.attention_mask.max() >= 2  # rows hold several packed examples
+  state, rec = train.run_round(exp, train.init_state(exp), 1)
+  assert np.isfinite(rec["client_loss"]).all()
+  before = exp.evaluate(exp.parts.trainable, exp.parts.frozen, exp.test)
+  after = exp.evaluate(state["trainable"], exp.parts.frozen, exp.test)
+  assert after["loss"] < before["loss"]

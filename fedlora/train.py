@@ -72,13 +72,16 @@ def build(config) -> Experiment:
   validate(config)
   task = get_task(task_name(config))
   model_path, tokenizer, family, data = load_data(config, task)
+  missing = sorted(set(task.batch) - set(data.clients.arrays))
+  if missing:
+    raise ValueError(f"task {task.name!r} batches need arrays {sorted(task.batch)}; its data lacks {missing}")
   key = jax.random.PRNGKey(config.seed)
   k_head, k_lora = jax.random.split(jax.random.fold_in(key, 10**6))
   model = load_pretrained(model_path, key=k_head, num_layers=config.model.num_layers or None,
                           **task.model_kwargs(config, data))
   base = lora.split_model(model, family.head_paths)
   lora_cfg = config.lora
-  if not lora.adapters._as_tuple(lora_cfg.targets):  # () -> the family's default targets
+  if not lora_cfg.targets:  # () or "" -> the family's default targets
     lora_cfg = config.lora.copy_and_resolve_references()
     lora_cfg.targets = family.lora_targets
   adapters = lora.init_adapters(k_lora, base.frozen, lora_cfg)

@@ -119,14 +119,16 @@ def test_kv_cache_generation_equals_full_recompute(name):
   assert isinstance(model, (GPT2LMHeadModel, LlamaForCausalLM))
   ids = jnp.array([[0, 0, 0, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14, 15], [0, 40, 41, 42, 43, 44, 45]], jnp.int32)
   mask = (jnp.arange(7)[None] >= jnp.array([[3], [0], [1]])).astype(jnp.int32)
-  for temp in (0.0, 50.0):  # O(1) random weights give peaked logits: a high T samples widely
+  # greedy for both; sampling (O(1) random weights give peaked logits: a high T samples widely) once
+  for temp in ((0.0, 50.0) if name == "tiny_gpt2" else (0.0,)):
     key = jax.random.PRNGKey(3)
     fast = jax.jit(lambda i, m, k: generate(model, i, m, k, max_new_tokens=4, temperature=temp, eos_id=2))(
         ids, mask, key)
     slow = jax.jit(lambda i, m, k: generate_reference(model, i, m, k, max_new_tokens=4, temperature=temp,
                                                       eos_id=2))(ids, mask, key)
     np.testing.assert_array_equal(np.asarray(fast), np.asarray(slow))
-  assert len(set(np.asarray(fast).reshape(-1).tolist())) > 3  # sampling produced varied tokens
+    if temp > 0:
+      assert len(set(np.asarray(fast).reshape(-1).tolist())) > 3  # sampling produced varied tokens
   # prefill + one cached step gives the logits of the full forward at that position
   @jax.jit
   def two_ways(ids, mask):

@@ -142,3 +142,18 @@ def test_kv_cache_generation_equals_full_recompute(name):
   np.testing.assert_allclose(np.asarray(cached)[v], np.asarray(full)[v], atol=1e-4)
   assert int(index) == 7
 
+
+
+def test_bert_family_matches_reference_with_lora_at_b_zero():
+  r = _ref("tiny_roberta")
+  model = load_pretrained(os.path.join(FIX, "tiny_roberta"), num_labels=2, pooling="cls")
+  f = family_for("roberta")
+  base = lora.split_model(model, f.head_paths)
+  cfg = type("L", (), {"targets": ("attention", "mlp"), "rank": 2, "alpha": 4.0, "dropout": 0.0, "init": "kaiming"})
+  lora.attach(model, lora.init_adapters(jax.random.PRNGKey(0), base.frozen, cfg), scale=2.0)
+  parts = lora.split_model(model, f.head_paths)
+  assert "classifier" in parts.trainable and len(jax.tree_util.tree_leaves(parts.trainable)) == 2 + 2 * 2 * 6
+  ids, mask = jnp.asarray(r["input_ids"]), jnp.asarray(r["attention_mask"])
+  valid = r["attention_mask"].astype(bool)
+  h = np.asarray(jax.jit(lambda i, m: model.encode(i, m))(ids, mask))
+  np.testing.assert_allclose(h[valid], r["last_hidden_state"][valid], atol=1e-4, rtol=1e-5)

@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def get_config(arg=None):
   c = bbc_minilm.get_config()
-  c.workdir = "runs/lm_instruct"  # output folder
+  c.name = "lm_instruct"  # experiment name: the default workdir is runs/lm_instruct-<method>-s<seed>
   c.task.name = "causal_lm"  # next-token loss on the response tokens only (fedlora/tasks/causal_lm.py)
 
   c.model.path = ""  # REQUIRED: local HF-format folder (config.json, *.safetensors, tokenizer files)
@@ -56,7 +56,7 @@ def get_config(arg=None):
   c.eval.temperature = 0.0  # sampling temperature of the printed samples (0 = greedy)
 
   if arg == "tiny":
-    c.workdir = "runs/lm_tiny"
+    c.name = "lm_instruct_tiny"
     c.model.path = os.path.join(ROOT, "tests", "fixtures", "tiny_llama3")
     c.data.path = os.path.join(ROOT, "tests", "fixtures", "tiny_instruct.jsonl")
     c.data.category_column = "category"

@@ -42,16 +42,23 @@ class Example(NamedTuple):
 
 def load_instruct_dataset(data_cfg) -> Any:
   """The raw `datasets.Dataset` of `config.data` with its columns checked."""
-  from fedlora.data.sources import _read
+  from fedlora.data.sources import _malformed, _read, check_encoding, get_option
   source, path = data_cfg.source, data_cfg.path
   if source not in LM_SOURCES:
     raise ValueError(f"config.data.source={source!r} is not allowed for task causal_lm: one of {LM_SOURCES}")
   if not path or not os.path.exists(path):
     raise ValueError(f"config.data.path={path!r}: no such file or folder (source {source!r})")
+  encoding = get_option(data_cfg, "encoding")
+  if source in ("csv", "json") and os.path.isfile(path):
+    check_encoding(path, encoding)
   try:
-    ds = _read(source, [os.fspath(path)], None)
+    ds = _read(source, [os.fspath(path)], None, encoding)
   except (StopIteration, IndexError) as e:
     raise ValueError(f"dataset from {path!r} is empty (0 examples) or unreadable: {e!r}") from e
+  except Exception as e:  # noqa: BLE001 - DatasetGenerationError, pandas/arrow parser errors
+    if source not in ("csv", "json"):
+      raise
+    raise _malformed(source, path, e) from None
   if data_cfg.messages_column:
     need = [data_cfg.messages_column]
   else:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from flax import nnx
+from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from fedlora.models.bert import POOLINGS
@@ -93,11 +94,15 @@ def _load_raw(filename: str) -> dict[str, np.ndarray]:
 def load_safetensors(filename: str) -> dict[str, np.ndarray]:
   """`safetensors.numpy.load_file`, falling back to a direct read for bfloat16 tensors."""
   try:
-    return load_file(filename)
-  except TypeError as e:  # "data type 'bfloat16' not understood"
-    if "bfloat16" not in str(e):
-      raise
-    return _load_raw(filename)
+    try:
+      return load_file(filename)
+    except TypeError as e:  # "data type 'bfloat16' not understood"
+      if "bfloat16" not in str(e):
+        raise
+      return _load_raw(filename)
+  except (SafetensorError, struct.error, json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+    raise ValueError(f"weights file {filename!r} is truncated or corrupt ({type(e).__name__}: {e}); "
+                     "re-download or re-convert the model folder") from None
 
 
 def read_tensors(path) -> dict[str, np.ndarray]:
@@ -222,8 +227,13 @@ def load_pretrained(path, *, num_labels: int | None = None, pooling: str = "mean
       raise ValueError(f"pooling={pooling!r}: allowed values are {list(POOLINGS)}")
     head = "classifier"
   elif num_labels is not None:
-    raise ValueError(f"num_labels={num_labels!r} given, but model_type={mt!r} loads a causal LM "
-                     f"(family {family.name!r}) without a classification head; pass num_labels=None")
+    from fedlora.models.families import families
+    encoders = [t for f in families().values() if "classifier" in f.heads for t in f.model_types]
+    raise ValueError(f"model_type={mt!r} in {os.path.join(path, 'config.json')!r} is a causal LM "
+                     f"(family {family.name!r}: decoder-only, no classification head), but the classification "
+                     f"task (num_labels={num_labels}) needs an encoder model: model_type one of {encoders} "
+                     "(e.g. BERT, RoBERTa, MiniLM); point model.path at such a folder, or use "
+                     "task.name='causal_lm' (configs/lm_instruct.py)")
   else:
     head = "causal_lm"
   if key is None:

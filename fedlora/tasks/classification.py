@@ -78,17 +78,17 @@ def validate_config(c) -> None:
 def prepare_data(config, tokenizer, hf_config):
   """Dataset (with the optional stratified `data.max_examples` subset) -> split -> tokenise -> clients."""
   from fedlora.data.clients import prepare_federated_data
-  from fedlora.data.sources import load_dataset_from_config
+  from fedlora.data.sources import load_dataset_with_report
   from fedlora.data.split import split_indices
   from fedlora.tasks.base import TaskData
-  ds = load_dataset_from_config(config.data)
+  ds, dropped = load_dataset_with_report(config.data)
   if config.data.max_examples and config.data.max_examples < len(ds):
     labels = np.asarray(ds["label"])
     _, keep = split_indices(labels, config.data.max_examples / len(ds), config.data.split_seed)
     ds = ds.select(np.sort(keep))
   fd = prepare_federated_data(config.data, tokenizer, ds=ds)
   return TaskData(fd.clients, fd.test, {"label_names": fd.label_names, "histogram": fd.histogram,
-                                        "parts": fd.parts})
+                                        "parts": fd.parts, "data_dropped": dropped})
 
 
 def _task():

@@ -69,7 +69,8 @@ def load_data(config, task):
   family = family_for(hf_config.get("model_type"), os.path.join(model_path, "config.json"))
   if task.head not in family.heads:
     kind = "a causal LM (decoder-only)" if "causal_lm" in family.heads else "an encoder classifier"
-    raise ValueError(f"task {task.name!r} needs a {task.head!r} head, but model_type="
+    raise ValueError(f"task {task.name!r} needs a model with a {task.head!r} head (an encoder for "
+                     "'classifier', a decoder for 'causal_lm'), but model_type="
                      f"{hf_config.get('model_type')!r} in {os.path.join(model_path, 'config.json')!r} is "
                      f"{kind} (family {family.name!r}, heads {list(family.heads)}); point model.path at a "
                      "matching folder or set task.name (classification: BERT/RoBERTa/MiniLM folders; "

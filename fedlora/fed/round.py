@@ -71,7 +71,7 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
   def sample(key, client_data, ids):
     k_batch, k_clients = jax.random.split(key)
     sel = jax.tree_util.tree_map(lambda x: x[ids], client_data)
-    idx = sample_batches(k_batch, sel.num_examples, sel.labels.shape[1], batch_size, local_steps)
+    idx = sample_batches(k_batch, sel.num_examples, sel.n_max, batch_size, local_steps)
     return gather_batches(sel, idx), jax.random.split(k_clients, ids.shape[0])
 
   @jax.jit

@@ -142,6 +142,39 @@ def test_chunked_client_phase_equals_unchunked_with_error_feedback_state():
   assert [float(v) > 0 for v in row_max] == [True, True, False, True]
 
 
+def test_chunked_guard_keeps_a_nonfinite_clients_whole_state_row():
+  """The non-finite guard over the generic per-client state: K=3 in chunks of 2, client 1's
+  error-feedback row poisoned with NaN -> its flag is False, its upload zero, and its whole row
+  (every key, here 'comp' and an extra 'control') left as it was; the other clients' rows update;
+  the same result as one chunk of 3."""
+  from conftest import tiny_config
+  from fedlora.train import build
+  over = {"method.name": "randk", "method.ratio": 0.25, "compress.error_feedback": True,
+          "optim.name": "sgd", "optim.lr": 0.5, "fed.clients_per_round": 3}
+  ids = jnp.array([0, 1, 3])
+  res = {}
+  for chunk in (2, 3):
+    exp = build(tiny_config(**over, **{"fed.client_chunk": chunk}))
+    g = exp.parts.trainable
+    st = exp.round_fns.init_client_states(g, 4)
+    st = {"comp": jax.tree_util.tree_map(lambda x: x.at[1].set(jnp.nan), st["comp"]),
+          "control": jnp.arange(4.0)}
+    before = jax.tree_util.tree_map(np.asarray, st)
+    out, new = exp.round_fns.client_phase(g, exp.parts.frozen, exp.clients, ids, jax.random.PRNGKey(0),
+                                          jnp.full((3,), 0.25), st)
+    np.testing.assert_array_equal(out.metrics["finite"], [True, False, True])
+    for x in jax.tree_util.tree_leaves(out.delta):
+      assert float(jnp.abs(x[1]).max()) == 0.0 and float(jnp.abs(x[0]).max()) > 0
+    for b, n in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(new)):
+      np.testing.assert_array_equal(np.asarray(n)[1], b[1])  # NaN row kept as it was
+    np.testing.assert_array_equal(new["control"], before["control"])
+    moved = [float(np.abs(np.asarray(n)[0] - b[0]).max())
+             for b, n in zip(jax.tree_util.tree_leaves(before["comp"]), jax.tree_util.tree_leaves(new["comp"]))]
+    assert max(moved) > 0
+    res[chunk] = (out, new)
+  chex.assert_trees_all_close(res[2][0].delta, res[3][0].delta, rtol=1e-5, atol=1e-7)
+
+
 def test_auto_chunk_fits_the_budget_and_matches_fixed_chunk(capsys):
   """fed.client_chunk=0 sizes C from XLA's estimate of one client's step: a budget that leaves room
   for about 2 clients picks C=2 (and prints why); a huge budget runs all K in one chunk."""

@@ -17,8 +17,9 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fedlora.data.clients import ARRAY_KEYS, gather_batches, sample_batches
+from fedlora.data.clients import gather_batches, sample_batches
 from fedlora.fed.aggregate import fedavg
+from fedlora.fed.guard import all_finite, guard
 from fedlora.fed.local import make_local_update
 from fedlora.fed.sharding import clients_size, constrain_clients
 from fedlora.soft.importance import score_tree
@@ -29,7 +30,7 @@ class ClientOut(NamedTuple):
   """Per sampled client (leading axis `[K]` after vmap)."""
   delta: Any          # sparsified update the server receives (trainable-tree structure)
   bits: jax.Array     # uplink payload in bits
-  metrics: dict       # local 'loss', 'first_loss', 'ce', 'acc'
+  metrics: dict       # local 'loss', 'first_loss', 'ce', 'acc', 'finite' (see fedlora.fed.guard)
   kept: Any           # compressor diagnostics (e.g. kept-rank masks) or None
   profile: jax.Array  # [r] sorted normalised importance mass of the full update, pooled over adapters
 
@@ -85,7 +86,10 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
     delta = tree_sub(new_tr, global_tr)
     out = compressor.update(client_state["comp"], delta, ratio, k_comp, global_tr)
     new_state = dict(client_state, comp=out.state)
-    return ClientOut(out.delta, out.bits, metrics, out.kept, pooled_profile(delta)), new_state
+    finite = jnp.isfinite(metrics["loss"]) & all_finite(delta) & all_finite(out.delta)
+    # a non-finite client: upload zeroed, its whole per-client state (every key) left as it was
+    sent, new_state, profile = guard(finite, out.delta, new_state, client_state, pooled_profile(delta))
+    return ClientOut(sent, out.bits, dict(metrics, finite=finite), out.kept, profile), new_state
 
   def init_client_states(trainable, num_clients: int):
     one = {"comp": compressor.init(trainable)}
@@ -108,7 +112,7 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
   def run_chunk(global_tr, frozen, client_data, states, ids_c, idx_c, keys_c, ratios_c):
     """One chunk: ids_c `[C]` (N = padding), idx_c `[C, E, B]` -> (ClientOut [C, ...], states)."""
     rows = ids_c[:, None, None]
-    batches = {k: getattr(client_data, k).at[rows, idx_c].get(mode="clip") for k in ARRAY_KEYS}
+    batches = {k: a.at[rows, idx_c].get(mode="clip") for k, a in client_data.arrays.items()}
     batches = constrain_clients(batches, mesh)
     st = jax.tree_util.tree_map(lambda x: x.at[ids_c].get(mode="clip"), states)
     out, new_st = vclient(global_tr, frozen, batches, keys_c, ratios_c, st)

@@ -27,7 +27,7 @@ def get_config(arg=None):
   c.data.max_examples = 0  # keep a stratified subset of this many examples (0 = all)
   c.data.test_fraction = 0.2  # held-out fraction, stratified by label
   c.data.split_seed = 0  # seed of the deterministic train/test split
-  c.data.partition = "dirichlet"  # 'iid' | 'dirichlet' (label skew) | 'quantity' (size skew)
+  c.data.partition = "dirichlet"  # 'iid' | 'dirichlet' | 'client_dirichlet' (label skew) | 'quantity'
   c.data.dirichlet_alpha = 0.5  # Dirichlet concentration; smaller = more skewed labels
   c.data.quantity_sigma = 1.0  # log-normal sigma of client sizes for 'quantity'
   c.data.num_clients = 20  # N clients the training split is partitioned over

@@ -5,7 +5,7 @@ import importlib
 import os
 
 SOURCES = ("bbcnews", "csv", "json", "parquet", "disk")
-PARTITIONS = ("iid", "dirichlet", "quantity")
+PARTITIONS = ("iid", "dirichlet", "quantity", "client_dirichlet")
 POOLINGS = ("mean", "cls")
 OPTIMIZERS = ("adamw", "sgd")
 

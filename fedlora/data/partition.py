@@ -17,7 +17,9 @@ disjoint and cover ``range(n)``; every client gets at least ``min_per_client`` e
   allocated proportionally to w (largest-remainder rounding), then a random permutation of all
   indices is cut into those sizes. sigma = 0 gives equal sizes (+-1); larger sigma, more skew.
 * ``'client_dirichlet'`` (label skew at equal client sizes, the per-client form of Hsu et al. 2019):
-  every client k draws its own label distribution q_k ~ Dir(alpha * 1_C) and a size of n // C_clients
+  every client k draws its own label distribution q_k ~ Dir(alpha * C * p), p = the global class
+  frequencies (Hsu et al.'s prior, scaled by the number of classes C so that balanced classes give
+  the symmetric Dir(alpha * 1_C); large alpha approaches IID), and a size of n // C_clients
   (+1 for the first n % C_clients); clients (in random order) draw their examples class by class
   from multinomial(size, q_k) over the classes that still have unassigned examples; a class that runs
   out hands its excess to the client's other classes in proportion to q_k (uniformly if q_k puts no
@@ -105,11 +107,12 @@ def partition(
             raise ValueError(f"dirichlet_alpha must be finite and > 0, got {alpha!r}")
         classes = np.unique(labels)
         pools = [list(rng.permutation(np.flatnonzero(labels == c))) for c in classes]
+        prior = np.array([len(p) for p in pools], np.float64) / n
         sizes = np.full(num_clients, n // num_clients, np.int64)
         sizes[: n % num_clients] += 1
         parts = [None] * num_clients
         for k in rng.permutation(num_clients):
-            q = rng.dirichlet(np.full(classes.size, alpha))
+            q = rng.dirichlet(alpha * classes.size * prior)
             left = np.array([len(p) for p in pools], np.int64)
             want = rng.multinomial(sizes[k], q)
             take = np.minimum(want, left)

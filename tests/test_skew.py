@@ -344,3 +344,19 @@ def test_skewed_run_resumes_and_counts_scaffold_bits(tmp_path, monkeypatch):
   assert [r["client_lr_scale"] for r in recs] == [0.5, 1.0, 1.0]
   assert s_full["final_test_accuracy"] == s_int["final_test_accuracy"]
   assert s_full["final_test_balanced_accuracy"] is not None
+
+
+def test_scaffold_bits_skip_leaves_the_method_freezes(tiny_exp):
+  """FFA-LoRA freezes A: SCAFFOLD's c_i is zero there and its upload counts only B and the head."""
+  from fedlora import lora
+  g = tiny_exp.parts.trainable
+  labels = lora.trainable_labels(g, "lora_a$")
+  dc = drift_lib.build_drift(tiny_config(**{"client.scaffold": True}).client, g, labels, 16, 4)
+  flat = jax.tree_util.tree_flatten_with_path(g)[0]
+  n_a = sum(x.size for p, x in flat if "lora_a" in jax.tree_util.keystr(p))
+  total = sum(x.size for _, x in flat)
+  assert n_a > 0 and dc.scaffold_values == total - n_a and dc.scaffold_bits == 16.0 * (total - n_a)
+  grads = jax.tree_util.tree_map(jnp.ones_like, g)
+  new, delta_c, bits = drift_lib.finish_client(dc, drift_lib.init_client(dc, g), grads)
+  for p, x in jax.tree_util.tree_flatten_with_path(new["scaffold"])[0]:
+    assert float(jnp.abs(x).max()) == (0.0 if "lora_a" in jax.tree_util.keystr(p) else 1.0)

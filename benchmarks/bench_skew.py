@@ -8,7 +8,7 @@ balanced accuracy, the worst-decile per-client accuracy and the uplink each reci
 Results are written after EVERY run (benchmarks/results/skew.json + skew.md), so a partial sweep
 keeps what finished; rerunning skips finished runs (run folders: runs/skew/<setting>/<recipe>/s<seed>).
 
-  python benchmarks/bench_skew.py [settings=dir01,iid,dir005,quantity seeds=0,1,2 fed.rounds=15
+  python benchmarks/bench_skew.py [settings=dir01,iid,dir005,quantity seeds=0,1,2 fed.rounds=10
                                    model.num_layers=2 recipes=fedavg,fedadam ...]
 Hyper-parameters of the recipes are fixed a priori (not tuned on these settings): the adaptive
 server optimisers at lr 1e-2 (their per-coordinate step ~ lr matches FedAvg's |Δ̄| ~ E·η_client),
@@ -51,7 +51,7 @@ RECIPES = {
 GROUPS = {"server": ("fedavgm", "fedadam", "fedyogi", "fedadagrad"), "drift": ("fedprox", "scaffold"),
           "loss": ("fedlc", "fedrs")}
 # the sweep's run-size defaults (a shared 2-core CPU); any config key can be overridden
-SIZE = {"model.num_layers": 2, "fed.rounds": 15, "eval.every": 5, "checkpoint.every": 1000,
+SIZE = {"model.num_layers": 2, "fed.rounds": 10, "eval.every": 2, "checkpoint.every": 1000,
         "progress": False}
 
 

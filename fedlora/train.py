@@ -131,8 +131,8 @@ def run_round(exp: Experiment, state: dict, t: int) -> tuple[dict, dict]:
   trainable, server = exp.round_fns.server_phase(state["trainable"], state["server"], out.delta,
                                                  weights, t, out.control_delta)
   # downlink: the global trainable tree (+ SCAFFOLD's server variate) to every sampled client, fp32
-  down_bits = 32.0 * (lora.tree_size(state["trainable"]) + exp.round_fns.drift.scaffold_bits
-                      / exp.round_fns.drift.bits_per_value) * ids.shape[0]
+  drift = exp.round_fns.drift
+  down_bits = 32.0 * (lora.tree_size(state["trainable"]) + drift.downlink_values) * ids.shape[0]
   up_bits = float(jnp.sum(out.bits * delivered))
   new_state = dict(state, round=np.asarray(t, np.int32), trainable=trainable,
                    client_states=client_states, server=server, method=mstate,
@@ -144,7 +144,8 @@ def run_round(exp: Experiment, state: dict, t: int) -> tuple[dict, dict]:
       "train_acc": float(out.metrics["acc"].mean()),
       "ratio": plan["ratio"], "uplink_bits": out.bits, "delivered": delivered,
       "uplink_bytes_round": up_bits / 8, "client_lr_scale": float(ctx["lr_scale"]),
-      "scaffold_uplink_bytes_round": exp.round_fns.drift.scaffold_bits * float(delivered.sum()) / 8, "downlink_bytes_round": down_bits / 8,
+      "scaffold_uplink_bytes_round": drift.scaffold_bits * float(delivered.sum()) / 8,
+      "downlink_bytes_round": down_bits / 8,
       "cum_uplink_bytes": float(new_state["cum_uplink_bits"]) / 8,
       "cum_downlink_bytes": float(new_state["cum_downlink_bits"]) / 8,
   }

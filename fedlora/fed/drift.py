@@ -40,6 +40,11 @@ class DriftControl(NamedTuple):
     return self.prox_mu > 0 or self.scaffold
 
   @property
+  def downlink_values(self) -> int:
+    """Values the server sends each sampled client besides the model (SCAFFOLD's c), fp32."""
+    return self.scaffold_values if self.scaffold else 0
+
+  @property
   def scaffold_bits(self) -> float:
     return float(self.scaffold_values * self.bits_per_value) if self.scaffold else 0.0
 

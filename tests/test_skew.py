@@ -360,3 +360,23 @@ def test_scaffold_bits_skip_leaves_the_method_freezes(tiny_exp):
   new, delta_c, bits = drift_lib.finish_client(dc, drift_lib.init_client(dc, g), grads)
   for p, x in jax.tree_util.tree_flatten_with_path(new["scaffold"])[0]:
     assert float(jnp.abs(x).max()) == (0.0 if "lora_a" in jax.tree_util.keystr(p) else 1.0)
+
+
+def test_all_options_combine_with_soft_tsfa_over_the_channel(tmp_path):
+  """SOFT + TSFA over the wireless uplink with FedAvgM, SCAFFOLD, FedProx, FedRS and a cosine client
+  lr: each upload is SOFT's payload at its planned ratio plus the dense Δc_i, and the run finishes
+  with finite accuracy."""
+  from fedlora.methods.uplink import bits_model
+  c = tiny_config(**{"workdir": str(tmp_path / "w"), "method.name": "soft", "wireless.enabled": True,
+                     "server.name": "fedavgm", "server.lr": 0.5, "client.scaffold": True,
+                     "client.prox_mu": 0.01, "client.logit_adjust": "fedrs",
+                     "client.lr_schedule": "cosine", "checkpoint.every": 10})
+  s = train.run(c)
+  assert 0.0 <= s["final_test_accuracy"] <= 1.0
+  exp = train.build(c)
+  c0, c1 = bits_model(exp.parts.trainable, 32)
+  extra = exp.round_fns.drift.scaffold_bits
+  assert extra > 0
+  for r in read_metrics(str(tmp_path / "w/metrics.jsonl")):
+    np.testing.assert_allclose(r["uplink_bits"], [c0 + c1 * rho + extra for rho in r["ratio"]],
+                               rtol=1e-6)

@@ -87,10 +87,10 @@ def combo(summary, setting):
   return "+".join(parts) or "fedavg", over
 
 
-def write_tables(rows, meta):
+def write_tables(rows, meta, name="skew"):
   summary = summarise(rows)
   payload = dict(meta, summary=summary, runs=rows)
-  path = write_result("skew", payload)
+  path = write_result(name, payload)
   lines = ["| setting | recipe | seeds | final acc % | best acc % | balanced acc % | macro-F1 % | "
            "worst-decile client acc % | uplink Mbit |", "|" + "---|" * 9]
   fmt = lambda v, k=100: "–" if v[0] is None else f"{k * v[0]:.2f} ± {k * v[1]:.2f}"  # noqa: E731
@@ -101,12 +101,12 @@ def write_tables(rows, meta):
                  f"{fmt(s['final_test_macro_f1'])} | {fmt(s['final_test_client_accuracy_worst10'])} | "
                  f"{s['uplink_mbit'][0]:.1f} |")
   md = "\n".join(lines) + "\n"
-  with open(os.path.join(RESULTS, "skew.md"), "w") as f:
+  with open(os.path.join(RESULTS, f"{name}.md"), "w") as f:
     f.write(f"Sweep: `{meta['command']}` (shared 2-core CPU; {meta['size']})\n\n" + md)
   return summary, md, path
 
 
-def one_run(setting, label, over, seed, size, out_root):
+def one_run(setting, label, over, seed, size, out_root, collect_only=False):
   c = skewed.get_config(setting)
   apply_overrides(c, size)
   apply_overrides(c, over)
@@ -121,6 +121,8 @@ def one_run(setting, label, over, seed, size, out_root):
       recs = read_metrics(os.path.join(c.workdir, "metrics.jsonl"))
       if recs and recs[-1]["round"] == c.fed.rounds:
         return s, True
+  if collect_only:
+    return None, False
   t0 = time.time()
   s = run(c)
   s["wall_seconds"] = time.time() - t0
@@ -134,6 +136,9 @@ def main(argv):
   recipes = str(ov.pop("recipes", ",".join(RECIPES))).split(",")
   others = str(ov.pop("others", "fedavg,fedlc,combo")).split(",")  # recipes on settings[1:]
   out_root = str(ov.pop("out", os.path.join(ROOT, "runs/skew")))
+  name = str(ov.pop("name", "skew"))  # result file benchmarks/results/<name>.json/.md
+  collect_only = bool(ov.pop("collect_only", 0))  # only tabulate finished runs, train nothing
+  do_combo = bool(ov.pop("combo", 1))  # 0: no combination stage
   cache = os.path.join(out_root, "jax_cache")
   jax.config.update("jax_compilation_cache_dir", cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -143,7 +148,10 @@ def main(argv):
   rows: dict[str, list] = {}
 
   def record(setting, label, over, seed):
-    s, cached = one_run(setting, label, over, seed, size, out_root)
+    s, cached = one_run(setting, label, over, seed, size, out_root, collect_only)
+    if s is None:
+      print(f"{setting}/{label} seed {seed}: not run (collect_only)", flush=True)
+      return write_tables(rows, meta, name)[0]
     row = {"seed": seed, "overrides": over,
            "uplink_mbit": 8 * s["cum_uplink_bytes"] / 1e6,
            "train_seconds": s["train_seconds_all_rounds"]}
@@ -151,7 +159,7 @@ def main(argv):
               "final_test_macro_f1", "final_test_client_accuracy_worst10"):
       row[k] = s.get(k)
     rows.setdefault(f"{setting}/{label}", []).append(row)
-    summary, md, path = write_tables(rows, meta)
+    summary, md, path = write_tables(rows, meta, name)
     took = "cached" if cached else f"{s.get('wall_seconds', 0):.0f} s"
     print(f"[{time.strftime('%H:%M:%S')}] {setting}/{label} seed {seed}: final "
           f"{100 * row['final_test_accuracy']:.2f}% balanced "
@@ -167,14 +175,15 @@ def main(argv):
   meta["combo"] = {"label": best_label, "overrides": best_over, "chosen_on": first}
   for setting in settings:
     for seed in seeds:
-      for label in (["combo"] if setting == first else others):
+      for label in ([] if setting == first and not do_combo else
+                    ["combo"] if setting == first else others):
         if label == "combo":
-          if best_label == "fedavg":  # nothing beat FedAvg: the combination is FedAvg itself
+          if best_label == "fedavg" or not do_combo:  # nothing beat FedAvg: the combination is FedAvg itself
             continue
           summary = record(setting, f"combo:{best_label}", best_over, seed)
         else:
           summary = record(setting, label, RECIPES[label], seed)
-  _, md, path = write_tables(rows, meta)
+  _, md, path = write_tables(rows, meta, name)
   print(md)
   print(f"-> {path}")
 

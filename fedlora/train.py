@@ -26,9 +26,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fedlora import lora  # noqa: E402
-from fedlora.data.clients import ClientData, prepare_federated_data  # noqa: E402
-from fedlora.data.sources import load_dataset_with_report  # noqa: E402
-from fedlora.data.split import split_indices  # noqa: E402
+from fedlora.data.clients import ClientData  # noqa: E402
 from fedlora.data.tokenize import load_tokenizer  # noqa: E402
 from fedlora.fed.drift import build_drift  # noqa: E402
 from fedlora.fed.round import RoundFns, make_round  # noqa: E402
@@ -36,10 +34,10 @@ from fedlora.fed.schedule import round_schedule  # noqa: E402
 from fedlora.fed.sampling import sample_clients  # noqa: E402
 from fedlora.fed.sharding import check_divisible, client_mesh  # noqa: E402
 from fedlora.fed.local import make_optimizer  # noqa: E402
-from fedlora.models import load_pretrained  # noqa: E402
+from fedlora.models import load_pretrained, read_config  # noqa: E402
+from fedlora.models.families import family_for  # noqa: E402
+from fedlora.tasks import get_task, task_name  # noqa: E402
 from fedlora.server import build_server  # noqa: E402
-from fedlora.tasks.classification import make_eval, make_loss  # noqa: E402
-from fedlora.tasks.label_skew import make_logit_adjust  # noqa: E402
 from fedlora.tasks.skew_metrics import skew_metrics  # noqa: E402
 from fedlora.run.errors import Interrupted, RunError, RunWarning, explain, warn  # noqa: E402
 from fedlora.run.workdir import open_workdir, resolve_workdir, write_run_files  # noqa: E402
@@ -55,60 +53,78 @@ class Experiment(NamedTuple):
   """Everything a run needs, built once from the config (static parts, no mutable state)."""
   config: Any
   parts: lora.ModelParts        # graphdef, initial trainable, frozen base (shared by all clients)
-  clients: ClientData           # [N, n_max, L] stacked client data, on device
-  test: dict                    # numpy test split
-  label_names: list
-  histogram: np.ndarray         # [N, classes]
+  clients: ClientData           # arrays [N, n_max, ...] (the task's batch keys), on device
+  test: dict                    # numpy test split (what the task's evaluation reads)
+  label_names: list             # classes (classification) / categories (causal_lm)
+  histogram: np.ndarray         # [N, classes or categories]
   round_fns: RoundFns
   evaluate: Any
   method: Method
   data_dropped: dict = {}       # rows left out of the dataset by reason (fedlora.data.sources)
+  task: Any = None              # fedlora.tasks.Task
+  info: dict = {}               # the task's data facts (TaskData.info)
+  tokenizer: Any = None
 
 
-def load_data(config):
-  """Tokenizer + federated data (with the optional stratified `data.max_examples` subset)."""
+def load_data(config, task):
+  """Model folder, tokenizer, model family and the task's federated data (fedlora.tasks.TaskData)."""
   model_path = resolve_model_path(config.model)
+  hf_config = read_config(model_path)
+  family = family_for(hf_config.get("model_type"), os.path.join(model_path, "config.json"))
+  if task.head not in family.heads:
+    kind = "a causal LM (decoder-only)" if "causal_lm" in family.heads else "an encoder classifier"
+    raise ValueError(f"task {task.name!r} needs a model with a {task.head!r} head (an encoder for "
+                     "'classifier', a decoder for 'causal_lm'), but model_type="
+                     f"{hf_config.get('model_type')!r} in {os.path.join(model_path, 'config.json')!r} is "
+                     f"{kind} (family {family.name!r}, heads {list(family.heads)}); point model.path at a "
+                     "matching folder or set task.name (classification: BERT/RoBERTa/MiniLM folders; "
+                     "causal_lm: Llama/Mistral/Qwen2/GPT-2, see configs/lm_instruct.py)")
   tokenizer = load_tokenizer(model_path)
-  ds, dropped = load_dataset_with_report(config.data)
-  if config.data.max_examples and config.data.max_examples < len(ds):
-    labels = np.asarray(ds["label"])
-    _, keep = split_indices(labels, config.data.max_examples / len(ds), config.data.split_seed)
-    ds = ds.select(np.sort(keep))
-  return model_path, prepare_federated_data(config.data, tokenizer, ds=ds), dropped
+  return model_path, tokenizer, family, task.prepare_data(config, tokenizer, hf_config)
 
 
 def build(config) -> Experiment:
   """Validates the config, loads model and data, and builds the jitted round functions."""
   validate(config)
-  model_path, fd, dropped = load_data(config)
+  task = get_task(task_name(config))
+  model_path, tokenizer, family, data = load_data(config, task)
+  missing = sorted(set(task.batch) - set(data.clients.arrays))
+  if missing:
+    raise ValueError(f"task {task.name!r} batches need arrays {sorted(task.batch)}; its data lacks {missing}")
   key = jax.random.PRNGKey(config.seed)
   k_head, k_lora = jax.random.split(jax.random.fold_in(key, 10**6))
-  model = load_pretrained(model_path, num_labels=len(fd.label_names), pooling=config.model.pooling,
-                          key=k_head, num_layers=config.model.num_layers or None)
-  base = lora.split_model(model)
-  adapters = lora.init_adapters(k_lora, base.frozen, config.lora)
+  model = load_pretrained(model_path, key=k_head, num_layers=config.model.num_layers or None,
+                          **task.model_kwargs(config, data))
+  base = lora.split_model(model, family.head_paths)
+  lora_cfg = config.lora
+  if not lora_cfg.targets:  # () or "" -> the family's default targets
+    lora_cfg = config.lora.copy_and_resolve_references()
+    lora_cfg.targets = family.lora_targets
+  adapters = lora.init_adapters(k_lora, base.frozen, lora_cfg)
   lora.attach(model, adapters, scale=lora.lora_scale(config.lora.alpha, config.lora.rank),
               dropout=config.lora.dropout)
-  parts = lora.split_model(model)
+  parts = lora.split_model(model, family.head_paths)
   method = build_method(config, parts.trainable)
   mesh = client_mesh(config.mesh.num_devices or None)
   check_divisible(config.fed.clients_per_round, mesh)
   labels = lora.trainable_labels(parts.trainable, method.freeze)
-  adjust = make_logit_adjust(config.client)
-  loss_fn = make_loss(parts, method.penalty, method.penalty_weight, adjust)
+  loss_fn = task.make_loss(parts, config, method.penalty, method.penalty_weight)
   cc = config.client
+  label_names = data.info.get("label_names")
   round_fns = make_round(
       loss_fn, make_optimizer(config.optim, labels), method.compressor,
       local_steps=config.fed.local_steps, batch_size=config.fed.batch_size,
       server=build_server(config.server, config.fed.rounds),
       drift=build_drift(cc, parts.trainable, labels, config.compress.bits_per_value,
-                        num_clients=int(fd.histogram.shape[0])),
+                        num_clients=int(data.clients.num_examples.shape[0])),
       client_lr_scale=round_schedule(cc.lr_schedule, cc.lr_warmup_rounds, config.fed.rounds,
                                      cc.lr_final_fraction),
-      num_classes=len(fd.label_names) if adjust is not None else 0, mesh=mesh)
-  clients = jax.tree_util.tree_map(jnp.asarray, fd.clients)
-  return Experiment(config, parts, clients, fd.test, fd.label_names, fd.histogram, round_fns,
-                    make_eval(parts, config.eval.batch_size), method, dropped)
+      num_classes=len(label_names) if label_names and cc.logit_adjust != "none" else 0, mesh=mesh)
+  clients = jax.tree_util.tree_map(jnp.asarray, data.clients)
+  return Experiment(config, parts, clients, data.test, data.info.get("label_names"),
+                    data.info.get("histogram"), round_fns, task.make_eval(parts, config, data, tokenizer),
+                    method, data_dropped=data.info.get("data_dropped", {}), task=task, info=data.info,
+                    tokenizer=tokenizer)
 
 
 def init_state(exp: Experiment) -> dict:
@@ -209,9 +225,11 @@ def train(exp: Experiment, fp: dict, t0: float) -> dict:
         if t % config.eval.every == 0 or t == config.fed.rounds:
           te = time.time()
           last_eval = exp.evaluate(state["trainable"], exp.parts.frozen, exp.test)
-          rec["test_accuracy"], rec["test_loss"] = last_eval["accuracy"], last_eval["loss"]
-          rec.update({f"test_{k}": v for k, v in skew_metrics(last_eval["confusion"],
-                                                               exp.histogram).items()})
+          ev = dict(last_eval)
+          conf = ev.pop("confusion", None)  # classification: [C, C] -> the skew metrics
+          rec.update({f"test_{k}": v for k, v in ev.items()})
+          if conf is not None and exp.histogram is not None:
+            rec.update({f"test_{k}": v for k, v in skew_metrics(conf, exp.histogram).items()})
           rec["eval_seconds"] = time.time() - te
         writer.write(rec)
         if t % config.checkpoint.every == 0 or t == config.fed.rounds:
@@ -223,8 +241,10 @@ def train(exp: Experiment, fp: dict, t0: float) -> dict:
                "global model is unchanged")
         if bar is not None:
           post = {"loss": f"{rec['train_loss']:.3f}", "up_MB": f"{rec['cum_uplink_bytes'] / 1e6:.2f}"}
-          if last_eval is not None:
+          if last_eval is not None and "accuracy" in last_eval:
             post["acc"] = f"{100 * last_eval['accuracy']:.1f}%"
+          elif last_eval is not None:
+            post[exp.task.headline] = f"{last_eval[exp.task.headline]:.3f}"
           if empty:
             post["empty_rounds"] = empty
           bar.set_postfix(post)
@@ -237,6 +257,7 @@ def train(exp: Experiment, fp: dict, t0: float) -> dict:
     if bar is not None:
       bar.close()
     ckpt.close()
+  exp.task.after_training(exp, state["trainable"])
   return write_summary(exp, fp, start, setup_s, t0)
 
 
@@ -260,8 +281,12 @@ def write_summary(exp: Experiment, fp: dict, start: int, setup_s: float, t0: flo
       warn(f"{config.workdir}/metrics.jsonl has no record of round(s) {shown}; summary.json lists "
            "them under metric_rounds_missing")
   final = [r for r in records if "test_accuracy" in r]
+  head = f"test_{exp.task.headline}"
+  evals = [r for r in records if head in r]
   summary = {
       "rounds": config.fed.rounds, "method": config.method.name, "fingerprint": fp["hash"],
+      "task": exp.task.name, "headline": head, f"final_{head}": evals[-1][head] if evals else None,
+      "final_test": {k: v for k, v in evals[-1].items() if k.startswith("test_")} if evals else {},
       "final_test_accuracy": final[-1]["test_accuracy"] if final else None,
       "best_test_accuracy": max(r["test_accuracy"] for r in final) if final else None,
       **{f"final_test_{k}": final[-1].get(f"test_{k}") if final else None
@@ -279,13 +304,14 @@ def write_summary(exp: Experiment, fp: dict, start: int, setup_s: float, t0: flo
       "trainable_params": lora.tree_size(exp.parts.trainable),
       "frozen_params": lora.tree_size(exp.parts.frozen),
       "num_clients": exp.clients.num_clients, "labels": exp.label_names,
+      **({"data_stats": exp.info["stats"]} if "stats" in exp.info else {}),
       "resumed_from_round": start, "setup_seconds": setup_s,
       "wall_seconds_this_invocation": time.time() - t0,
       "train_seconds_all_rounds": sum(r.get("round_seconds", 0.0) for r in records),
   }
   write_json_atomic(path, summary)
   if records:
-    plot_run(records, os.path.join(config.workdir, "plot.png"), title=f"{config.method.name}")
+    plot_run(records, os.path.join(config.workdir, "plot.png"), title=f"{config.method.name}", metric=head)
     exp.method.plot(records, config.workdir)
   return summary
 
@@ -306,7 +332,7 @@ def usage() -> str:
       doc = (ast.get_docstring(ast.parse(fh.read())) or "").split("\n")[0]
     lines.append(f"  configs/{os.path.basename(f):22s} {doc}")
   lines += ["", "Default: --config configs/bbc_minilm.py; variants: configs/bbc_minilm.py:tiny (and "
-            "configs/wireless_compare.py:tiny).",
+            "configs/wireless_compare.py:tiny, configs/lm_instruct.py:tiny).",
             "Override any key: --config.a.b=value, e.g. --config.fed.rounds=30 --config.method.name=soft",
             "--print_config prints every key and its value for the chosen config and overrides, then exits.",
             "Outputs: config.workdir (default runs/<name>-<method>-s<seed>). Rerunning the same command "
@@ -406,11 +432,12 @@ def main(argv=None) -> int:
     return code
   finally:
     warnings.showwarning = old_show
-  acc = summary["final_test_accuracy"]
-  print(json.dumps({k: summary[k] for k in ("method", "rounds", "final_test_accuracy",
-                                            "cum_uplink_bytes", "wall_seconds_this_invocation")}))
-  acc_s = "n/a" if acc is None else f"{100 * acc:.2f}%"
-  print(f"final test accuracy {acc_s} | uplink {summary['cum_uplink_bytes'] / 1e6:.2f} MB"
+  head = summary.get("headline", "test_accuracy")
+  print(json.dumps({k: summary.get(k) for k in ("method", "rounds", f"final_{head}",
+                                                "cum_uplink_bytes", "wall_seconds_this_invocation")}))
+  value = summary.get(f"final_{head}")
+  shown = "n/a" if value is None else (f"{100 * value:.2f}%" if head == "test_accuracy" else f"{value:.4f}")
+  print(f"final {head.replace('_', ' ')} {shown} | uplink {summary['cum_uplink_bytes'] / 1e6:.2f} MB"
         f" | outputs in {config.workdir}")
   return 0
 

@@ -20,6 +20,7 @@ from fedlora.data.clients import (
     prepare_federated_data,
     sample_batches,
     sample_client_batches,
+    stack_client_rows,
     stack_clients,
 )
 from fedlora.data.partition import METHODS, describe, label_skew, partition, partition_from_config
@@ -59,6 +60,7 @@ __all__ = [
     "sample_batches",
     "sample_client_batches",
     "split_indices",
+    "stack_client_rows",
     "stack_clients",
     "tokenize",
     "train_test_split",

@@ -101,7 +101,7 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
   def sample(key, client_data, ids):
     k_batch, k_clients = jax.random.split(key)
     sel = jax.tree_util.tree_map(lambda x: x[ids], client_data)
-    idx = sample_batches(k_batch, sel.num_examples, sel.labels.shape[1], batch_size, local_steps)
+    idx = sample_batches(k_batch, sel.num_examples, sel.n_max, batch_size, local_steps)
     batches = gather_batches(sel, idx)
     if num_classes:
       counts = client_label_counts(sel.labels, sel.num_examples, num_classes)

@@ -38,13 +38,14 @@ def measure(config, repeats):
   ids = jnp.arange(k, dtype=jnp.int32)
   key = jax.random.PRNGKey(0)
   ratios = jnp.ones((k,), jnp.float32)
-  comp1 = exp.method.compressor.init(g)
+  comp1 = fns.init_client(g)
+  ctx = fns.context(fns.init_server(g), 1)
   comp = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (exp.clients.num_clients,) + x.shape),
                                 comp1)
   batches, keys = jax.jit(fns.sample)(key, exp.clients, ids)
 
   def vmapped():
-    return fns.client_phase(g, frozen, exp.clients, ids, key, ratios, comp)[0].delta
+    return fns.client_phase(g, frozen, exp.clients, ids, key, ratios, comp, ctx)[0].delta
 
   one = jax.jit(fns.one_client)
 
@@ -52,7 +53,7 @@ def measure(config, repeats):
     outs = []
     for c in range(k):  # the reference: one client at a time
       b_c = jax.tree_util.tree_map(lambda x: x[c], batches)
-      outs.append(one(g, frozen, b_c, keys[c], ratios[c], comp1)[0].delta)
+      outs.append(one(g, frozen, b_c, keys[c], ratios[c], comp1, ctx)[0].delta)
     return outs
 
   steps = k * config.fed.local_steps

@@ -34,7 +34,7 @@ def get_config(arg=None):
   c.data.max_examples = 0  # keep a stratified subset of this many examples (0 = all)
   c.data.test_fraction = 0.2  # held-out fraction, stratified by label
   c.data.split_seed = 0  # seed of the deterministic train/test split
-  c.data.partition = "dirichlet"  # 'iid' | 'dirichlet' (label skew) | 'quantity' (size skew)
+  c.data.partition = "dirichlet"  # 'iid' | 'dirichlet' | 'client_dirichlet' (label skew) | 'quantity'
   c.data.dirichlet_alpha = 0.5  # Dirichlet concentration; smaller = more skewed labels
   c.data.quantity_sigma = 1.0  # log-normal sigma of client sizes for 'quantity'
   c.data.num_clients = 20  # N clients the training split is partitioned over
@@ -52,8 +52,29 @@ def get_config(arg=None):
   c.fed.clients_per_round = 10  # K clients sampled uniformly without replacement per round
   c.fed.local_steps = 5  # E optimizer steps per client per round
   c.fed.batch_size = 8  # examples per local step
-  c.fed.server_lr = 1.0  # server step on the averaged update (1.0 = FedAvg)
   c.fed.nonfinite = "stop"  # NaN/Inf client loss or update: 'stop' the run | 'skip' the client (weight 0, counted)
+
+  c.server = ml_collections.ConfigDict()  # server optimiser on the mean update (fedlora/server/)
+  c.server.name = "fedavg"  # 'fedavg' | 'fedavgm' | 'fedadagrad' | 'fedadam' | 'fedyogi'
+  c.server.lr = 1.0  # server learning rate (fedavg 1.0 = plain FedAvg; adaptive ones ~1e-2..1e-1)
+  c.server.lr_schedule = "constant"  # over rounds: 'constant' | 'warmup' | 'cosine'
+  c.server.lr_warmup_rounds = 0  # linear warm-up rounds of the server lr
+  c.server.lr_final_fraction = 0.0  # cosine: server lr at the last round, as a fraction of lr
+  c.server.momentum = 0.9  # fedavgm: momentum β
+  c.server.nesterov = False  # fedavgm: Nesterov momentum
+  c.server.b1 = 0.9  # fedadagrad/fedadam/fedyogi: first-moment decay β1
+  c.server.b2 = 0.99  # fedadam/fedyogi: second-moment decay β2
+  c.server.tau = 1e-3  # fedadagrad/fedadam/fedyogi: adaptivity τ (v starts at τ²)
+
+  c.client = ml_collections.ConfigDict()  # client-side drift control, lr schedule, skew-aware loss
+  c.client.prox_mu = 0.0  # FedProx proximal weight μ (μ/2·‖w − w_global‖²; 0 = off)
+  c.client.scaffold = False  # SCAFFOLD control variates (extra dense uplink/downlink, counted)
+  c.client.lr_schedule = "constant"  # client lr over rounds: 'constant' | 'warmup' | 'cosine'
+  c.client.lr_warmup_rounds = 0  # linear warm-up rounds of the client lr
+  c.client.lr_final_fraction = 0.0  # cosine: client lr at the last round, as a fraction of optim.lr
+  c.client.logit_adjust = "none"  # label-skew loss: 'none' | 'fedlc' (calibration) | 'fedrs' (restricted)
+  c.client.fedlc_tau = 1.0  # FedLC calibration strength τ (logits − τ·n_c^{-1/4})
+  c.client.fedrs_alpha = 0.5  # FedRS scale α of the logits of classes a client does not hold
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adamw"  # client optimizer: 'adamw' | 'sgd' (state reset every round)

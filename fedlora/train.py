@@ -28,13 +28,17 @@ import numpy as np  # noqa: E402
 from fedlora import lora  # noqa: E402
 from fedlora.data.clients import ClientData  # noqa: E402
 from fedlora.data.tokenize import load_tokenizer  # noqa: E402
+from fedlora.fed.drift import build_drift  # noqa: E402
 from fedlora.fed.round import RoundFns, make_round  # noqa: E402
+from fedlora.fed.schedule import round_schedule  # noqa: E402
 from fedlora.fed.sampling import sample_clients  # noqa: E402
 from fedlora.fed.sharding import check_divisible, client_mesh  # noqa: E402
 from fedlora.fed.local import make_optimizer  # noqa: E402
 from fedlora.models import load_pretrained, read_config  # noqa: E402
 from fedlora.models.families import family_for  # noqa: E402
 from fedlora.tasks import get_task, task_name  # noqa: E402
+from fedlora.server import build_server  # noqa: E402
+from fedlora.tasks.skew_metrics import skew_metrics  # noqa: E402
 from fedlora.run.errors import Interrupted, RunError, RunWarning, explain, warn  # noqa: E402
 from fedlora.run.workdir import open_workdir, resolve_workdir, write_run_files  # noqa: E402
 from fedlora.utils.checkpoint import Checkpointer  # noqa: E402
@@ -105,9 +109,17 @@ def build(config) -> Experiment:
   check_divisible(config.fed.clients_per_round, mesh)
   labels = lora.trainable_labels(parts.trainable, method.freeze)
   loss_fn = task.make_loss(parts, config, method.penalty, method.penalty_weight)
-  round_fns = make_round(loss_fn, make_optimizer(config.optim, labels), method.compressor,
-                         local_steps=config.fed.local_steps, batch_size=config.fed.batch_size,
-                         server_lr=config.fed.server_lr, mesh=mesh)
+  cc = config.client
+  label_names = data.info.get("label_names")
+  round_fns = make_round(
+      loss_fn, make_optimizer(config.optim, labels), method.compressor,
+      local_steps=config.fed.local_steps, batch_size=config.fed.batch_size,
+      server=build_server(config.server, config.fed.rounds),
+      drift=build_drift(cc, parts.trainable, labels, config.compress.bits_per_value,
+                        num_clients=int(data.clients.num_examples.shape[0])),
+      client_lr_scale=round_schedule(cc.lr_schedule, cc.lr_warmup_rounds, config.fed.rounds,
+                                     cc.lr_final_fraction),
+      num_classes=len(label_names) if label_names and cc.logit_adjust != "none" else 0, mesh=mesh)
   clients = jax.tree_util.tree_map(jnp.asarray, data.clients)
   return Experiment(config, parts, clients, data.test, data.info.get("label_names"),
                     data.info.get("histogram"), round_fns, task.make_eval(parts, config, data, tokenizer),
@@ -118,10 +130,11 @@ def build(config) -> Experiment:
 def init_state(exp: Experiment) -> dict:
   """The whole mutable run state as a PyTree of arrays (what a checkpoint holds)."""
   n = exp.clients.num_clients
-  comp = exp.method.compressor.init(exp.parts.trainable)
-  comp = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), comp)
+  per_client = exp.round_fns.init_client(exp.parts.trainable)  # {'compressor', ['scaffold']}
+  per_client = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), per_client)
   return {"round": np.asarray(0, np.int32), "trainable": exp.parts.trainable,
-          "comp_states": comp, "method": exp.method.init_state(exp),
+          "client_states": per_client, "server": exp.round_fns.init_server(exp.parts.trainable),
+          "method": exp.method.init_state(exp),
           "cum_uplink_bits": np.asarray(0.0, np.float64),
           "cum_downlink_bits": np.asarray(0.0, np.float64)}
 
@@ -133,8 +146,10 @@ def run_round(exp: Experiment, state: dict, t: int) -> tuple[dict, dict]:
   k_sel, k_plan, k_clients = jax.random.split(key, 3)
   ids = sample_clients(k_sel, exp.clients.num_clients, cfg.fed.clients_per_round)
   plan, mstate = exp.method.plan(exp, state["method"], ids, k_plan)
-  out, comp_states = exp.round_fns.client_phase(state["trainable"], exp.parts.frozen, exp.clients,
-                                                ids, k_clients, plan["ratio"], state["comp_states"])
+  ctx = exp.round_fns.context(state["server"], t)
+  out, client_states = exp.round_fns.client_phase(state["trainable"], exp.parts.frozen, exp.clients,
+                                                  ids, k_clients, plan["ratio"],
+                                                  state["client_states"], ctx)
   finite = np.asarray(out.metrics["finite"])  # [K] per-client flag from the jitted client phase
   nonfinite = np.asarray(ids)[~finite].tolist()
   if nonfinite and cfg.fed.nonfinite == "stop":
@@ -147,12 +162,15 @@ def run_round(exp: Experiment, state: dict, t: int) -> tuple[dict, dict]:
   delivered, mstate, wireless = exp.method.deliver(exp, mstate, plan, out.bits, out.profile)
   delivered = delivered * jnp.asarray(finite, jnp.float32)  # a non-finite client sends nothing
   weights = exp.clients.num_examples[ids].astype(jnp.float32) * delivered
-  trainable = exp.round_fns.server_phase(state["trainable"], out.delta, weights)
-  down_bits = 32.0 * lora.tree_size(state["trainable"]) * ids.shape[0]
+  trainable, server = exp.round_fns.server_phase(state["trainable"], state["server"], out.delta,
+                                                 weights, t, out.control_delta)
+  # downlink: the global trainable tree (+ SCAFFOLD's server variate) to every sampled client, fp32
+  drift = exp.round_fns.drift
+  down_bits = 32.0 * (lora.tree_size(state["trainable"]) + drift.downlink_values) * ids.shape[0]
   up_bits = float(jnp.sum(out.bits * delivered))
   loss, acc = np.asarray(out.metrics["loss"]), np.asarray(out.metrics["acc"])
   new_state = dict(state, round=np.asarray(t, np.int32), trainable=trainable,
-                   comp_states=comp_states, method=mstate,
+                   client_states=client_states, server=server, method=mstate,
                    cum_uplink_bits=np.asarray(float(state["cum_uplink_bits"]) + up_bits),
                    cum_downlink_bits=np.asarray(float(state["cum_downlink_bits"]) + down_bits))
   record = {
@@ -161,7 +179,9 @@ def run_round(exp: Experiment, state: dict, t: int) -> tuple[dict, dict]:
       "train_acc": float(acc[finite].mean()) if finite.any() else float("nan"),
       "nonfinite_clients": nonfinite, "aggregated": int(np.sum(np.asarray(delivered) > 0)),
       "ratio": plan["ratio"], "uplink_bits": out.bits, "delivered": delivered,
-      "uplink_bytes_round": up_bits / 8, "downlink_bytes_round": down_bits / 8,
+      "uplink_bytes_round": up_bits / 8, "client_lr_scale": float(ctx["lr_scale"]),
+      "scaffold_uplink_bytes_round": drift.scaffold_bits * float(delivered.sum()) / 8,
+      "downlink_bytes_round": down_bits / 8,
       "cum_uplink_bytes": float(new_state["cum_uplink_bits"]) / 8,
       "cum_downlink_bytes": float(new_state["cum_downlink_bits"]) / 8,
   }
@@ -205,7 +225,11 @@ def train(exp: Experiment, fp: dict, t0: float) -> dict:
         if t % config.eval.every == 0 or t == config.fed.rounds:
           te = time.time()
           last_eval = exp.evaluate(state["trainable"], exp.parts.frozen, exp.test)
-          rec.update({f"test_{k}": v for k, v in last_eval.items()})
+          ev = dict(last_eval)
+          conf = ev.pop("confusion", None)  # classification: [C, C] -> the skew metrics
+          rec.update({f"test_{k}": v for k, v in ev.items()})
+          if conf is not None and exp.histogram is not None:
+            rec.update({f"test_{k}": v for k, v in skew_metrics(conf, exp.histogram).items()})
           rec["eval_seconds"] = time.time() - te
         writer.write(rec)
         if t % config.checkpoint.every == 0 or t == config.fed.rounds:
@@ -265,6 +289,12 @@ def write_summary(exp: Experiment, fp: dict, start: int, setup_s: float, t0: flo
       "final_test": {k: v for k, v in evals[-1].items() if k.startswith("test_")} if evals else {},
       "final_test_accuracy": final[-1]["test_accuracy"] if final else None,
       "best_test_accuracy": max(r["test_accuracy"] for r in final) if final else None,
+      **{f"final_test_{k}": final[-1].get(f"test_{k}") if final else None
+         for k in ("balanced_accuracy", "macro_f1", "client_accuracy_mean",
+                   "client_accuracy_worst10")},
+      "best_test_balanced_accuracy": max((r.get("test_balanced_accuracy", 0.0) for r in final),
+                                         default=None),
+      "server": config.server.name,
       "cum_uplink_bytes": records[-1]["cum_uplink_bytes"] if records else 0.0,
       "cum_downlink_bytes": records[-1]["cum_downlink_bytes"] if records else 0.0,
       "empty_rounds": sum(r.get("aggregated", 1) == 0 for r in records),

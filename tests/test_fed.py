@@ -32,10 +32,11 @@ def test_fedavg_of_identical_clients_is_their_model(tiny_exp):
   local = jax.tree_util.tree_map(lambda x: x + 0.01, g)
   d = tree_sub(local, g)
   stacked = jax.tree_util.tree_map(lambda x: jnp.stack([x] * 3), d)
-  out = tiny_exp.round_fns.server_phase(g, stacked, jnp.array([3.0, 1.0, 7.0]))
+  fns = tiny_exp.round_fns
+  out, _ = fns.server_phase(g, fns.init_server(g), stacked, jnp.array([3.0, 1.0, 7.0]), 1)
   chex.assert_trees_all_close(out, local, rtol=1e-6, atol=1e-7)
   zero = jax.tree_util.tree_map(jnp.zeros_like, stacked)
-  chex.assert_trees_all_equal(tiny_exp.round_fns.server_phase(g, zero, jnp.ones(3)), g)
+  chex.assert_trees_all_equal(fns.server_phase(g, fns.init_server(g), zero, jnp.ones(3), 1)[0], g)
 
 
 def test_sample_clients_distinct_and_in_range():
@@ -52,9 +53,10 @@ def test_vmapped_round_equals_python_loop_reference(tiny_exp):
   ids = jnp.array([0, 2])
   key = jax.random.PRNGKey(42)
   ratios = jnp.ones((2,), jnp.float32)
-  comp = exp.method.compressor.init(g)
+  comp = fns.init_client(g)
   comp_all = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (4,) + x.shape), comp)
-  out, _ = fns.client_phase(g, frozen, exp.clients, ids, key, ratios, comp_all)
+  ctx = fns.context(fns.init_server(g), 1)
+  out, _ = fns.client_phase(g, frozen, exp.clients, ids, key, ratios, comp_all, ctx)
 
   # reference: same batches and keys, one client at a time
   batches, keys = fns.sample(key, exp.clients, ids)
@@ -62,7 +64,7 @@ def test_vmapped_round_equals_python_loop_reference(tiny_exp):
   deltas, bits, losses = [], [], []
   for c in range(2):
     b_c = jax.tree_util.tree_map(lambda x: x[c], batches)
-    o, _ = one(g, frozen, b_c, keys[c], ratios[c], comp)
+    o, _ = one(g, frozen, b_c, keys[c], ratios[c], comp, ctx)
     deltas.append(o.delta)
     bits.append(o.bits)
     losses.append(o.metrics["loss"])
@@ -73,7 +75,7 @@ def test_vmapped_round_equals_python_loop_reference(tiny_exp):
   # the update is not trivially zero: training moved the adapters and the head
   assert float(jnp.abs(out.delta["classifier"]["kernel"]).max()) > 0
   w = exp.clients.num_examples[ids].astype(jnp.float32)
-  chex.assert_trees_all_close(fns.server_phase(g, out.delta, w),
+  chex.assert_trees_all_close(fns.server_phase(g, fns.init_server(g), out.delta, w, 1)[0],
                               fedavg(g, ref_delta, w), rtol=2e-4, atol=2e-6)
 
 
@@ -83,8 +85,9 @@ def test_local_training_lowers_the_loss(tiny_exp):
   fns = exp.round_fns
   batches, keys = fns.sample(jax.random.PRNGKey(0), exp.clients, jnp.array([1]))
   one_batch = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x[0, :1], (8,) + x.shape[2:]), batches)
-  o, _ = jax.jit(fns.one_client)(exp.parts.trainable, exp.parts.frozen, one_batch, keys[0],
-                                 jnp.float32(1.0), exp.method.compressor.init(exp.parts.trainable))
+  g = exp.parts.trainable
+  o, _ = jax.jit(fns.one_client)(g, exp.parts.frozen, one_batch, keys[0], jnp.float32(1.0),
+                                 fns.init_client(g), fns.context(fns.init_server(g), 1))
   new = jax.tree_util.tree_map(jnp.add, exp.parts.trainable, o.delta)
   from fedlora.tasks.classification import make_loss
   loss = make_loss(exp.parts)

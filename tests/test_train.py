@@ -151,10 +151,10 @@ out = {}
 for n in (1, 2):
   exp = build(tiny_config(**{'mesh.num_devices': n}))
   g = exp.parts.trainable
-  comp = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (4,) + x.shape),
-                                exp.method.compressor.init(g))
-  o, _ = exp.round_fns.client_phase(g, exp.parts.frozen, exp.clients, jnp.array([0, 3]),
-                                    jax.random.PRNGKey(5), jnp.ones(2), comp)
+  fns = exp.round_fns
+  comp = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (4,) + x.shape), fns.init_client(g))
+  o, _ = fns.client_phase(g, exp.parts.frozen, exp.clients, jnp.array([0, 3]),
+                          jax.random.PRNGKey(5), jnp.ones(2), comp, fns.context(fns.init_server(g), 1))
   out[n] = np.asarray(o.delta['classifier']['kernel'])
 print(json.dumps({'devices': jax.device_count(), 'maxdiff': float(np.abs(out[1] - out[2]).max()),
                   'scale': float(np.abs(out[1]).max())}))

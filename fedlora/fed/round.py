@@ -3,38 +3,51 @@
 Between them the trainer may decide which uploads arrive (wireless deadline misses). The per-client
 function `one_client` is the single source of the client arithmetic: `client_phase` vmaps it over the
 sampled clients (their frozen base weights broadcast, never copied), and the test-only reference
-loops over it in Python.
+loops over it in Python. Drift control (FedProx / SCAFFOLD, fedlora/fed/drift.py) enters the local
+steps as a gradient correction; the server step is a server optimiser (fedlora/server/).
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from fedlora.data.clients import gather_batches, sample_batches
-from fedlora.fed.aggregate import fedavg
+from fedlora.fed import drift as drift_lib
+from fedlora.fed.aggregate import weighted_mean
+from fedlora.fed.drift import DriftControl
 from fedlora.fed.guard import all_finite, guard
 from fedlora.fed.local import make_local_update
 from fedlora.fed.sharding import constrain_clients
+from fedlora.server import ServerOptimizer, build_server
 from fedlora.soft.importance import score_tree
+from fedlora.tasks.label_skew import client_label_counts
 from fedlora.tsfa.bound import normalise_profile
 
 
 class ClientOut(NamedTuple):
   """Per sampled client (leading axis `[K]` after vmap)."""
   delta: Any          # sparsified update the server receives (trainable-tree structure)
-  bits: jax.Array     # uplink payload in bits
+  bits: jax.Array     # uplink payload in bits (compressed update + SCAFFOLD's Δc_i when enabled)
   metrics: dict       # local 'loss', 'first_loss', 'ce', 'acc', 'finite' (see fedlora.fed.guard)
   kept: Any           # compressor diagnostics (e.g. kept-rank masks) or None
   profile: jax.Array  # [r] sorted normalised importance mass of the full update, pooled over adapters
+  control_delta: Any = None  # SCAFFOLD's Δc_i (trainable-tree structure) or None
 
 
 class RoundFns(NamedTuple):
-  one_client: Callable    # (global, frozen, batches, key, ratio, comp_state) -> (ClientOut, comp_state)
+  one_client: Callable    # (global, frozen, batches, key, ratio, client_state, ctx)
+                          #   -> (ClientOut, client_state)
   sample: Callable        # (key, client_data, ids) -> (batches [K, E, B, ...], client keys [K])
   client_phase: Callable  # jitted, see make_round
-  server_phase: Callable  # jitted (global, deltas [K,...], weights [K]) -> global
+  server_phase: Callable  # jitted (global, server_state, deltas [K,...], weights [K], t,
+                          #   control_deltas) -> (global, server_state)
+  init_client: Callable   # trainable -> ONE client's state {'compressor': ..., ['scaffold': c_i]}
+  init_server: Callable   # trainable -> server state {'opt': optax state, ['control': c]}
+  context: Callable       # (server_state, t) -> round-wide client inputs {'lr_scale', ['control']}
+  drift: DriftControl     # static drift-control settings (SCAFFOLD bits, downlink size)
 
 
 def pooled_profile(delta) -> jax.Array:
@@ -50,42 +63,86 @@ def tree_sub(a, b):
 
 
 def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, batch_size: int,
-               server_lr: float = 1.0, mesh=None) -> RoundFns:
+               server: ServerOptimizer | None = None, drift: DriftControl | None = None,
+               client_lr_scale: Callable | None = None, num_classes: int = 0, mesh=None) -> RoundFns:
   """Builds the round functions.
 
-  client_phase(global_tr, frozen, client_data, ids [K], key, ratios [K], comp_states [N, ...])
-    -> (ClientOut with leaves [K, ...], comp_states [N, ...]); the compressor states of the sampled
-    clients are gathered, updated and scattered back (error feedback stays with its client).
+  client_phase(global_tr, frozen, client_data, ids [K], key, ratios [K], client_states [N, ...], ctx)
+    -> (ClientOut with leaves [K, ...], client_states [N, ...]); the per-client states (a dict:
+    'compressor' = error-feedback residual, 'scaffold' = c_i) of the sampled clients are gathered,
+    updated and scattered back (they stay with their client). `ctx` (from `context`) holds the
+    round's client lr scale and SCAFFOLD's server variate, broadcast to all clients.
+  server_phase: weighted mean of the deltas -> server optimiser step (fedlora/server); SCAFFOLD's
+    server variate from the delivered Δc_i (weight > 0).
+  server: default fedavg at lr 1; drift: default none; client_lr_scale: `t -> scale` (default 1);
+  num_classes > 0 adds each client's label histogram to its batches as `label_counts [K, E, C]`
+  (the label-skew losses read it).
   """
-  local = make_local_update(loss_fn, optimizer)
+  drift = drift if drift is not None else DriftControl(0.0, False, None, 0, 32, 1)
+  local = make_local_update(loss_fn, optimizer, partial(drift_lib.correct, drift) if drift.active
+                            else None, track_grads=drift.scaffold)
 
-  def one_client(global_tr, frozen, batches, key, ratio, comp_state):
+  def one_client(global_tr, frozen, batches, key, ratio, cstate, ctx):
     k_train, k_comp = jax.random.split(key)
-    new_tr, metrics = local(global_tr, frozen, batches, k_train)
+    new_tr, metrics, gmean = local(global_tr, frozen, batches, k_train, ctx["lr_scale"],
+                                   drift_lib.anchor(drift, global_tr, ctx, cstate))
     delta = tree_sub(new_tr, global_tr)
-    out = compressor.update(comp_state, delta, ratio, k_comp, global_tr)
-    finite = jnp.isfinite(metrics["loss"]) & all_finite(delta) & all_finite(out.delta)
-    sent, state, profile = guard(finite, out.delta, out.state, comp_state, pooled_profile(delta))
-    return ClientOut(sent, out.bits, dict(metrics, finite=finite), out.kept, profile), state
+    out = compressor.update(cstate["compressor"], delta, ratio, k_comp, global_tr)
+    dstate, dc, dbits = drift_lib.finish_client(drift, cstate, gmean)
+    new_cstate = dict(cstate, compressor=out.state, **dstate)
+    finite = (jnp.isfinite(metrics["loss"]) & all_finite(delta) & all_finite(out.delta)
+              & all_finite(dc))
+    sent, new_cstate, profile = guard(finite, out.delta, new_cstate, cstate, pooled_profile(delta))
+    if dc is not None:  # a non-finite client's Δc_i is never applied either
+      dc = jax.tree_util.tree_map(lambda x: jnp.where(finite, x, jnp.zeros_like(x)), dc)
+    return ClientOut(sent, out.bits + dbits, dict(metrics, finite=finite), out.kept, profile,
+                     dc), new_cstate
 
   def sample(key, client_data, ids):
     k_batch, k_clients = jax.random.split(key)
     sel = jax.tree_util.tree_map(lambda x: x[ids], client_data)
     idx = sample_batches(k_batch, sel.num_examples, sel.n_max, batch_size, local_steps)
-    return gather_batches(sel, idx), jax.random.split(k_clients, ids.shape[0])
+    batches = gather_batches(sel, idx)
+    if num_classes:
+      counts = client_label_counts(sel.labels, sel.num_examples, num_classes)
+      batches["label_counts"] = jnp.broadcast_to(counts[:, None, :],
+                                                 (ids.shape[0], local_steps, num_classes))
+    return batches, jax.random.split(k_clients, ids.shape[0])
 
   @jax.jit
-  def client_phase(global_tr, frozen, client_data, ids, key, ratios, comp_states):
+  def client_phase(global_tr, frozen, client_data, ids, key, ratios, client_states, ctx):
     batches, keys = sample(key, client_data, ids)
     batches = constrain_clients(batches, mesh)
-    states = jax.tree_util.tree_map(lambda x: x[ids], comp_states)
-    out, new_states = jax.vmap(one_client, in_axes=(None, None, 0, 0, 0, 0))(
-        global_tr, frozen, batches, keys, ratios, states)
-    comp_states = jax.tree_util.tree_map(lambda a, n: a.at[ids].set(n), comp_states, new_states)
-    return out, comp_states
+    states = jax.tree_util.tree_map(lambda x: x[ids], client_states)
+    out, new_states = jax.vmap(one_client, in_axes=(None, None, 0, 0, 0, 0, None))(
+        global_tr, frozen, batches, keys, ratios, states, ctx)
+    client_states = jax.tree_util.tree_map(lambda a, n: a.at[ids].set(n), client_states, new_states)
+    return out, client_states
+
+  def init_client(trainable):
+    return {"compressor": compressor.init(trainable), **drift_lib.init_client(drift, trainable)}
+
+  server_opt = server if server is not None else build_server(None, 1)
+
+  def init_server(trainable):
+    return {"opt": server_opt.init(trainable), **drift_lib.init_server(drift, trainable)}
+
+  def context(server_state, t):
+    scale = client_lr_scale(t) if client_lr_scale is not None else jnp.float32(1.0)
+    ctx = {"lr_scale": jnp.asarray(scale, jnp.float32)}
+    if drift.scaffold:
+      ctx["control"] = server_state["control"]
+    return ctx
 
   @jax.jit
-  def server_phase(global_tr, deltas, weights):
-    return fedavg(global_tr, deltas, weights, server_lr)
+  def server_phase(global_tr, server_state, deltas, weights, t, control_deltas=None):
+    mean = weighted_mean(deltas, weights)
+    new_tr, opt = server_opt.update(server_state["opt"], global_tr, mean, t, weights.sum() > 0)
+    server_state = dict(server_state, opt=opt)
+    if drift.scaffold:
+      server_state = drift_lib.update_server(drift, server_state, control_deltas,
+                                             (weights > 0).astype(jnp.float32))
+    return new_tr, server_state
 
-  return RoundFns(one_client, sample, client_phase, server_phase)
+  return RoundFns(one_client, sample, client_phase, server_phase, init_client, init_server, context,
+                  drift)

@@ -83,6 +83,7 @@ def make_uplink(config, rank_grid: bool = False):
   def consts(exp):
     if "c" not in cache:
       c0, c1 = bits_model(exp.parts.trainable, q)
+      c0 += exp.round_fns.drift.scaffold_bits  # SCAFFOLD's dense Δc_i rides along (0 without it)
       tokens = config.fed.local_steps * config.fed.batch_size * config.data.max_length
       cache["c"] = (c0, c1, local_flops(exp.parts.frozen, tokens))
     return cache["c"]

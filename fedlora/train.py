@@ -97,8 +97,26 @@ def init_state(exp: Experiment) -> dict:
   comp = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), comp)
   return {"round": np.asarray(0, np.int32), "trainable": exp.parts.trainable,
           "comp_states": comp, "method": exp.method.init_state(exp),
-          "cum_uplink_bits": np.asarray(0.0, np.float64),
-          "cum_downlink_bits": np.asarray(0.0, np.float64)}
+          "cum_bits": {k: np.asarray(0.0, np.float64) for k in BIT_COMPONENTS}}
+
+
+# Bits of a round, by named component (each reported as `<name>_bytes_round` and `cum_<name>_bytes`
+# in metrics.jsonl, `cum_<name>_bytes` in summary.json; new components: add a name and its term):
+#   uplink           payload of the uploads that arrived (what the server aggregates)
+#   uplink_attempted payload of every upload sent, including those dropped at the deadline
+#   profile          importance profiles the clients report for TSFA's next plan (32·r bits each)
+#   downlink         broadcast of the global trainable tree to each sampled client at
+#                    compress.downlink_bits_per_value (+ one-off broadcasts: FFA's frozen A, round 1)
+BIT_COMPONENTS = ("uplink", "uplink_attempted", "profile", "downlink")
+
+
+def round_bits(exp: Experiment, t: int, bits, delivered) -> dict:
+  """`{component: bits}` of round t (floats); `bits [K]` payloads, `delivered [K]` in {0, 1}."""
+  k = int(bits.shape[0])
+  m = exp.method
+  return {"uplink": float(jnp.sum(bits * delivered)), "uplink_attempted": float(jnp.sum(bits)),
+          "profile": m.profile_bits * k,
+          "downlink": m.broadcast_bits * k + (m.broadcast_once_bits if t == 1 else 0.0)}
 
 
 def run_round(exp: Experiment, state: dict, t: int) -> tuple[dict, dict]:
@@ -113,21 +131,19 @@ def run_round(exp: Experiment, state: dict, t: int) -> tuple[dict, dict]:
   delivered, mstate, wireless = exp.method.deliver(exp, mstate, plan, out.bits, out.profile)
   weights = exp.clients.num_examples[ids].astype(jnp.float32) * delivered
   trainable = exp.round_fns.server_phase(state["trainable"], out.delta, weights)
-  down_bits = 32.0 * lora.tree_size(state["trainable"]) * ids.shape[0]
-  up_bits = float(jnp.sum(out.bits * delivered))
+  bits = round_bits(exp, t, out.bits, delivered)
+  cum = {k: np.asarray(float(state["cum_bits"][k]) + bits[k]) for k in BIT_COMPONENTS}
   new_state = dict(state, round=np.asarray(t, np.int32), trainable=trainable,
-                   comp_states=comp_states, method=mstate,
-                   cum_uplink_bits=np.asarray(float(state["cum_uplink_bits"]) + up_bits),
-                   cum_downlink_bits=np.asarray(float(state["cum_downlink_bits"]) + down_bits))
+                   comp_states=comp_states, method=mstate, cum_bits=cum)
   record = {
       "round": t, "clients": ids, "client_loss": out.metrics["loss"],
       "train_loss": float(out.metrics["loss"].mean()),
       "train_acc": float(out.metrics["acc"].mean()),
       "ratio": plan["ratio"], "uplink_bits": out.bits, "delivered": delivered,
-      "uplink_bytes_round": up_bits / 8, "downlink_bytes_round": down_bits / 8,
-      "cum_uplink_bytes": float(new_state["cum_uplink_bits"]) / 8,
-      "cum_downlink_bytes": float(new_state["cum_downlink_bits"]) / 8,
   }
+  for k in BIT_COMPONENTS:
+    record[f"{k}_bytes_round"] = bits[k] / 8
+    record[f"cum_{k}_bytes"] = float(cum[k]) / 8
   record.update(wireless)
   return new_state, record
 
@@ -179,8 +195,8 @@ def run(config) -> dict:
       "rounds": config.fed.rounds, "method": config.method.name,
       "final_test_accuracy": final[-1]["test_accuracy"] if final else None,
       "best_test_accuracy": max(r["test_accuracy"] for r in final) if final else None,
-      "cum_uplink_bytes": records[-1]["cum_uplink_bytes"] if records else 0.0,
-      "cum_downlink_bytes": records[-1]["cum_downlink_bytes"] if records else 0.0,
+      **{f"cum_{k}_bytes": records[-1].get(f"cum_{k}_bytes", 0.0) if records else 0.0
+         for k in BIT_COMPONENTS},
       "trainable_params": lora.tree_size(exp.parts.trainable),
       "frozen_params": lora.tree_size(exp.parts.frozen),
       "num_clients": exp.clients.num_clients, "labels": exp.label_names,

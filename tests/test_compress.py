@@ -79,7 +79,7 @@ def test_num_keep_is_exact_decimal_ceil():
     ("fancy", {}, r"name='fancy'.*allowed values"),
     ("soft", {"bits_per_value": 8}, r"bits_per_value=8: allowed values are \(16, 32\)"),
     ("none", {"bits_per_value": 32.0}, r"bits_per_value=32.0"),
-    ("soft", {"score_on": "product"}, r"score_on='product': allowed values are \('delta', 'updated'\)"),
+    ("soft", {"score_on": "bogus"}, r"score_on='bogus': allowed values are \('delta', 'updated', 'product'\)"),
     ("soft", {"error_feedback": "yes"}, r"error_feedback='yes': must be True or False"),
     ("topk", {"index_coding": "golomb"}, r"index_coding='golomb'"),
     ("randk", {"unbiased": 1}, r"unbiased=1"),

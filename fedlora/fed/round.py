@@ -16,8 +16,6 @@ from fedlora.data.clients import gather_batches, sample_batches
 from fedlora.fed.aggregate import fedavg
 from fedlora.fed.local import make_local_update
 from fedlora.fed.sharding import constrain_clients
-from fedlora.soft.importance import score_tree
-from fedlora.tsfa.bound import normalise_profile
 
 
 class ClientOut(NamedTuple):
@@ -26,7 +24,8 @@ class ClientOut(NamedTuple):
   bits: jax.Array     # uplink payload in bits
   metrics: dict       # local 'loss', 'first_loss', 'ce', 'acc'
   kept: Any           # compressor diagnostics (e.g. kept-rank masks) or None
-  profile: jax.Array  # [r] sorted normalised importance mass of the full update, pooled over adapters
+  profile: jax.Array  # [r] the compressor's planning profile (CompressOut.profile): sorted normalised
+                      # mass of the scores it selects by, pooled over adapters
 
 
 class RoundFns(NamedTuple):
@@ -34,14 +33,6 @@ class RoundFns(NamedTuple):
   sample: Callable        # (key, client_data, ids) -> (batches [K, E, B, ...], client keys [K])
   client_phase: Callable  # jitted, see make_round
   server_phase: Callable  # jitted (global, deltas [K,...], weights [K]) -> global
-
-
-def pooled_profile(delta) -> jax.Array:
-  """`[r]`: the adapters' sorted normalised importance mass (SOFT's s_i²), mass-weighted over adapters,
-  i.e. what fraction of the update's importance the top-j components carry (TSFA's E_k input)."""
-  scores = [s for s in jax.tree_util.tree_leaves(score_tree(delta)) if s is not None]
-  e = jnp.sort(jnp.square(jnp.stack(scores)), axis=-1)[:, ::-1].sum(0)
-  return jnp.where(e.sum() > 0, normalise_profile(e), 1.0 / e.shape[0])
 
 
 def tree_sub(a, b):
@@ -63,7 +54,7 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
     new_tr, metrics = local(global_tr, frozen, batches, k_train)
     delta = tree_sub(new_tr, global_tr)
     out = compressor.update(comp_state, delta, ratio, k_comp, global_tr)
-    return ClientOut(out.delta, out.bits, metrics, out.kept, pooled_profile(delta)), out.state
+    return ClientOut(out.delta, out.bits, metrics, out.kept, out.profile), out.state
 
   def sample(key, client_data, ids):
     k_batch, k_clients = jax.random.split(key)

@@ -19,7 +19,7 @@ all runs of a seed share data, clients, channel draws and the model init. Groups
 
 Each run's folder is <out>/<group>/<label>/seed<k> (a run identical to an earlier one of the grid
 shares its folder); a run whose summary.json exists is skipped (so the script is resumable per run;
-an interrupted run resumes from its checkpoint). Groups run in the order given. `stop_at` (UTC
+an interrupted run resumes from its checkpoint). Groups (and runs=..., if given) run in the order given. `stop_at` (UTC
 HH:MM): no new run starts after that time. Other `key=value` pairs are config overrides for every
 run. Results (from every finished run found, also those of earlier invocations):
 benchmarks/results/sweep_methods.{json,md,png}.
@@ -216,7 +216,7 @@ def main(argv):
   ov = parse_overrides(argv)
   groups = str(ov.pop("groups", "main,robust,tsfa_all,score,ortho,init,ef")).split(",")
   only = ov.pop("runs", None)
-  only = None if only is None else set(str(only).split(","))
+  only = None if only is None else str(only).split(",")
   seeds = [int(s) for s in str(ov.pop("seeds", "0,1,2")).split(",")]
   out_root = str(ov.pop("out", os.path.join(ROOT, "runs/sweep")))
   stop_at = ov.pop("stop_at", None)
@@ -228,7 +228,9 @@ def main(argv):
   common.update(ov)
   order = {g: i for i, g in enumerate(groups)}
   todo = sorted([(g, l, m, o) for g, l, m, o in grid() if g in order and (only is None or l in only)],
-                key=lambda x: order[x[0]])
+                key=lambda x: (order[x[0]], 0 if only is None else only.index(x[1])))
+  if only is not None:  # runs=... also sets the launch order
+    todo.sort(key=lambda x: only.index(x[1]))
   dirs = run_dirs(out_root)
   for seed in seeds:
     for group, label, method, run_ov in todo:

@@ -151,6 +151,9 @@ def run_round(exp: Experiment, state: dict, t: int) -> tuple[dict, dict]:
 def run(config) -> dict:
   """Runs (or resumes) the experiment in config.workdir and returns the summary dict."""
   t0 = time.time()
+  if config.tsfa.offline.enabled:  # TSFA offline stage: pilot (or its recorded choice) -> rank, V, ρ_min
+    from fedlora.tsfa.pilot import offline_stage
+    config = offline_stage(config)
   exp = build(config)
   os.makedirs(config.workdir, exist_ok=True)
   with open(os.path.join(config.workdir, "config.json"), "w") as f:
@@ -197,6 +200,7 @@ def run(config) -> dict:
       "best_test_accuracy": max(r["test_accuracy"] for r in final) if final else None,
       **{f"cum_{k}_bytes": records[-1].get(f"cum_{k}_bytes", 0.0) if records else 0.0
          for k in BIT_COMPONENTS},
+      "lora_rank": config.lora.rank,
       "trainable_params": lora.tree_size(exp.parts.trainable),
       "frozen_params": lora.tree_size(exp.parts.frozen),
       "num_clients": exp.clients.num_clients, "labels": exp.label_names,

@@ -221,7 +221,8 @@ def parse_config(argv: list[str]):
   from ml_collections import config_flags
   fv = flags.FlagValues()
   holder = config_flags.DEFINE_config_file("config", "configs/bbc_minilm.py", flag_values=fv,
-                                           lock_config=True)
+                                           lock_config=True, sys_argv=list(argv))
+  # sys_argv: the overrides are found in `argv`, not in sys.argv (in-process callers, tests)
   try:
     fv(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:

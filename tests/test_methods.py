@@ -135,3 +135,26 @@ def test_method_registry_declares_everything():
     build_method(tiny_config(**{"method.allocation": "greedy"}))
   with pytest.raises(ValueError, match="method.ortho_weight=-1"):
     build_method(tiny_config(**{"method.name": "soft", "method.ortho_weight": -1.0}))
+
+
+def test_every_option_is_settable_from_the_command_line():
+  """The compressors' own keys, the downlink, and all TSFA online/offline options are config keys."""
+  import os
+  from conftest import ROOT
+  args = ["--config.compress.index_coding=bitmap", "--config.compress.unbiased=True",
+          "--config.compress.seed_bits=7", "--config.compress.rcond=0.01",
+          "--config.compress.score_on=product", "--config.compress.downlink_bits_per_value=16",
+          "--config.tsfa.online.continuation=0.9", "--config.tsfa.online.precondition=False",
+          "--config.tsfa.online.share_floor=0.001", "--config.tsfa.online.tie_break=0.01",
+          "--config.tsfa.online.accelerate=False", "--config.tsfa.online.max_backtracks=5",
+          "--config.tsfa.online.start_temperature=0.2", "--config.tsfa.offline.enabled=True",
+          "--config.tsfa.offline.r_max=16", "--config.tsfa.offline.pilot_rounds=2",
+          "--config.method.allocation=tsfa"]
+  c = train.parse_config(["prog", "--config", os.path.join(ROOT, "configs/tiny.py"), *args])
+  assert c.compress.index_coding == "bitmap" and c.compress.unbiased is True
+  assert c.compress.seed_bits == 7 and c.compress.rcond == 0.01 and c.compress.score_on == "product"
+  assert c.tsfa.online.continuation == 0.9 and c.tsfa.online.precondition is False
+  assert c.tsfa.offline.r_max == 16 and c.method.allocation == "tsfa"
+  from fedlora.tsfa.online import OnlineConfig
+  oc = OnlineConfig.from_config(c.tsfa.online, bandwidth_hz=1e6)
+  assert oc.max_backtracks == 5 and oc.accelerate is False and oc.start_temperature == 0.2

@@ -13,6 +13,10 @@ all runs of a seed share data, clients, channel draws and the model init. Groups
   ortho     ablation: SOFT ρ = 1/4 with ortho_weight ∈ {0, 1e-3, 1e-2, 1e-1}
   init      ablation: SOFT ρ = 1/4 with lora.init ∈ {orthogonal, kaiming, gaussian}
   ef        ablation: SOFT ρ = 1/4 with error feedback off / on
+  rank      the offline stage's check: SOFT + TSFA at lora.rank ∈ {2, 4, 8, 16, 32} under the same
+            latency budget, and one run with tsfa.offline.enabled (pilot at r_max = 32 picks the rank;
+            its choice is printed with the table) — the choice should be within one grid step of
+            the best rank of the sweep
 
   python benchmarks/sweep_methods.py [groups=main,score] [runs=soft_r4,svd_r4] [seeds=0,1,2]
          [rounds=20] [max_length=128] [eval_every=5] [stop_at=HH:MM] [out=runs/sweep] [key=value ...]
@@ -81,6 +85,10 @@ def grid() -> list:
     out.append(("init", f"init_{i}", *_soft(0.25, **{"lora.init": i, **nodl})))
   for ef in (False, True):
     out.append(("ef", f"ef_{ef}", *_soft(0.25, **{"compress.error_feedback": ef, **nodl})))
+  for r in (2, 4, 8, 16, 32):
+    out.append(("rank", f"rank_{r}", "soft", {**TSFA, **nodl, "lora.rank": r}))
+  out.append(("rank", "offline", "soft", {**TSFA, **nodl, "tsfa.offline.enabled": True,
+                                          "tsfa.offline.r_max": 32}))
   return out
 
 
@@ -169,6 +177,11 @@ def collect(out_root, seeds) -> dict:
     if runs:
       res.setdefault(group, {})[label] = {"method": method, "overrides": ov, **aggregate(runs),
                                           "per_seed": runs}
+      chosen = [json.load(open(p))["chosen"]["rank"] for p in
+                (os.path.join(dirs[(group, label)], f"seed{s}", "tsfa_offline.json") for s in runs)
+                if os.path.exists(p)]
+      if chosen:
+        res[group][label]["offline_chosen_rank"] = chosen
   return res
 
 
@@ -181,6 +194,8 @@ def markdown(res: dict, header: str) -> str:
               "mean τ (s) | misses | attempted Mbit | profile kbit |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for label, r in rows.items():
+      if "offline_chosen_rank" in r:
+        label = f"{label} (chose r = {r['offline_chosen_rank']})"
       frac = f"{r['uplink_bits_mean'] / ideal['uplink_bits_mean']:.3f}" if ideal else "-"
       lat = "-" if r["mean_round_latency_s"] is None else f"{r['mean_round_latency_s']:.3f}"
       lines.append(f"| {label} | {len(r['seeds'])} | {100 * r['acc_mean']:.2f} ± "
@@ -214,7 +229,7 @@ def plot(res: dict, out_png: str) -> None:
 
 def main(argv):
   ov = parse_overrides(argv)
-  groups = str(ov.pop("groups", "main,robust,tsfa_all,score,ortho,init,ef")).split(",")
+  groups = str(ov.pop("groups", "main,robust,tsfa_all,score,ortho,init,ef,rank")).split(",")
   only = ov.pop("runs", None)
   only = None if only is None else str(only).split(",")
   seeds = [int(s) for s in str(ov.pop("seeds", "0,1,2")).split(",")]

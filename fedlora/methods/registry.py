@@ -127,6 +127,9 @@ def build_method(config, trainable=None) -> Method:
   if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio <= 1.0:
     raise ValueError(f"config.method.ratio={ratio!r} is not allowed: a ratio in (0, 1]")
   comp = get_compressor(spec.compressor, config.compress)
+  if comp.payload is None and config.wireless.enabled:
+    raise ValueError(f"compressor {spec.compressor!r} (method {name!r}) declares no payload model "
+                     "(Compressor.payload); the wireless uplink plans with it")
 
   q = config.compress.bits_per_value
   q_dl = config.compress.get("downlink_bits_per_value", 0) or q

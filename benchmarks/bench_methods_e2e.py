@@ -8,7 +8,8 @@ benchmarks/results/methods_e2e.json and a plot benchmarks/results/methods_e2e.pn
 (accuracy vs round and vs cumulative uplink).
 
   python benchmarks/bench_methods_e2e.py [fed.rounds=12 data.max_length=64 methods=soft,topk ...]
-Each method's run folder is runs/e2e/<method> (rerunning resumes finished runs instantly).
+Each method's run folder is runs/e2e/<method> (rerunning resumes finished runs instantly; other
+overrides than fed.rounds/eval.every are refused there by the run fingerprint: pass out=runs/e2e-<tag>).
 """
 from __future__ import annotations
 

@@ -9,8 +9,14 @@ import ml_collections
 
 def get_config(arg=None):
   c = ml_collections.ConfigDict()
+  c.name = "bbc_minilm"  # experiment name; names the default workdir
   c.seed = 0  # master PRNG seed: model head, adapters, client sampling, batches, channel
-  c.workdir = "runs/bbc_minilm"  # output folder (metrics.jsonl, summary.json, plots, checkpoints)
+  c.workdir = ""  # output folder (metrics.jsonl, summary.json, plots, checkpoints); '' = runs/<name>-<method>-s<seed>
+  c.resume = "auto"  # rerun into a workdir: 'auto' resume if same config | 'never' fresh only | 'must' resume only
+  c.debug = False  # show Python tracebacks instead of one-paragraph error messages
+
+  c.task = ml_collections.ConfigDict()
+  c.task.name = "classification"  # 'classification' | 'causal_lm' (fedlora/tasks/; see configs/lm_instruct.py)
 
   c.model = ml_collections.ConfigDict()
   c.model.path = ""  # local HF-format folder (config.json + *.safetensors); '' = model.package's
@@ -23,6 +29,7 @@ def get_config(arg=None):
   c.data.path = ""  # file or folder for the non-bbcnews sources
   c.data.text_column = "text"  # column holding the text
   c.data.label_column = "label"  # column holding the label (int or string)
+  c.data.encoding = "utf-8"  # text encoding of csv/json files (e.g. 'latin-1', 'cp1252', 'utf-16')
   c.data.max_length = 128  # tokens kept per example (BBC articles are truncated to their start)
   c.data.max_examples = 0  # keep a stratified subset of this many examples (0 = all)
   c.data.test_fraction = 0.2  # held-out fraction, stratified by label
@@ -46,6 +53,7 @@ def get_config(arg=None):
   c.fed.local_steps = 5  # E optimizer steps per client per round
   c.fed.batch_size = 8  # examples per local step
   c.fed.server_lr = 1.0  # server step on the averaged update (1.0 = FedAvg)
+  c.fed.nonfinite = "stop"  # NaN/Inf client loss or update: 'stop' the run | 'skip' the client (weight 0, counted)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adamw"  # client optimizer: 'adamw' | 'sgd' (state reset every round)
@@ -126,6 +134,7 @@ def get_config(arg=None):
   c.progress = True  # show a progress bar
 
   if arg == "tiny":
+    c.name = "bbc_minilm_tiny"
     c.model.num_layers = 2
     c.data.max_length = 32
     c.data.max_examples = 240

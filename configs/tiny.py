@@ -1,5 +1,6 @@
 """Seconds-long variant of the default experiment, used by the tests: 2 MiniLM layers, 32 tokens,
-240 BBC examples over 4 clients, 2 rounds. Run: python -m fedlora.train --config configs/tiny.py"""
+240 BBC examples over 4 clients, 2 rounds. Run: python -m fedlora.train --config configs/tiny.py
+(no variants: `configs/tiny.py:<anything>` is an error)."""
 import os
 import sys
 
@@ -8,6 +9,9 @@ import bbc_minilm  # noqa: E402
 
 
 def get_config(arg=None):
+  if arg not in (None, ""):
+    raise ValueError(f"configs/tiny.py has no variants, got {arg!r}; use configs/tiny.py "
+                     "(or configs/bbc_minilm.py:tiny)")
   c = bbc_minilm.get_config("tiny")
-  c.workdir = "runs/tiny"  # output folder
+  c.name = "tiny"  # experiment name: the default workdir is runs/tiny-<method>-s<seed>
   return c

@@ -4,6 +4,9 @@ SOFT + TSFA by default; `--config.method.name=topk|randk|svd|ffa|ideal` gives th
 same channel and latency budget (baselines default to a fixed ratio method.ratio and an equal
 bandwidth split; `--config.method.allocation=tsfa` plans them with TSFA and their own payload model). benchmarks/bench_methods_e2e.py runs them all and tabulates them.
   python -m fedlora.train --config configs/wireless_compare.py --config.method.name=topk
+Each method gets its own default workdir, runs/wireless_compare-<method>-s<seed>, so the baselines
+never resume each other's state; a rerun into a workdir of a different config is refused (the run
+fingerprint), naming the keys that differ. Variants: '' or 'tiny' (as configs/bbc_minilm.py).
 """
 import os
 import sys
@@ -13,8 +16,10 @@ import bbc_minilm  # noqa: E402
 
 
 def get_config(arg=None):
+  if arg not in (None, "", "tiny"):
+    raise ValueError(f"configs/wireless_compare.py: unknown variant {arg!r}; allowed: '' or 'tiny'")
   c = bbc_minilm.get_config(arg)
-  c.workdir = "runs/wireless_compare"  # output folder
+  c.name = "wireless_compare" + ("_tiny" if arg == "tiny" else "")  # names the default workdir
   c.method.name = "soft"  # SOFT sparsification + TSFA allocation
   c.method.allocation = "default"  # each method's own: tsfa for SOFT, fixed for the baselines
   c.method.ratio = 0.25  # fixed ratio of the baselines (and of SOFT with allocation='fixed')

@@ -150,7 +150,7 @@ def test_every_option_is_settable_from_the_command_line():
           "--config.tsfa.online.start_temperature=0.2", "--config.tsfa.offline.enabled=True",
           "--config.tsfa.offline.r_max=16", "--config.tsfa.offline.pilot_rounds=2",
           "--config.method.allocation=tsfa"]
-  c = train.parse_config(["prog", "--config", os.path.join(ROOT, "configs/tiny.py"), *args])
+  c, _ = train.parse_config(["prog", "--config", os.path.join(ROOT, "configs/tiny.py"), *args])
   assert c.compress.index_coding == "bitmap" and c.compress.unbiased is True
   assert c.compress.seed_bits == 7 and c.compress.rcond == 0.01 and c.compress.score_on == "product"
   assert c.tsfa.online.continuation == 0.9 and c.tsfa.online.precondition is False

@@ -356,9 +356,9 @@ def test_offline_stage_in_the_run_pilots_chooses_and_resumes(tmp_path, monkeypat
   c.fed.rounds = 2
   s2 = train.run(c)
   assert s2["resumed_from_round"] == 1 and s2["lora_rank"] == rec["chosen"]["rank"]
-  with pytest.raises(ValueError, match="r_max=4"):
+  with pytest.raises(ValueError, match="r_max=4"):   # the recorded choice belongs to r_max = 4
     c.tsfa.offline.r_max = 8
-    train.run(c)
+    pilot.offline_stage(c)
 
 
 def test_covariance_ratio_matches_a_loop():

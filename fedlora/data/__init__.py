@@ -20,6 +20,7 @@ from fedlora.data.clients import (
     prepare_federated_data,
     sample_batches,
     sample_client_batches,
+    stack_client_rows,
     stack_clients,
 )
 from fedlora.data.partition import METHODS, describe, label_skew, partition, partition_from_config
@@ -31,6 +32,7 @@ from fedlora.data.sources import (
     get_option,
     load_bbcnews,
     load_dataset_from_config,
+    load_dataset_with_report,
 )
 from fedlora.data.split import split_indices, train_test_split
 from fedlora.data.tokenize import default_tokenizer_path, load_tokenizer, tokenize
@@ -50,6 +52,7 @@ __all__ = [
     "label_skew",
     "load_bbcnews",
     "load_dataset_from_config",
+    "load_dataset_with_report",
     "load_tokenizer",
     "partition",
     "partition_from_config",
@@ -57,6 +60,7 @@ __all__ = [
     "sample_batches",
     "sample_client_batches",
     "split_indices",
+    "stack_client_rows",
     "stack_clients",
     "tokenize",
     "train_test_split",

@@ -1,11 +1,15 @@
 """Per-client data as fixed-shape stacked arrays, and jittable/vmappable batch sampling.
 
-Layout (C clients, n_max = largest client, L = max_length)::
+Layout (C clients, n_max = largest client, L = max_length): a dict of arrays, each `[C, n_max, ...]`,
+whose keys are what the task's batch holds, plus the true client sizes::
 
-    ClientData.input_ids       [C, n_max, L] int32
-    ClientData.attention_mask  [C, n_max, L] int32
-    ClientData.labels          [C, n_max]    int32
-    ClientData.num_examples    [C]           int32   (n_k, the client's true size)
+    ClientData.arrays['input_ids']       [C, n_max, L] int32    (classification and causal_lm)
+    ClientData.arrays['attention_mask']  [C, n_max, L] int32
+    ClientData.arrays['labels']          [C, n_max]    int32    (classification)
+    ClientData.arrays['loss_mask', 'position_ids']  [C, n_max, L]   (causal_lm)
+    ClientData.num_examples              [C]           int32    (n_k, the client's true size)
+
+`cd.input_ids` is `cd.arrays['input_ids']` (any array key reads as an attribute).
 
 Client k's real examples are rows 0..n_k-1; rows n_k..n_max-1 are padding made by repeating the
 client's own examples cyclically (row j holds example ``j % n_k``), so padding never mixes clients
@@ -33,33 +37,37 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-ARRAY_KEYS = ("input_ids", "attention_mask", "labels")
+ARRAY_KEYS = ("input_ids", "attention_mask", "labels")  # what a classification batch holds
 
 
 @flax.struct.dataclass
 class ClientData:
-    input_ids: Any  # [C, n_max, L] int32
-    attention_mask: Any  # [C, n_max, L] int32
-    labels: Any  # [C, n_max] int32
+    arrays: dict  # key -> [C, n_max, ...]
     num_examples: Any  # [C] int32
+
+    def __getattr__(self, name):
+        if name != "arrays" and "arrays" in self.__dict__ and name in self.__dict__["arrays"]:
+            return self.__dict__["arrays"][name]
+        raise AttributeError(f"ClientData has no attribute or array {name!r}")
 
     @property
     def num_clients(self) -> int:
-        return self.labels.shape[0]
+        return self.num_examples.shape[0]
 
     @property
     def n_max(self) -> int:
-        return self.labels.shape[1]
+        return next(iter(self.arrays.values())).shape[1]
 
 
-def _check_arrays(arrays: Mapping[str, Any]) -> int:
-    missing = [k for k in ARRAY_KEYS if k not in arrays]
+def _check_arrays(arrays: Mapping[str, Any], required: Sequence[str] = ("input_ids", "attention_mask")) -> int:
+    missing = [k for k in required if k not in arrays]
     if missing:
-        raise ValueError(f"arrays is missing {missing}; needs {list(ARRAY_KEYS)}, has {sorted(arrays)}")
-    n = np.shape(arrays["labels"])[0]
-    for k in ARRAY_KEYS:
+        raise ValueError(f"arrays is missing {missing}; needs {list(required)}, has {sorted(arrays)}")
+    first = next(iter(arrays))
+    n = np.shape(arrays[first])[0]
+    for k in arrays:
         if np.shape(arrays[k])[0] != n:
-            raise ValueError(f"arrays[{k!r}] has {np.shape(arrays[k])[0]} rows, labels has {n}")
+            raise ValueError(f"arrays[{k!r}] has {np.shape(arrays[k])[0]} rows, {first} has {n}")
     if np.shape(arrays["input_ids"]) != np.shape(arrays["attention_mask"]):
         raise ValueError(
             f"input_ids {np.shape(arrays['input_ids'])} and attention_mask "
@@ -69,7 +77,8 @@ def _check_arrays(arrays: Mapping[str, Any]) -> int:
 
 
 def stack_clients(arrays: Mapping[str, Any], parts: Sequence[np.ndarray], n_max: int | None = None) -> ClientData:
-    """Stack per-client rows of ``arrays`` (from ``tokenize``) into a ClientData of numpy arrays.
+    """Stack per-client rows of ``arrays`` (every key, e.g. from ``tokenize``; all with the same
+    number of rows) into a ClientData of numpy int32 arrays ``[C, n_max, ...]``.
 
     ``n_max`` defaults to the largest client; a larger value pads further (e.g. fixed shapes across
     runs); a smaller one is an error (data is never dropped).
@@ -90,8 +99,20 @@ def stack_clients(arrays: Mapping[str, Any], parts: Sequence[np.ndarray], n_max:
         raise ValueError(f"n_max={n_max} is smaller than the largest client ({biggest} examples)")
     rows = np.arange(n_max)
     gather = np.stack([p[rows % p.shape[0]] for p in parts])  # [C, n_max], cyclic padding
-    out = {k: np.asarray(arrays[k])[gather].astype(np.int32) for k in ARRAY_KEYS}
-    return ClientData(num_examples=sizes.astype(np.int32), **out)
+    out = {k: np.asarray(arrays[k])[gather].astype(np.int32) for k in arrays}
+    return ClientData(arrays=out, num_examples=sizes.astype(np.int32))
+
+
+def stack_client_rows(per_client: Sequence[Mapping[str, np.ndarray]], n_max: int | None = None) -> ClientData:
+    """ClientData from each client's own rows (e.g. packed sequences built per client): client k's
+    arrays ``[n_k, ...]`` are cyclically padded to ``n_max`` rows exactly as ``stack_clients`` does."""
+    if len(per_client) < 1:
+        raise ValueError("per_client is empty: need at least one client")
+    sizes = [_check_arrays(a) for a in per_client]
+    offsets = np.cumsum([0] + sizes)
+    joined = {k: np.concatenate([np.asarray(a[k]) for a in per_client]) for k in per_client[0]}
+    parts = [np.arange(offsets[i], offsets[i + 1]) for i in range(len(per_client))]
+    return stack_clients(joined, parts, n_max)
 
 
 @functools.partial(jax.jit, static_argnames=("n_max", "batch_size", "steps"))
@@ -124,16 +145,16 @@ def sample_batches(key, num_examples, n_max: int, batch_size: int, steps: int):
 
 
 def gather_batches(client_data: ClientData, indices) -> dict[str, jax.Array]:
-    """Gather rows per client: ``indices`` [C, *S] -> input_ids/attention_mask [C, *S, L], labels
-    [C, *S]. With indices from ``sample_batches`` S = (steps, B); to save memory gather one step at a
-    time with ``indices[:, s]`` (S = (B,))."""
+    """Gather rows per client: ``indices`` [C, *S] -> every array ``[C, *S, ...]`` (input_ids
+    [C, *S, L], labels [C, *S], ...). With indices from ``sample_batches`` S = (steps, B); to save
+    memory gather one step at a time with ``indices[:, s]`` (S = (B,))."""
     indices = jnp.asarray(indices)
     if indices.ndim < 1 or indices.shape[0] != client_data.num_clients:
         raise ValueError(
             f"indices must have leading dim num_clients={client_data.num_clients}, got shape {indices.shape}"
         )
     take = jax.vmap(lambda x, i: jnp.asarray(x)[i])
-    return {k: take(getattr(client_data, k), indices) for k in ARRAY_KEYS}
+    return {k: take(v, indices) for k, v in client_data.arrays.items()}
 
 
 class FederatedData(NamedTuple):

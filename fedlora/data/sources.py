@@ -11,6 +11,8 @@ Config section ``config.data`` (keys and defaults; see :data:`DATA_DEFAULTS`)::
                                         ``save_to_disk`` folder for 'disk'; ignored for 'bbcnews'
     text_column             'text'      column holding the text (fixed to 'text' for bbcnews)
     label_column            'label'     column holding the label (fixed to 'label' for bbcnews)
+    encoding                'utf-8'     text encoding of csv/json files (checked up front: an
+                                        undecodable byte is an error naming the file and offset)
     max_length              128         tokens kept per example (see fedlora.data.tokenize)
     test_fraction           0.2         held-out fraction, stratified (see fedlora.data.split)
     split_seed              0           seed of the train/test split
@@ -21,6 +23,13 @@ Config section ``config.data`` (keys and defaults; see :data:`DATA_DEFAULTS`)::
     num_clients             10          number of simulated clients
     min_examples_per_client 1           every client gets at least this many training examples
     cache_dir               None        cache folder for the datasets builders (None -> HF default)
+
+Rows as users have them (csv/json/parquet/disk): a row whose text is missing, empty or only
+whitespace is **dropped and counted** (``load_dataset_with_report`` returns the counts; the trainer
+puts them in summary.json as ``data_dropped_rows``). A missing label (None, NaN, empty string), a
+non-integer float label (0.5), a non-string text (a number), fewer than 2 classes, an undecodable or
+malformed file are **errors** naming the file, the column, the count and the first rows (1-based data
+rows): a label cannot be guessed, and a wrong encoding or format must be fixed, not worked around.
 
 The result always has exactly two columns: ``text`` (string) and ``label`` (a ``ClassLabel`` whose
 ids are 0..K-1). Labels are mapped to ids by sorting the distinct label values (strings sort
@@ -42,6 +51,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "path": None,
     "text_column": "text",
     "label_column": "label",
+    "encoding": "utf-8",
     "max_length": 128,
     "test_fraction": 0.2,
     "split_seed": 0,
@@ -145,22 +155,41 @@ def _finalize(texts: list, label_ids: list, names: Sequence[str], where: str) ->
     return datasets.Dataset.from_dict({"text": list(texts), "label": [int(i) for i in label_ids]}, features=features)
 
 
+def _is_missing(v) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip())
+
+
+def _rows(idx: list[int], limit: int = 5) -> str:
+    shown = ", ".join(str(i + 1) for i in idx[:limit])
+    return f"row(s) {shown}{', ...' if len(idx) > limit else ''}"
+
+
 def _labels_to_ids(values: list, feature: Any, column: str, where: str) -> tuple[list[int], list[str]]:
     """Map a label column to ids 0..K-1 and return (ids, names)."""
     if isinstance(feature, datasets.ClassLabel):
-        if any(v is None or v < 0 for v in values):
-            raise ValueError(f"label column {column!r} in {where!r} has missing (None/-1) labels")
+        bad = [i for i, v in enumerate(values) if v is None or v < 0]
+        if bad:
+            raise ValueError(f"label column {column!r} in {where!r} has {len(bad)} missing (None/-1) "
+                             f"labels ({_rows(bad)}); fill or remove those rows")
         return [int(v) for v in values], list(feature.names)
-    if any(v is None for v in values):
-        n_missing = sum(v is None for v in values)
-        raise ValueError(f"label column {column!r} in {where!r} has {n_missing} missing (None) labels")
+    missing = [i for i, v in enumerate(values) if _is_missing(v)]
+    if missing:
+        raise ValueError(
+            f"label column {column!r} in {where!r} has {len(missing)} missing (empty/None/NaN) labels "
+            f"({_rows(missing)}); a label cannot be guessed: fill or remove those rows")
     kinds = {type(v) for v in values}
     if kinds <= {str}:
         uniq = sorted(set(values))
     elif all(isinstance(v, (bool, int, np.integer)) for v in values):
         values = [int(v) for v in values]
         uniq = sorted(set(values))
-    elif all(isinstance(v, (float, np.floating)) and float(v).is_integer() for v in values):
+    elif all(isinstance(v, (float, np.floating, int, np.integer)) for v in values):
+        frac = [i for i, v in enumerate(values) if not float(v).is_integer()]
+        if frac:
+            raise ValueError(
+                f"label column {column!r} in {where!r} holds non-integer numbers (e.g. {values[frac[0]]!r} "
+                f"in {_rows(frac)}): classification needs class labels (strings or integers); is "
+                "data.label_column a regression target?")
         values = [int(v) for v in values]
         uniq = sorted(set(values))
     else:
@@ -173,21 +202,29 @@ def _labels_to_ids(values: list, feature: Any, column: str, where: str) -> tuple
 
 
 def load_dataset_from_config(data_cfg: Any) -> datasets.Dataset:
+    """``load_dataset_with_report`` without the report (dropped rows are still warned about)."""
+    return load_dataset_with_report(data_cfg)[0]
+
+
+def load_dataset_with_report(data_cfg: Any) -> tuple[datasets.Dataset, dict]:
     """Load ``config.data`` into a Dataset with columns ``text`` (str) and ``label`` (ClassLabel).
 
-    Raises ValueError for an unknown source, a missing path, missing columns, an empty dataset or
-    fewer than 2 classes.
+    Returns ``(dataset, dropped)`` where ``dropped`` counts the rows left out by reason
+    (``{'empty_text': n}``; ``{}`` when none). Raises ValueError for an unknown source, a missing
+    path, an undecodable or malformed file, missing columns, missing/fractional labels, an empty
+    dataset or fewer than 2 classes.
     """
     source = get_option(data_cfg, "source")
     if source not in SOURCES:
         raise ValueError(f"unknown data source {source!r}; allowed: {list(SOURCES)}")
     if source == "bbcnews":
-        return load_bbcnews()
+        return load_bbcnews(), {}
 
     path = get_option(data_cfg, "path")
     text_col = get_option(data_cfg, "text_column")
     label_col = get_option(data_cfg, "label_column")
     cache_dir = get_option(data_cfg, "cache_dir")
+    encoding = get_option(data_cfg, "encoding")
     if path is None or (isinstance(path, str) and not path):
         raise ValueError(f"data.path is required for source {source!r}")
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
@@ -196,15 +233,22 @@ def load_dataset_from_config(data_cfg: Any) -> datasets.Dataset:
         if not any(ch in p for ch in "*?[") and not os.path.exists(p):
             raise ValueError(f"data path for source {source!r} does not exist: {p!r}")
     where = paths[0] if len(paths) == 1 else str(paths)
+    if source in ("csv", "json"):
+        for f in _expand(paths):
+            check_encoding(f, encoding)
 
     try:
-        ds = _read(source, paths, cache_dir)
+        ds = _read(source, paths, cache_dir, encoding)
     except (StopIteration, IndexError) as e:  # what datasets raises on empty json / empty saved data
         raise ValueError(f"dataset from {where!r} is empty (0 examples) or unreadable: {e!r}") from e
     except ValueError as e:
         if "corresponds to no data" in str(e):  # empty csv / parquet
             raise ValueError(f"dataset from {where!r} is empty (0 examples)") from e
-        raise
+        if source not in ("csv", "json"):
+            raise
+        raise _malformed(source, where, e) from None
+    except Exception as e:  # noqa: BLE001 - DatasetGenerationError, pandas/arrow parser errors
+        raise _malformed(source, where, e) from None
 
     missing = [c for c in (text_col, label_col) if c not in ds.column_names]
     if missing:
@@ -215,14 +259,68 @@ def load_dataset_from_config(data_cfg: Any) -> datasets.Dataset:
     if len(ds) == 0:
         raise ValueError(f"dataset from {where!r} is empty (0 examples)")
     texts = ds[text_col]
-    n_bad = sum(not isinstance(t, str) for t in texts)
-    if n_bad:
-        raise ValueError(f"text column {text_col!r} in {where!r} has {n_bad} non-string/missing values")
-    ids, names = _labels_to_ids(ds[label_col], ds.features[label_col], label_col, where)
-    return _finalize(texts, ids, names, where=where)
+    labels = ds[label_col]
+    bad = [i for i, t in enumerate(texts) if t is not None and not isinstance(t, str)]
+    if bad:
+        raise ValueError(f"text column {text_col!r} in {where!r} has {len(bad)} non-string values "
+                         f"({_rows(bad)}, e.g. {texts[bad[0]]!r}); is data.text_column the text column?")
+    empty = [i for i, t in enumerate(texts) if t is None or not t.strip()]
+    dropped = {}
+    if empty:
+        from fedlora.run.errors import warn
+        warn(f"{where!r}: dropped {len(empty)} row(s) with an empty or missing text ({_rows(empty)}); "
+             "counted in summary.json as data_dropped_rows")
+        keep = sorted(set(range(len(texts))) - set(empty))
+        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+        dropped["empty_text"] = len(empty)
+    ids, names = _labels_to_ids(labels, ds.features[label_col], label_col, where)
+    return _finalize(texts, ids, names, where=where), dropped
 
 
-def _read(source: str, paths: list[str], cache_dir):
+def _expand(paths: list[str]) -> list[str]:
+    import glob
+    out = []
+    for p in paths:
+        out.extend(sorted(glob.glob(p)) if any(ch in p for ch in "*?[") else [p])
+    return [p for p in out if os.path.isfile(p)]
+
+
+def check_encoding(filename: str, encoding: str, chunk: int = 1 << 20) -> None:
+    """Raises ValueError naming the file and the byte offset of the first byte `encoding` cannot
+    decode (streamed in chunks, so memory stays small)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset = 0
+    with open(filename, "rb") as fh:
+        while True:
+            data = fh.read(chunk)
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(data, final=not data)
+            except UnicodeDecodeError as e:
+                at = offset - pending + e.start
+                raise ValueError(
+                    f"{filename!r} is not valid {encoding} text: the byte at offset {at} cannot be "
+                    f"decoded ({e.reason}); set --config.data.encoding to the file's encoding (e.g. "
+                    f"'latin-1' or 'cp1252'), or re-save the file as {encoding}") from None
+            if not data:
+                return
+            offset += len(data)
+
+
+def _malformed(source: str, where: str, e: BaseException) -> ValueError:
+    """A one-paragraph error for a file `datasets` could not parse, naming the innermost cause."""
+    root = e
+    while root.__cause__ is not None or root.__context__ is not None:
+        root = root.__cause__ or root.__context__
+    msg = " ".join(str(root).split())[:300]
+    return ValueError(f"could not parse {where!r} as {source} ({type(root).__name__}: {msg}); check the "
+                      "file's format (one header line, the same number of fields on every line, "
+                      "quoted fields containing the delimiter) or its data.encoding")
+
+
+def _read(source: str, paths: list[str], cache_dir, encoding: str = "utf-8"):
     if source == "disk":
         if len(paths) != 1:
             raise ValueError(f"source 'disk' takes one save_to_disk folder, got {paths!r}")
@@ -236,4 +334,5 @@ def _read(source: str, paths: list[str], cache_dir):
             ds = ds["train"]
         return ds
     data_files = paths[0] if len(paths) == 1 else paths
-    return datasets.load_dataset(source, data_files=data_files, split="train", cache_dir=cache_dir)
+    kwargs = {"encoding": encoding} if source in ("csv", "json") else {}
+    return datasets.load_dataset(source, data_files=data_files, split="train", cache_dir=cache_dir, **kwargs)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from fedlora.data.clients import gather_batches, sample_batches
 from fedlora.fed.aggregate import fedavg
+from fedlora.fed.guard import all_finite, guard
 from fedlora.fed.local import make_local_update
 from fedlora.fed.sharding import constrain_clients
 
@@ -22,7 +23,7 @@ class ClientOut(NamedTuple):
   """Per sampled client (leading axis `[K]` after vmap)."""
   delta: Any          # sparsified update the server receives (trainable-tree structure)
   bits: jax.Array     # uplink payload in bits
-  metrics: dict       # local 'loss', 'first_loss', 'ce', 'acc'
+  metrics: dict       # local 'loss', 'first_loss', 'ce', 'acc', 'finite' (see fedlora.fed.guard)
   kept: Any           # compressor diagnostics (e.g. kept-rank masks) or None
   profile: jax.Array  # [r] the compressor's planning profile (CompressOut.profile): sorted normalised
                       # mass of the scores it selects by, pooled over adapters
@@ -54,12 +55,14 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
     new_tr, metrics = local(global_tr, frozen, batches, k_train)
     delta = tree_sub(new_tr, global_tr)
     out = compressor.update(comp_state, delta, ratio, k_comp, global_tr)
-    return ClientOut(out.delta, out.bits, metrics, out.kept, out.profile), out.state
+    finite = jnp.isfinite(metrics["loss"]) & all_finite(delta) & all_finite(out.delta)
+    sent, state, profile = guard(finite, out.delta, out.state, comp_state, out.profile)
+    return ClientOut(sent, out.bits, dict(metrics, finite=finite), out.kept, profile), state
 
   def sample(key, client_data, ids):
     k_batch, k_clients = jax.random.split(key)
     sel = jax.tree_util.tree_map(lambda x: x[ids], client_data)
-    idx = sample_batches(k_batch, sel.num_examples, sel.labels.shape[1], batch_size, local_steps)
+    idx = sample_batches(k_batch, sel.num_examples, sel.n_max, batch_size, local_steps)
     return gather_batches(sel, idx), jax.random.split(k_clients, ids.shape[0])
 
   @jax.jit

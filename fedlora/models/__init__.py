@@ -2,11 +2,15 @@
 
 - `BertClassifier`: BERT/RoBERTa/MiniLM encoder + mean/CLS pooling + `classifier` head.
 - `LlamaForCausalLM`: Llama/Mistral/Qwen2 decoder-only causal LM.
-- `load_pretrained(path, ...)`: a local Hugging Face-format folder -> one of the above.
+- `GPT2LMHeadModel`: GPT-2 causal LM (tied embeddings, Conv1D weights).
+- `load_pretrained(path, ...)`: a local Hugging Face-format folder -> one of the above, by the
+  family (`fedlora.models.families`) that declares its `model_type`.
+- `fedlora.models.generate`: jitted greedy/temperature decoding with a KV cache.
 """
 from fedlora.models.bert import BertClassifier, BertConfig
+from fedlora.models.gpt2 import GPT2Config, GPT2LMHeadModel
 from fedlora.models.hf_loading import load_pretrained, read_config
 from fedlora.models.llama import LlamaConfig, LlamaForCausalLM
 
-__all__ = ["BertClassifier", "BertConfig", "LlamaConfig", "LlamaForCausalLM", "load_pretrained",
-           "read_config"]
+__all__ = ["BertClassifier", "BertConfig", "GPT2Config", "GPT2LMHeadModel", "LlamaConfig",
+           "LlamaForCausalLM", "load_pretrained", "read_config"]

@@ -222,3 +222,60 @@ class BertClassifier(nnx.Module):
     k_head = site_key(key, _K_HEAD)
     pooled = dropout(pooled, self.hidden_dropout, site_key(k_head, 0))
     return self.classifier(pooled, key=site_key(k_head, 1))
+
+
+# ---- the family declaration (see fedlora.models.families) ---------------------------------------------
+
+_BERT_RENAMES = [
+    (r"^encoder\.layers\.(\d+)\.attention\.(query|key|value)$", r"encoder.layer.\1.attention.self.\2"),
+    (r"^encoder\.layers\.(\d+)\.attention\.output$", r"encoder.layer.\1.attention.output.dense"),
+    (r"^encoder\.layers\.(\d+)\.attention_norm$", r"encoder.layer.\1.attention.output.LayerNorm"),
+    (r"^encoder\.layers\.(\d+)\.mlp\.intermediate$", r"encoder.layer.\1.intermediate.dense"),
+    (r"^encoder\.layers\.(\d+)\.mlp\.output$", r"encoder.layer.\1.output.dense"),
+    (r"^encoder\.layers\.(\d+)\.mlp_norm$", r"encoder.layer.\1.output.LayerNorm"),
+    (r"^embeddings\.layer_norm$", r"embeddings.LayerNorm"),
+]
+
+
+def _bert_module_name(module: str) -> str:
+  import re
+  for pat, rep in _BERT_RENAMES:
+    new, n = re.subn(pat, rep, module)
+    if n:
+      return new
+  return module
+
+
+def _bert_namer(tensors, options):
+  import warnings
+  from fedlora.models.families import LEAF_NAMES, dotted, find_prefix
+  mt = options.get("model_type", "bert")
+  prefix = find_prefix(tensors, "embeddings.word_embeddings.weight", ("", f"{mt}.", "bert.", "roberta."))
+  missing_pooler = options.get("pooling") == "cls" and prefix + "pooler.dense.weight" not in tensors
+  if missing_pooler:
+    warnings.warn(f"checkpoint {options.get('source')!r} has no pooler weights ({prefix}pooler.dense.weight); "
+                  "pooling='cls' uses a freshly initialised pooler", stacklevel=3)
+
+  def name_of(path):
+    if path[0] == "classifier" or (path[0] == "pooler" and missing_pooler):
+      return None
+    return prefix + _bert_module_name(dotted(path[:-1])) + "." + LEAF_NAMES[path[-1]]
+  return name_of
+
+
+def _bert_build(cfg: BertConfig, head: str, options: dict):
+  return BertClassifier(cfg, options["num_labels"], pooling=options.get("pooling", "mean"),
+                        hidden_dropout=options.get("hidden_dropout", 0.0), rngs=nnx.Rngs(0))
+
+
+def _family():
+  from fedlora.models.families import Family, default_pad_token_id, transpose_kernels
+  return Family(
+      name="bert", model_types=("bert", "roberta"), heads=("classifier",),
+      parse_config=BertConfig.from_dict, build=_bert_build, tensor_namer=_bert_namer,
+      transpose=transpose_kernels, tied_embeddings=lambda c: False,
+      embedding_path="embeddings/word_embeddings/embedding", head_paths=("classifier",),
+      lora_targets=("query", "value"), pad_token_id=default_pad_token_id)
+
+
+FAMILY = _family()

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import struct
-import warnings
 from typing import Callable
 
 import jax
@@ -20,13 +18,10 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from flax import nnx
+from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
-from fedlora.models.bert import POOLINGS, BertClassifier, BertConfig
-from fedlora.models.llama import CAUSAL_LM_TYPES, LlamaConfig, LlamaForCausalLM
-
-ENCODER_TYPES = ("bert", "roberta")
-SUPPORTED_MODEL_TYPES = ENCODER_TYPES + CAUSAL_LM_TYPES
+from fedlora.models.bert import POOLINGS
 INDEX_FILE = "model.safetensors.index.json"
 HEAD_INIT_STD = 0.02
 
@@ -99,11 +94,15 @@ def _load_raw(filename: str) -> dict[str, np.ndarray]:
 def load_safetensors(filename: str) -> dict[str, np.ndarray]:
   """`safetensors.numpy.load_file`, falling back to a direct read for bfloat16 tensors."""
   try:
-    return load_file(filename)
-  except TypeError as e:  # "data type 'bfloat16' not understood"
-    if "bfloat16" not in str(e):
-      raise
-    return _load_raw(filename)
+    try:
+      return load_file(filename)
+    except TypeError as e:  # "data type 'bfloat16' not understood"
+      if "bfloat16" not in str(e):
+        raise
+      return _load_raw(filename)
+  except (SafetensorError, struct.error, json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+    raise ValueError(f"weights file {filename!r} is truncated or corrupt ({type(e).__name__}: {e}); "
+                     "re-download or re-convert the model folder") from None
 
 
 def read_tensors(path) -> dict[str, np.ndarray]:
@@ -115,40 +114,6 @@ def read_tensors(path) -> dict[str, np.ndarray]:
         raise ValueError(f"tensor {k!r} appears in more than one safetensors file (second: {f!r})")
       out[k] = v
   return out
-
-
-# ---- name mapping: our pure-dict leaf path -> checkpoint tensor name (before the prefix) ---------
-
-_LEAF = {"kernel": "weight", "bias": "bias", "scale": "weight", "embedding": "weight"}
-
-_BERT_RENAMES = [
-    (r"^encoder\.layers\.(\d+)\.attention\.(query|key|value)$", r"encoder.layer.\1.attention.self.\2"),
-    (r"^encoder\.layers\.(\d+)\.attention\.output$", r"encoder.layer.\1.attention.output.dense"),
-    (r"^encoder\.layers\.(\d+)\.attention_norm$", r"encoder.layer.\1.attention.output.LayerNorm"),
-    (r"^encoder\.layers\.(\d+)\.mlp\.intermediate$", r"encoder.layer.\1.intermediate.dense"),
-    (r"^encoder\.layers\.(\d+)\.mlp\.output$", r"encoder.layer.\1.output.dense"),
-    (r"^encoder\.layers\.(\d+)\.mlp_norm$", r"encoder.layer.\1.output.LayerNorm"),
-    (r"^embeddings\.layer_norm$", r"embeddings.LayerNorm"),
-]
-
-
-def _bert_name(module: str) -> str:
-  for pat, rep in _BERT_RENAMES:
-    new, n = re.subn(pat, rep, module)
-    if n:
-      return new
-  return module
-
-
-def _find_prefix(tensors: dict, anchor: str, candidates: tuple[str, ...]) -> str:
-  """The name prefix ('', 'bert.', 'model.', ...) under which `anchor` is stored."""
-  for p in candidates:
-    if p + anchor in tensors:
-      return p
-  hits = sorted(k[: -len(anchor)] for k in tensors if k.endswith("." + anchor))
-  if hits:
-    return hits[0]
-  return candidates[0]
 
 
 def _leaves(tree: dict, prefix: tuple = ()):
@@ -170,7 +135,7 @@ def _set(tree: dict, path: tuple, value) -> None:
 
 
 def _fill(abstract: dict, tensors: dict, name_of: Callable[[tuple], str | None], init: Callable,
-          source: str) -> dict:
+          source: str, transpose_rule: Callable[[tuple], bool]) -> dict:
   """Replaces every abstract leaf by its checkpoint tensor (or `init(path, shape)` when unnamed)."""
   filled = _copy(abstract)
   for path, leaf in _leaves(abstract):
@@ -187,7 +152,7 @@ def _fill(abstract: dict, tensors: dict, name_of: Callable[[tuple], str | None],
     ours = "/".join(str(p) for p in path)
     if t is None:
       raise ValueError(f"checkpoint {source!r} has no tensor {name!r} (needed for parameter {ours!r})")
-    transpose = path[-1] == "kernel"
+    transpose = transpose_rule(path)
     expected = shape[::-1] if transpose else shape
     if tuple(t.shape) != expected:
       raise ValueError(f"tensor {name!r} in {source!r} has shape {tuple(t.shape)}, but config.json "
@@ -208,10 +173,10 @@ def _head_init(key):
   return init
 
 
-def _build(ctor: Callable[[], nnx.Module], tensors, name_of, init, source) -> nnx.Module:
+def _build(ctor: Callable[[], nnx.Module], tensors, name_of, init, source, transpose_rule) -> nnx.Module:
   abstract_model = nnx.eval_shape(ctor)
   graphdef, state = nnx.split(abstract_model)
-  pure = _fill(nnx.to_pure_dict(state), tensors, name_of, init, source)
+  pure = _fill(nnx.to_pure_dict(state), tensors, name_of, init, source, transpose_rule)
   nnx.replace_by_pure_dict(state, pure)
   return nnx.merge(graphdef, state)
 
@@ -219,11 +184,12 @@ def _build(ctor: Callable[[], nnx.Module], tensors, name_of, init, source) -> nn
 def _limit_layers(cfg: dict, num_layers: int | None) -> dict:
   if num_layers is None:
     return cfg
-  total = cfg.get("num_hidden_layers")
+  field = "n_layer" if "n_layer" in cfg and "num_hidden_layers" not in cfg else "num_hidden_layers"
+  total = cfg.get(field)
   if not isinstance(num_layers, int) or not 1 <= num_layers <= (total or 0):
     raise ValueError(f"num_layers={num_layers!r}: must be an integer in [1, {total}] "
-                     "(config.json num_hidden_layers) or None for all")
-  return {**cfg, "num_hidden_layers": num_layers,
+                     f"(config.json {field}) or None for all")
+  return {**cfg, field: num_layers,
           **({"layer_types": cfg["layer_types"][:num_layers]} if cfg.get("layer_types") else {})}
 
 
@@ -232,67 +198,60 @@ def load_pretrained(path, *, num_labels: int | None = None, pooling: str = "mean
                     hidden_dropout: float = 0.0) -> nnx.Module:
   """A pretrained model from a local Hugging Face-format folder.
 
+  The family (`fedlora.models.families`) is chosen by `config.json`'s `model_type`; it names the
+  tensors, says which are transposed and which head it builds.
+
   Args:
     path: folder with `config.json` and `*.safetensors` (sharded checkpoints via
-      `model.safetensors.index.json`). Tensor names may carry a 'bert.'/'roberta.'/'model.' prefix.
-    num_labels: classes of the new `classifier` head; required for 'bert'/'roberta', must be None
-      for the causal LMs ('llama', 'mistral', 'qwen2').
+      `model.safetensors.index.json`). Tensor names may carry a 'bert.'/'roberta.'/'model.'/
+      'transformer.' prefix.
+    num_labels: classes of the new `classifier` head; required for classifier families
+      ('bert', 'roberta'), must be None for the causal LMs ('llama', 'mistral', 'qwen2', 'gpt2').
     pooling: 'mean' or 'cls' (BERT family only; see `BertClassifier`).
     key: PRNG key for the parameters the checkpoint lacks (the head: N(0, 0.02) kernel, zero bias).
     num_layers: keep only the first n transformer layers (None = all).
     hidden_dropout: BERT family hidden dropout rate, used only when a forward key is given.
   Returns:
-    `BertClassifier` or `LlamaForCausalLM` holding float32 parameters.
+    `BertClassifier`, `LlamaForCausalLM` or `GPT2LMHeadModel` holding float32 parameters.
   """
+  from fedlora.models.families import family_for
   path = os.fspath(path)
   cfg = read_config(path)
   mt = cfg.get("model_type")
-  if mt not in SUPPORTED_MODEL_TYPES:
-    raise ValueError(f"model_type={mt!r} in {os.path.join(path, 'config.json')!r} is not supported; "
-                     f"supported: {list(SUPPORTED_MODEL_TYPES)}")
+  family = family_for(mt, os.path.join(path, "config.json"))
   cfg = _limit_layers(cfg, num_layers)
-  if mt in ENCODER_TYPES:
+  if "classifier" in family.heads:
     if num_labels is None:
       raise ValueError(f"num_labels is required for model_type={mt!r} (a classifier head is built)")
     if pooling not in POOLINGS:
       raise ValueError(f"pooling={pooling!r}: allowed values are {list(POOLINGS)}")
+    head = "classifier"
   elif num_labels is not None:
-    raise ValueError(f"num_labels={num_labels!r} given, but model_type={mt!r} loads a causal LM "
-                     "(LlamaForCausalLM) without a classification head; pass num_labels=None")
+    from fedlora.models.families import families
+    encoders = [t for f in families().values() if "classifier" in f.heads for t in f.model_types]
+    raise ValueError(f"model_type={mt!r} in {os.path.join(path, 'config.json')!r} is a causal LM "
+                     f"(family {family.name!r}: decoder-only, no classification head), but the classification "
+                     f"task (num_labels={num_labels}) needs an encoder model: model_type one of {encoders} "
+                     "(e.g. BERT, RoBERTa, MiniLM); point model.path at such a folder, or use "
+                     "task.name='causal_lm' (configs/lm_instruct.py)")
+  else:
+    head = "causal_lm"
   if key is None:
     key = jax.random.PRNGKey(0)
   files = safetensors_files(path)  # FileNotFoundError before any work
   tensors = read_tensors(path)
   source = files[0] if len(files) == 1 else path
-
-  if mt in ENCODER_TYPES:
-    bcfg = BertConfig.from_dict(cfg)
-    prefix = _find_prefix(tensors, "embeddings.word_embeddings.weight", ("", f"{mt}.", "bert.", "roberta."))
-    missing_pooler = pooling == "cls" and prefix + "pooler.dense.weight" not in tensors
-
-    def name_of(p):
-      module = ".".join(str(x) for x in p[:-1])
-      if p[0] == "classifier" or (p[0] == "pooler" and missing_pooler):
-        return None
-      return prefix + _bert_name(module) + "." + _LEAF[p[-1]]
-
-    if missing_pooler:
-      warnings.warn(f"checkpoint {source!r} has no pooler weights ({prefix}pooler.dense.weight); "
-                    "pooling='cls' uses a freshly initialised pooler", stacklevel=2)
-    return _build(lambda: BertClassifier(bcfg, num_labels, pooling=pooling, hidden_dropout=hidden_dropout,
-                                         rngs=nnx.Rngs(0)),
-                  tensors, name_of, _head_init(key), source)
-
-  lcfg = LlamaConfig.from_dict(cfg)
-  prefix = _find_prefix(tensors, "embed_tokens.weight", ("model.", ""))
-
-  def name_of(p):
-    module = ".".join(str(x) for x in p[:-1])
-    if p[0] == "model":
-      module = prefix + module[len("model."):]
-    return module + "." + _LEAF[p[-1]]
-
-  return _build(lambda: LlamaForCausalLM(lcfg, rngs=nnx.Rngs(0)), tensors, name_of, _head_init(key), source)
+  fcfg = family.parse_config(cfg)
+  options = {"num_labels": num_labels, "pooling": pooling, "hidden_dropout": hidden_dropout,
+             "model_type": mt, "source": source}
+  name_of = family.tensor_namer(tensors, options)
+  return _build(lambda: family.build(fcfg, head, options), tensors, name_of, _head_init(key), source,
+                family.transpose)
 
 
-__all__ = ["load_pretrained", "read_config", "read_tensors", "safetensors_files", "SUPPORTED_MODEL_TYPES"]
+def supported_model_types() -> list[str]:
+  from fedlora.models.families import supported_model_types as s
+  return s()
+
+
+__all__ = ["load_pretrained", "read_config", "read_tensors", "safetensors_files", "supported_model_types"]

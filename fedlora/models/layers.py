@@ -210,3 +210,34 @@ def rope_cos_sin(positions, inv_freq):
 def apply_rope(x, cos, sin):
   """Rotary embedding of `x: [B, L, H, D]` with (cos, sin) from `rope_cos_sin`."""
   return (x * cos + rotate_half(x) * sin).astype(x.dtype)
+
+
+# --- decoder helpers: segment-id masks and the KV cache (shared by the causal-LM families) ----------
+
+def segment_mask(attention_mask, cache=None):
+  """Attention mask `[B, 1, L, S]` from segment ids (0 = padding): causal, same segment, not padding.
+
+  Without a cache S = L and slots are `0..L-1`. With a cache (`{'mask': [B, S], 'index'}`) the L new
+  tokens occupy slots `index..index+L-1`; their segment ids are written into the cache's mask.
+  Returns (mask, (query slots [L], key slots [S]), index, key segment ids [B, S]).
+  """
+  l = attention_mask.shape[1]
+  if cache is None:
+    index = 0
+    kv_seg = attention_mask
+  else:
+    index = cache["index"]
+    kv_seg = jax.lax.dynamic_update_slice(cache["mask"], attention_mask.astype(cache["mask"].dtype),
+                                          (0, index))
+  q_slot = index + jnp.arange(l)
+  k_slot = jnp.arange(kv_seg.shape[1])
+  causal = k_slot[None, :] <= q_slot[:, None]
+  same = (attention_mask[:, :, None] == kv_seg[:, None, :]) & (kv_seg[:, None, :] > 0)
+  return (causal[None] & same)[:, None], (q_slot, k_slot), index, kv_seg
+
+
+def init_kv_cache(num_layers, batch, max_len, num_kv_heads, head_dim, dtype=jnp.float32):
+  """An empty KV cache: k, v `[layers, B, S, Hkv, D]`, segment ids `mask [B, S]` (0), `index` 0."""
+  shape = (num_layers, batch, max_len, num_kv_heads, head_dim)
+  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+          "mask": jnp.zeros((batch, max_len), jnp.int32), "index": jnp.asarray(0, jnp.int32)}

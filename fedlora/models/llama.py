@@ -10,19 +10,25 @@ Module layout (Hugging Face names, so LoRA regexes written for PEFT carry over):
   lm_head                                                        Linear (H -> vocab); None when tied
 
 Pre-norm blocks, rotary embeddings (HF rotate_half convention), causal + padding (+ optional
-sliding-window) mask. No KV cache. Position ids default to `cumsum(attention_mask) - 1` (clipped at
-0), so left padding does not shift positions; for right padding this equals `0..L-1`.
+sliding-window) mask. Position ids default to `cumsum(attention_mask > 0) - 1` (clipped at 0), so
+left padding does not shift positions; for right padding this equals `0..L-1`.
+
+`attention_mask` holds segment ids: 0 = padding, and a token attends only to earlier tokens of the
+same segment (`1` everywhere = the usual padding mask; `1, 1, 2, 2, 2` = two packed examples; pass
+their per-segment `position_ids`). An optional KV cache (`init_cache`, see `fedlora.models.generate`)
+makes incremental decoding one token at a time.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from fedlora.models.layers import (Embed, Linear, RMSNorm, activation, apply_rope, dot_product_attention,
-                                   rope_cos_sin, rope_inv_freq, site_key)
+                                   init_kv_cache, rope_cos_sin, rope_inv_freq, segment_mask, site_key)
 
 CAUSAL_LM_TYPES = ("llama", "mistral", "qwen2")
 ROPE_TYPES = ("default", "linear", "llama3")
@@ -136,14 +142,23 @@ class LlamaAttention(nnx.Module):
     self.num_kv_heads = cfg.num_key_value_heads
     self.head_dim = d
 
-  def __call__(self, x, cos, sin, mask, key=None):
+  def __call__(self, x, cos, sin, mask, key=None, cache=None):
+    """x `[B, L, H]`; mask `[B, 1, L, S]`; cache None or (k, v `[B, S, Hkv, D]`, index) -> out
+    (and the updated (k, v) when a cache is given: this step's keys/values written at `index`)."""
     b, l, _ = x.shape
     q = self.q_proj(x, key=site_key(key, _S_Q)).reshape(b, l, self.num_heads, self.head_dim)
     k = self.k_proj(x, key=site_key(key, _S_K)).reshape(b, l, self.num_kv_heads, self.head_dim)
     v = self.v_proj(x, key=site_key(key, _S_V)).reshape(b, l, self.num_kv_heads, self.head_dim)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    new = None
+    if cache is not None:
+      ck, cv, index = cache
+      k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, index, 0, 0))
+      v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, index, 0, 0))
+      new = (k, v)
     ctx = dot_product_attention(q, k, v, mask).reshape(b, l, self.num_heads * self.head_dim)
-    return self.o_proj(ctx, key=site_key(key, _S_O))
+    out = self.o_proj(ctx, key=site_key(key, _S_O))
+    return out if cache is None else (out, new)
 
 
 class LlamaMLP(nnx.Module):
@@ -169,13 +184,19 @@ class LlamaDecoderLayer(nnx.Module):
     self.mlp = LlamaMLP(cfg, rngs=rngs)
     self.sliding_window = cfg.sliding_windows[layer_idx] if cfg.sliding_windows else None
 
-  def __call__(self, x, cos, sin, mask, key=None):
+  def __call__(self, x, cos, sin, mask, key=None, cache=None, slots=None):
+    """slots: (query slots `[L]`, key slots `[S]`) for the sliding window (default `0..L-1`)."""
     if self.sliding_window is not None:
-      l = x.shape[1]
-      qi, ki = jnp.arange(l)[:, None], jnp.arange(l)[None, :]
+      if slots is None:
+        slots = (jnp.arange(x.shape[1]), jnp.arange(x.shape[1]))
+      qi, ki = slots[0][:, None], slots[1][None, :]
       mask = mask & (qi - ki < self.sliding_window)
-    x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, key)
-    return x + self.mlp(self.post_attention_layernorm(x), key)
+    if cache is None:
+      x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, key)
+      return x + self.mlp(self.post_attention_layernorm(x), key)
+    a, new = self.self_attn(self.input_layernorm(x), cos, sin, mask, key, cache)
+    x = x + a
+    return x + self.mlp(self.post_attention_layernorm(x), key), new
 
 
 class LlamaModel(nnx.Module):
@@ -188,20 +209,25 @@ class LlamaModel(nnx.Module):
     self.rope_type = cfg.rope_type
     self.rope_params = cfg.rope_params
 
-  def __call__(self, input_ids, attention_mask, *, position_ids=None, key=None):
-    """-> final hidden states `[B, L, H]` (after the last RMSNorm)."""
-    valid = attention_mask > 0
+  def __call__(self, input_ids, attention_mask, *, position_ids=None, key=None, cache=None):
+    """-> final hidden states `[B, L, H]` (after the last RMSNorm), and the new cache if one is given."""
     if position_ids is None:
-      position_ids = jnp.maximum(jnp.cumsum(valid.astype(jnp.int32), axis=1) - 1, 0)
-    l = input_ids.shape[1]
-    causal = jnp.tril(jnp.ones((l, l), bool))
-    mask = causal[None, None] & valid[:, None, None, :]  # [B, 1, L, L]
+      position_ids = jnp.maximum(jnp.cumsum((attention_mask > 0).astype(jnp.int32), axis=1) - 1, 0)
+    mask, slots, index, kv_seg = segment_mask(attention_mask, cache)
     inv = rope_inv_freq(self.head_dim, self.rope_theta, self.rope_type, **dict(self.rope_params))
     cos, sin = rope_cos_sin(position_ids, inv)
     x = self.embed_tokens(input_ids)
+    if cache is None:
+      for i, layer in enumerate(self.layers):
+        x = layer(x, cos, sin, mask, site_key(key, i))
+      return self.norm(x)
+    ks, vs = [], []
     for i, layer in enumerate(self.layers):
-      x = layer(x, cos, sin, mask, site_key(key, i))
-    return self.norm(x)
+      x, (k, v) = layer(x, cos, sin, mask, site_key(key, i), (cache["k"][i], cache["v"][i], index), slots)
+      ks.append(k)
+      vs.append(v)
+    new = {"k": jnp.stack(ks), "v": jnp.stack(vs), "mask": kv_seg, "index": index + input_ids.shape[1]}
+    return self.norm(x), new
 
 
 class LlamaForCausalLM(nnx.Module):
@@ -213,10 +239,50 @@ class LlamaForCausalLM(nnx.Module):
     self.lm_head = (None if cfg.tie_word_embeddings
                     else Linear(cfg.hidden_size, cfg.vocab_size, use_bias=False, rngs=rngs))
 
-  def __call__(self, input_ids, attention_mask, *, position_ids=None, key=None):
-    """input_ids, attention_mask `[B, L]` int32 -> logits `[B, L, vocab]` float32."""
-    h = self.model(input_ids, attention_mask, position_ids=position_ids,
-                   key=site_key(key, 0))
+  def init_cache(self, batch: int, max_len: int, dtype=jnp.float32):
+    """An empty KV cache for `batch` sequences of up to `max_len` tokens."""
+    c = self.config
+    return init_kv_cache(c.num_hidden_layers, batch, max_len, c.num_key_value_heads, c.head_dim, dtype)
+
+  def __call__(self, input_ids, attention_mask, *, position_ids=None, key=None, cache=None):
+    """input_ids, attention_mask (segment ids) `[B, L]` int32 -> logits `[B, L, vocab]` float32;
+    with `cache`, -> (logits, updated cache)."""
+    out = self.model(input_ids, attention_mask, position_ids=position_ids, key=site_key(key, 0),
+                     cache=cache)
+    h, new = out if cache is not None else (out, None)
     if self.lm_head is None:
-      return self.model.embed_tokens.attend(h)
-    return self.lm_head(h, key=site_key(key, 1))
+      logits = self.model.embed_tokens.attend(h)
+    else:
+      logits = self.lm_head(h, key=site_key(key, 1))
+    return logits if cache is None else (logits, new)
+
+
+# ---- the family declaration (see fedlora.models.families) ---------------------------------------------
+
+def _llama_namer(tensors, options):
+  from fedlora.models.families import LEAF_NAMES, dotted, find_prefix
+  prefix = find_prefix(tensors, "embed_tokens.weight", ("model.", ""))
+
+  def name_of(path):
+    module = dotted(path[:-1])
+    if path[0] == "model":
+      module = prefix + module[len("model."):]
+    return module + "." + LEAF_NAMES[path[-1]]
+  return name_of
+
+
+def _llama_build(cfg: LlamaConfig, head: str, options: dict):
+  return LlamaForCausalLM(cfg, rngs=nnx.Rngs(0))
+
+
+def _family():
+  from fedlora.models.families import Family, default_pad_token_id, transpose_kernels
+  return Family(
+      name="llama", model_types=CAUSAL_LM_TYPES, heads=("causal_lm",),
+      parse_config=LlamaConfig.from_dict, build=_llama_build, tensor_namer=_llama_namer,
+      transpose=transpose_kernels, tied_embeddings=lambda c: c.tie_word_embeddings,
+      embedding_path="model/embed_tokens/embedding", head_paths=(),
+      lora_targets=("self_attn/(q_proj|v_proj)",), pad_token_id=default_pad_token_id)
+
+
+FAMILY = _family()

@@ -58,3 +58,51 @@ def make_eval(parts: ModelParts, batch_size: int):
                 prep(arrays["labels"]), weight)
     return {k: float(v) for k, v in out.items()}
   return evaluate
+
+
+# ---- the task declaration (see fedlora.tasks.base) -----------------------------------------------------
+
+POOLINGS = ("mean", "cls")
+SOURCES = ("bbcnews", "csv", "json", "parquet", "disk")
+
+
+def validate_config(c) -> None:
+  """Classification keys: model.pooling, data.source (+ data.path), text/label columns."""
+  from fedlora.utils.validate import ConfigError
+  if c.model.pooling not in POOLINGS:
+    raise ConfigError(f"config.model.pooling={c.model.pooling!r} is not allowed: one of {POOLINGS}")
+  if c.data.source not in SOURCES:
+    raise ConfigError(f"config.data.source={c.data.source!r} is not allowed: one of {SOURCES}")
+
+
+def prepare_data(config, tokenizer, hf_config):
+  """Dataset (with the optional stratified `data.max_examples` subset) -> split -> tokenise -> clients."""
+  from fedlora.data.clients import prepare_federated_data
+  from fedlora.data.sources import load_dataset_with_report
+  from fedlora.data.split import split_indices
+  from fedlora.tasks.base import TaskData
+  ds, dropped = load_dataset_with_report(config.data)
+  if config.data.max_examples and config.data.max_examples < len(ds):
+    labels = np.asarray(ds["label"])
+    _, keep = split_indices(labels, config.data.max_examples / len(ds), config.data.split_seed)
+    ds = ds.select(np.sort(keep))
+  fd = prepare_federated_data(config.data, tokenizer, ds=ds)
+  return TaskData(fd.clients, fd.test, {"label_names": fd.label_names, "histogram": fd.histogram,
+                                        "parts": fd.parts, "data_dropped": dropped})
+
+
+def _task():
+  from fedlora.tasks.base import Task, nothing_after_training
+  return Task(
+      name="classification", head="classifier",
+      batch={"input_ids": "[B, L] int32", "attention_mask": "[B, L] int32 (1 = token, 0 = pad)",
+             "labels": "[B] int32"},
+      validate=validate_config, prepare_data=prepare_data,
+      model_kwargs=lambda config, data: {"num_labels": len(data.info["label_names"]),
+                                         "pooling": config.model.pooling},
+      make_loss=lambda parts, config, penalty, weight: make_loss(parts, penalty, weight),
+      make_eval=lambda parts, config, data, tokenizer: make_eval(parts, config.eval.batch_size),
+      headline="accuracy", after_training=nothing_after_training)
+
+
+TASK = _task()

@@ -1,43 +1,123 @@
-"""Orbax checkpoints of the whole run state (a PyTree of arrays), resumable bit-for-bit.
+"""Orbax checkpoints of the whole run state (a PyTree of arrays), resumable bit-for-bit on any mesh.
 
 Every random draw of a round is derived from `(seed, round)`, so restoring the state saved after round t
-and continuing gives exactly the uninterrupted run.
+and continuing gives exactly the uninterrupted run. Each step holds two items: `state` (the PyTree) and
+`run` (JSON: the config fingerprint and the round). Restoring:
+- reads `run` first: a step written by another config is a fingerprint mismatch, named as such;
+- restores `state` to host memory in the shapes and dtypes of a freshly initialised state of the new
+  run (`like`), then places every leaf as `like`'s is placed (its sharding when committed, the default
+  device otherwise), so a run saved on one mesh (1-D, 2-D, one device) resumes on any other;
+- a step that cannot be read (corrupt or partial files) is reported, moved to
+  `<workdir>/checkpoints_corrupt/` (kept, not deleted) and the previous step is tried.
+Saving defers Ctrl-C until the step is complete, so the newest step is always whole.
 """
 from __future__ import annotations
 
 import os
+import shutil
+import time
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from fedlora.run.errors import RunError, warn
+from fedlora.run.fingerprint import describe_differences, differences
+from fedlora.run.interrupt import deferred_sigint
+
+
+def _host(x):
+  """Restore target of one leaf: host numpy of `x`'s shape and dtype (placed afterwards by `_place`)."""
+  return np.zeros(np.shape(x), np.asarray(x).dtype if not isinstance(x, jax.Array) else x.dtype)
+
+
+def _place(like, value):
+  """`value` placed the way the fresh run placed `like`: same sharding for a committed jax.Array (any
+  mesh), the default device (uncommitted, free to follow jit) otherwise, numpy for numpy."""
+  if not isinstance(like, jax.Array):
+    return value
+  if getattr(like, "committed", True):
+    return jax.device_put(value, like.sharding)
+  return jax.numpy.asarray(value)
 
 
 class Checkpointer:
-  """Thin wrapper over `ocp.CheckpointManager` for one run folder (`<workdir>/checkpoints`)."""
+  """`ocp.CheckpointManager` for one run folder (`<workdir>/checkpoints`), tagged with a fingerprint."""
 
-  def __init__(self, workdir: str, keep: int):
-    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-    self._mgr = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+  def __init__(self, workdir: str, keep: int, fingerprint: dict | None = None):
+    self.workdir = os.path.abspath(workdir)
+    self.directory = os.path.join(self.workdir, "checkpoints")
+    self.keep = keep
+    self.fingerprint = fingerprint
+    self._mgr = self._open()
+
+  def _open(self):
+    return ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True))
 
   def latest_step(self) -> int | None:
     return self._mgr.latest_step()
 
+  def steps(self) -> list[int]:
+    return sorted(self._mgr.all_steps())
+
   def save(self, step: int, state) -> None:
-    self._mgr.save(step, args=ocp.args.StandardSave(state))
-    self._mgr.wait_until_finished()
+    run = {"round": int(step), "fingerprint": self.fingerprint}
+    with deferred_sigint():
+      self._mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                   run=ocp.args.JsonSave(run)))
+      self._mgr.wait_until_finished()
+
+  def _check_fingerprint(self, step: int) -> None:
+    meta = self._mgr.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore()))["run"]
+    fp = meta.get("fingerprint") or {}
+    if self.fingerprint is not None and fp.get("hash") != self.fingerprint["hash"]:
+      diff = differences(fp.get("items", {}), self.fingerprint["items"])
+      raise RunError(
+          f"checkpoint {self.directory}/{step} was written by a different config (fingerprint "
+          f"{fp.get('hash')} != {self.fingerprint['hash']}); differing keys (checkpoint -> this "
+          f"command): {describe_differences(diff)}. Use a new --config.workdir, or the config that "
+          "wrote it")
 
   def restore(self, step: int, like):
-    """Restores into the structure/dtypes of `like` (a state of the same run).
-
-    Raises ValueError naming the folder when the checkpoint does not fit this config.
-    """
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
+    """The state of `step`, restored onto the shapes/dtypes/shardings of `like` (a fresh state of
+    this run). RunError for a step of another config; other exceptions for unreadable files."""
+    if self.fingerprint is not None:
+      self._check_fingerprint(step)
+    target = jax.tree_util.tree_map(_host, like)
     try:
-      return self._mgr.restore(step, args=ocp.args.StandardRestore(abstract))
-    except Exception as e:  # orbax raises several types for structure/shape mismatches
-      raise ValueError(
-          f"checkpoint {self.directory}/{step} does not match this config ({type(e).__name__}: "
-          f"{str(e)[:300]}); use a fresh --config.workdir or the config that wrote it") from e
+      out = self._mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+    except (ValueError, KeyError, TypeError) as e:
+      if self.fingerprint is None:
+        raise RunError(f"checkpoint {self.directory}/{step} does not match this run's state "
+                       f"({type(e).__name__}: {str(e)[:300]}); use a new --config.workdir") from e
+      raise
+    return jax.tree_util.tree_map(_place, like, out["state"])
+
+  def restore_latest(self, like) -> tuple[int, object]:
+    """`(step, state)` of the newest readable step, `(0, like)` when there is none.
+
+    An unreadable step is reported, moved to `checkpoints_corrupt/` and the previous one is tried; a
+    step of another config raises RunError (never a fallback)."""
+    while True:
+      steps = self.steps()
+      if not steps:
+        return 0, like
+      step = steps[-1]
+      try:
+        return step, self.restore(step, like)
+      except RunError:
+        raise
+      except Exception as e:  # noqa: BLE001 - any read failure of this step's files
+        dest = os.path.join(self.workdir, "checkpoints_corrupt", f"{step}-{int(time.time())}")
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        self._mgr.close()
+        shutil.move(os.path.join(self.directory, str(step)), dest)
+        self._mgr = self._open()
+        prev = [s for s in steps if s < step]
+        warn(f"checkpoint {self.directory}/{step} is unreadable ({type(e).__name__}: "
+             f"{' '.join(str(e).split())[:200]}); moved it to {dest} and "
+             + (f"falling back to step {prev[-1]}" if prev else "starting from round 0 (no other step)"))
 
   def close(self) -> None:
     self._mgr.close()

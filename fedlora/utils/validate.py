@@ -1,13 +1,15 @@
 """Config validation before any training: every bad value is named together with what is allowed."""
 from __future__ import annotations
 
+import codecs
 import importlib
 import os
+import re
 
-SOURCES = ("bbcnews", "csv", "json", "parquet", "disk")
 PARTITIONS = ("iid", "dirichlet", "quantity")
-POOLINGS = ("mean", "cls")
 OPTIMIZERS = ("adamw", "sgd")
+RESUME_MODES = ("auto", "never", "must")  # semantics: fedlora/run/workdir.py
+NONFINITE_MODES = ("stop", "skip")  # semantics: fedlora/fed/guard.py
 
 
 class ConfigError(ValueError):
@@ -33,7 +35,11 @@ def resolve_model_path(model_cfg) -> str:
     if not os.path.isdir(model_cfg.path):
       raise ConfigError(f"config.model.path={model_cfg.path!r}: no such folder (expected a local "
                         "Hugging Face-format folder with config.json and *.safetensors)")
+    _check_model_folder(model_cfg.path, "config.model.path")
     return model_cfg.path
+  if not model_cfg.get("package"):
+    raise ConfigError("config.model.path is empty: give the local Hugging Face-format model folder "
+                      "(config.json, *.safetensors and the tokenizer files), e.g. --config.model.path=/data/Qwen2.5-0.5B")
   try:
     mod = importlib.import_module(model_cfg.package)
   except ImportError:
@@ -41,17 +47,43 @@ def resolve_model_path(model_cfg) -> str:
                       "config.model.path is empty: give a model folder or install the package") from None
   if not hasattr(mod, "get_model_path"):
     raise ConfigError(f"config.model.package={model_cfg.package!r} has no get_model_path()")
-  return str(mod.get_model_path())
+  path = str(mod.get_model_path())
+  _check_model_folder(path, f"config.model.package={model_cfg.package!r}'s model")
+  return path
+
+
+def _check_model_folder(path: str, what: str) -> None:
+  """config.json present and valid, before the tokenizer or any weights are read."""
+  from fedlora.models.hf_loading import read_config
+  try:
+    read_config(path)
+  except (FileNotFoundError, ValueError) as e:
+    raise ConfigError(f"{what}: {e} (expected a local Hugging Face-format folder with config.json, "
+                      "tokenizer files and *.safetensors)") from None
+
+
+def _is_codec(name) -> bool:
+  try:
+    codecs.lookup(name)
+    return True
+  except (LookupError, TypeError):
+    return False
 
 
 def validate(c) -> None:
   """Raises ConfigError on the first bad value. Data-dependent checks (columns, clients vs
   examples) happen when the data is loaded, still before any training."""
   _int(c, "seed", 0)
-  _check(isinstance(c.workdir, str) and c.workdir != "", "workdir", c.workdir, "a non-empty path")
-  _check(c.model.pooling in POOLINGS, "model.pooling", c.model.pooling, f"one of {POOLINGS}")
+  _check(isinstance(c.name, str) and re.fullmatch(r"[A-Za-z0-9_.+-]+", c.name) is not None, "name",
+         c.name, "letters, digits and _ . + - (it names the default workdir)")
+  _check(isinstance(c.workdir, str), "workdir", c.workdir, "a path ('' = runs/<name>-<method>-s<seed>)")
+  _check(c.resume in RESUME_MODES, "resume", c.resume, f"one of {RESUME_MODES}")
+  _check(isinstance(c.debug, bool), "debug", c.debug, "True or False")
+  _check(_is_codec(c.data.encoding), "data.encoding", c.data.encoding,
+         "a Python codec name such as 'utf-8', 'latin-1', 'cp1252', 'utf-16'")
+  _check(c.fed.nonfinite in NONFINITE_MODES, "fed.nonfinite", c.fed.nonfinite,
+         f"one of {NONFINITE_MODES}")
   _int(c, "model.num_layers", 0)
-  _check(c.data.source in SOURCES, "data.source", c.data.source, f"one of {SOURCES}")
   if c.data.source != "bbcnews":
     _check(bool(c.data.path) and os.path.exists(c.data.path), "data.path", c.data.path,
            f"an existing file or folder for data.source={c.data.source!r}")
@@ -77,3 +109,5 @@ def validate(c) -> None:
   _int(c, "checkpoint.every", 1)
   _int(c, "checkpoint.keep", 1)
   _int(c, "mesh.num_devices", 0)
+  from fedlora.tasks import get_task, task_name  # the task checks its own keys (model head, data columns)
+  get_task(task_name(c)).validate(c)

@@ -1,0 +1,122 @@
+"""Model families as plug-ins: each family declares, in its own model file, everything the loader,
+the LoRA set-up and the tasks need to know about it, as one `Family` value named `FAMILY`.
+
+Adding a family = one new file `fedlora/models/<name>.py` (the Flax NNX module + its `FAMILY`) and
+its test; this registry finds it by scanning the `fedlora.models` package for modules that define
+`FAMILY` (nothing else to edit). `family_for(model_type)` raises a ValueError naming the supported
+`model_type` values.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any, Callable, NamedTuple
+
+
+class Family(NamedTuple):
+  """One model family (e.g. Llama/Mistral/Qwen2, GPT-2, BERT/RoBERTa).
+
+  name: registry name. model_types: the `config.json` `model_type` values it loads.
+  heads: the heads it can build: 'classifier' (sequence classification) and/or 'causal_lm'.
+  parse_config: HF `config.json` dict -> the family's frozen config dataclass (validates, clear errors).
+  build: (family config, head, options dict) -> nnx.Module (called under `nnx.eval_shape`); options
+    holds `num_labels`, `pooling`, `hidden_dropout` for classifier heads.
+  tensor_namer: (tensors dict, options dict) -> name_of(path tuple) -> checkpoint tensor name, or None
+    for a parameter the checkpoint does not hold (a new head: initialised N(0, 0.02) / zero bias);
+    options also holds `source` (the checkpoint file or folder, for messages).
+  transpose: path tuple -> whether the stored tensor is `[out, in]` (PyTorch `Linear`) and must be
+    transposed to our `[in, out]` kernel (GPT-2's `Conv1D` is already `[in, out]`).
+  tied_embeddings: family config -> True when the output projection is the input embedding.
+  embedding_path: '/'-path of the token embedding table. head_paths: substrings of the paths of a
+    freshly initialised (trainable) task head, e.g. ('classifier',); () for causal LMs.
+  lora_targets: default `lora.targets` regexes (over '/'-joined Linear paths).
+  pad_token_id: (HF config dict, tokenizer or None) -> the id used to pad (decoder LMs without a pad
+    token pad with EOS; padding is masked out of attention and loss, so its value never matters).
+  """
+  name: str
+  model_types: tuple
+  heads: tuple
+  parse_config: Callable[[dict], Any]
+  build: Callable[[Any, str, dict], Any]
+  tensor_namer: Callable[[dict, dict], Callable[[tuple], str | None]]
+  transpose: Callable[[tuple], bool]
+  tied_embeddings: Callable[[Any], bool]
+  embedding_path: str
+  head_paths: tuple
+  lora_targets: tuple
+  pad_token_id: Callable[[dict, Any], int]
+
+
+_REGISTRY: dict[str, Family] = {}
+
+
+def _discover() -> dict[str, Family]:
+  if not _REGISTRY:
+    import fedlora.models as pkg
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+      mod = importlib.import_module(f"fedlora.models.{info.name}")
+      fam = getattr(mod, "FAMILY", None)
+      if isinstance(fam, Family):
+        clash = [t for t in fam.model_types for f in _REGISTRY.values() if t in f.model_types]
+        if fam.name in _REGISTRY or clash:
+          raise ValueError(f"model family {fam.name!r} ({info.name}.py) clashes with a registered one "
+                           f"(name or model_type {clash})")
+        _REGISTRY[fam.name] = fam
+  return _REGISTRY
+
+
+def families() -> dict[str, Family]:
+  """All registered families by name."""
+  return dict(_discover())
+
+
+def supported_model_types() -> list[str]:
+  return [t for f in _discover().values() for t in f.model_types]
+
+
+def family_for(model_type: str | None, where: str = "config.json") -> Family:
+  """The family loading `model_type`; ValueError naming the supported ones otherwise."""
+  for f in _discover().values():
+    if model_type in f.model_types:
+      return f
+  raise ValueError(f"model_type={model_type!r} in {where!r} is not supported; supported: "
+                   f"{supported_model_types()}")
+
+
+def default_pad_token_id(hf_cfg: dict, tokenizer=None) -> int:
+  """tokenizer pad -> config pad -> tokenizer/config EOS -> 0 (decoder LMs usually have no pad)."""
+  cands = []
+  if tokenizer is not None:
+    cands += [getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)]
+  eos = hf_cfg.get("eos_token_id")
+  cands += [hf_cfg.get("pad_token_id"), eos[0] if isinstance(eos, list) and eos else eos]
+  for c in cands:
+    if isinstance(c, int) and c >= 0:
+      return c
+  return 0
+
+
+# ---- helpers the family files share -------------------------------------------------------------------
+
+LEAF_NAMES = {"kernel": "weight", "bias": "bias", "scale": "weight", "embedding": "weight"}
+
+
+def find_prefix(tensors: dict, anchor: str, candidates: tuple[str, ...]) -> str:
+  """The name prefix ('', 'bert.', 'model.', ...) under which `anchor` is stored."""
+  for p in candidates:
+    if p + anchor in tensors:
+      return p
+  hits = sorted(k[: -len(anchor)] for k in tensors if k.endswith("." + anchor))
+  if hits:
+    return hits[0]
+  return candidates[0]
+
+
+def dotted(path: tuple) -> str:
+  """('model', 'layers', 0, 'mlp') -> 'model.layers.0.mlp'."""
+  return ".".join(str(p) for p in path)
+
+
+def transpose_kernels(path: tuple) -> bool:
+  """PyTorch `nn.Linear` stores `[out, in]`: every `kernel` is transposed."""
+  return path[-1] == "kernel"

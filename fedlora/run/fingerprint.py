@@ -1,0 +1,74 @@
+"""The run fingerprint: a hash of every config value that shapes the results.
+
+Keys that may change when a run is resumed (how long it runs, how often it evaluates or saves, where
+and on what mesh it runs, how it reports) are listed once, in `RESUMABLE_KEYS` (`a.*` = a whole
+section). Everything else — model, data, LoRA, method, optimiser, seed, channel, ... including keys
+added later — is part of the fingerprint, so a workdir's results always belong to its config.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+
+RESUMABLE_KEYS = (
+    "workdir",        # where the run lives (moving a workdir is fine)
+    "resume",         # the resume policy itself
+    "debug",          # tracebacks
+    "progress",       # progress bar
+    "fed.rounds",     # more rounds = continue; fewer than finished is refused (see fedlora.run.workdir)
+    "eval.every",     # evaluation does not change the training state
+    "eval.batch_size",
+    "checkpoint.*",   # how often / how many checkpoints
+    "mesh.*",         # devices the clients are mapped over (resume restores onto any mesh)
+)
+
+
+def flatten(tree, prefix: str = "") -> dict:
+  """`{'a.b.c': value}` of a nested dict / ConfigDict, values made JSON-plain (tuples -> lists)."""
+  if hasattr(tree, "to_dict"):
+    tree = tree.to_dict()
+  out = {}
+  for k, v in tree.items():
+    key = f"{prefix}{k}"
+    if hasattr(v, "to_dict") or isinstance(v, dict):
+      out.update(flatten(v, key + "."))
+    else:
+      out[key] = json.loads(json.dumps(v, default=str))  # tuple -> list, inf stays inf
+  return out
+
+
+def is_resumable(key: str) -> bool:
+  return any(fnmatch.fnmatchcase(key, pat) for pat in RESUMABLE_KEYS)
+
+
+def fingerprint_items(config) -> dict:
+  """The flattened config minus `RESUMABLE_KEYS`."""
+  return {k: v for k, v in sorted(flatten(config).items()) if not is_resumable(k)}
+
+
+def fingerprint_hash(items: dict) -> str:
+  return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fingerprint(config) -> dict:
+  """`{'hash': 16 hex digits, 'items': {key: value}}`, what `fingerprint.json` and checkpoints hold."""
+  items = fingerprint_items(config)
+  return {"hash": fingerprint_hash(items), "items": items}
+
+
+_ABSENT = "<absent>"
+
+
+def differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
+  """`[(key, old value, new value)]` of two fingerprints' items (a missing key shows as <absent>)."""
+  keys = sorted(set(old) | set(new))
+  return [(k, old.get(k, _ABSENT), new.get(k, _ABSENT)) for k in keys
+          if old.get(k, _ABSENT) != new.get(k, _ABSENT)]
+
+
+def describe_differences(diff, limit: int = 12) -> str:
+  parts = [f"{k}: {o!r} -> {n!r}" for k, o, n in diff[:limit]]
+  if len(diff) > limit:
+    parts.append(f"... and {len(diff) - limit} more")
+  return "; ".join(parts)

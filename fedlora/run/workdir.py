@@ -1,0 +1,137 @@
+"""What a workdir holds and whether this config may run in it (before anything is written).
+
+A workdir holds one run: `fingerprint.json` (see `fedlora.run.fingerprint`), `config.json`,
+`metrics.jsonl`, `summary.json`, plots and `checkpoints/` (each step stores the fingerprint too).
+`config.resume` decides what happens when the command is run again:
+
+  auto   (default) resume when the workdir holds a run with the same fingerprint, start fresh when it
+         holds none, refuse when it holds a run of a different config.
+  never  start fresh; refuse when the workdir already holds a run (results are never overwritten).
+  must   resume; refuse when the workdir holds no checkpoint of this config.
+
+A refusal names the differing keys (old -> new) and happens before anything in the workdir is
+touched. An empty `workdir` means `runs/<name>-<method>-s<seed>` (`default_workdir`), so runs that
+differ in config name, method or seed never share a folder. Lowering `fed.rounds` below the last
+checkpointed round is refused: the summary of a shorter run cannot be derived from a longer one.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+from fedlora.run.errors import RunError
+from fedlora.run.fingerprint import (RESUMABLE_KEYS, describe_differences, differences, fingerprint,
+                                     fingerprint_hash, fingerprint_items)
+from fedlora.run.lock import WorkdirLock
+from fedlora.utils.files import write_json_atomic
+
+RESUME_MODES = ("auto", "never", "must")
+FINGERPRINT_FILE = "fingerprint.json"
+RUN_FILES = (FINGERPRINT_FILE, "metrics.jsonl", "summary.json")
+
+
+def default_workdir(config) -> str:
+  return os.path.join("runs", f"{config.name}-{config.method.name}-s{config.seed}")
+
+
+def resolve_workdir(config) -> str:
+  """Sets an empty `config.workdir` to `default_workdir(config)` and returns it."""
+  if not config.workdir:
+    config.workdir = default_workdir(config)
+  return config.workdir
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+  """Finished checkpoint steps (orbax names them by the step; unfinished ones carry a tmp suffix)."""
+  d = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(d):
+    return []
+  return sorted(int(n) for n in os.listdir(d) if n.isdigit() and os.path.isdir(os.path.join(d, n)))
+
+
+def existing_run(workdir: str) -> list[str]:
+  """What of a run the workdir holds (file names, 'checkpoints/<step>'); [] for none."""
+  found = [f for f in RUN_FILES if os.path.exists(os.path.join(workdir, f))]
+  return found + [f"checkpoints/{s}" for s in checkpoint_steps(workdir)]
+
+
+def read_fingerprint(workdir: str) -> dict:
+  """The stored fingerprint; from `config.json` for workdirs written before fingerprints existed."""
+  path = os.path.join(workdir, FINGERPRINT_FILE)
+  src = path if os.path.exists(path) else os.path.join(workdir, "config.json")
+  try:
+    with open(src) as f:
+      data = json.load(f)
+  except FileNotFoundError:
+    raise RunError(f"workdir {workdir!r} holds results ({', '.join(existing_run(workdir))}) but no "
+                   f"{FINGERPRINT_FILE} or config.json saying which config produced them; use a new "
+                   "--config.workdir") from None
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise RunError(f"{src!r} is not valid JSON ({e}); the workdir's config cannot be checked: use a "
+                   "new --config.workdir") from None
+  if src == path:
+    return data
+  items = fingerprint_items(data)
+  return {"hash": fingerprint_hash(items), "items": items}
+
+
+def check_workdir(config, fp: dict) -> None:
+  """Raises RunError when `config` may not run in `config.workdir` under `config.resume`."""
+  w, mode = config.workdir, config.resume
+  found = existing_run(w)
+  if mode == "never" and found:
+    raise RunError(f"config.resume='never' but workdir {w!r} already holds a run ({', '.join(found)}); "
+                   "use a new or empty --config.workdir (results are never overwritten)")
+  if not found:
+    if mode == "must":
+      raise RunError(f"config.resume='must' but workdir {w!r} holds no run to resume; check the "
+                     "workdir, or use --config.resume=auto to start a fresh run there")
+    return
+  old = read_fingerprint(w)
+  if old.get("hash") != fp["hash"]:
+    diff = differences(old.get("items", {}), fp["items"])
+    raise RunError(
+        f"workdir {w!r} holds a run of a different config (fingerprint {old.get('hash')} != "
+        f"{fp['hash']}); differing keys (workdir -> this command): {describe_differences(diff)}. "
+        "Nothing was written. Use a new --config.workdir (or leave workdir empty for "
+        f"runs/<name>-<method>-s<seed>), or rerun with the workdir's config (see its config.json). "
+        f"Only {', '.join(RESUMABLE_KEYS)} may change on resume; --config.resume=auto|never|must "
+        "chooses between resume-if-compatible, fresh-only and resume-only")
+  steps = checkpoint_steps(w)
+  if mode == "must" and not steps:
+    raise RunError(f"config.resume='must' but workdir {w!r} has no checkpoint to resume")
+  if steps and steps[-1] > config.fed.rounds:
+    raise RunError(
+        f"workdir {w!r} has finished round {steps[-1]} but config.fed.rounds={config.fed.rounds}: "
+        f"its state after round {config.fed.rounds} is not kept, so a {config.fed.rounds}-round "
+        f"summary cannot be derived from it. Use --config.fed.rounds={steps[-1]} (or more) to "
+        f"summarise or continue it, or a new --config.workdir for a {config.fed.rounds}-round run")
+
+
+@contextlib.contextmanager
+def open_workdir(config):
+  """Creates the workdir, holds its lock and checks it may be used; yields the fingerprint.
+
+  Raises OSError (unwritable folder) or RunError (in use, other config, resume policy) before any
+  file of the run is written."""
+  fp = fingerprint(config)
+  try:
+    os.makedirs(config.workdir, exist_ok=True)
+    lock = WorkdirLock(config.workdir).acquire()
+  except OSError as e:
+    raise RunError(f"cannot use --config.workdir={config.workdir!r} ({e.strerror or e}"
+                   f"{': ' + repr(e.filename) if e.filename else ''}); choose a folder you can "
+                   "create and write to") from None
+  try:
+    check_workdir(config, fp)
+    yield fp
+  finally:
+    lock.release()
+
+
+def write_run_files(config, fp: dict) -> None:
+  """config.json and fingerprint.json, each written atomically."""
+  write_json_atomic(os.path.join(config.workdir, "config.json"),
+                    json.loads(config.to_json_best_effort()))
+  write_json_atomic(os.path.join(config.workdir, FINGERPRINT_FILE), fp)

@@ -37,6 +37,7 @@ from fedlora.methods.base import Method, deliver_all, fixed_ratio_plan, no_plot,
 
 ALLOCATIONS = ("default", "tsfa", "fixed")
 BUILTIN = ("ideal", "soft", "topk", "randk", "svd", "ffa")
+METHODS = BUILTIN  # the built-in names (`method_names()` adds any other registered method)
 
 
 class MethodSpec(NamedTuple):

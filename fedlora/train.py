@@ -135,8 +135,32 @@ def init_state(exp: Experiment) -> dict:
   return {"round": np.asarray(0, np.int32), "trainable": exp.parts.trainable,
           "client_states": per_client, "server": exp.round_fns.init_server(exp.parts.trainable),
           "method": exp.method.init_state(exp),
-          "cum_uplink_bits": np.asarray(0.0, np.float64),
-          "cum_downlink_bits": np.asarray(0.0, np.float64)}
+          "cum_bits": {k: np.asarray(0.0, np.float64) for k in BIT_COMPONENTS}}
+
+
+# Bits of a round, by named component (each reported as `<name>_bytes_round` and `cum_<name>_bytes`
+# in metrics.jsonl, `cum_<name>_bytes` in summary.json; new components: add a name and its term):
+#   uplink           payload of the uploads that arrived (what the server aggregates)
+#   uplink_attempted payload of every upload sent, including those dropped at the deadline
+#   profile          importance profiles the clients report for TSFA's next plan (32·r bits each)
+#   downlink         broadcast of the global trainable tree to each sampled client at
+#                    compress.downlink_bits_per_value (+ SCAFFOLD's server variate c at
+#                    compress.bits_per_value; + one-off broadcasts: FFA's frozen A, round 1)
+# SCAFFOLD's Δc_i upload is part of each client's payload (`uplink`, `uplink_attempted`).
+BIT_COMPONENTS = ("uplink", "uplink_attempted", "profile", "downlink")
+
+
+def round_bits(exp: Experiment, t: int, bits, delivered, sent=None) -> dict:
+  """`{component: bits}` of round t (floats); `bits [K]` payloads, `delivered [K]` in {0, 1},
+  `sent [K]` bool: the client uploaded at all (False for a non-finite client; default all)."""
+  k = int(bits.shape[0])
+  m, drift = exp.method, exp.round_fns.drift
+  sent = jnp.ones(bits.shape, bool) if sent is None else jnp.asarray(sent, bool)
+  return {"uplink": float(jnp.sum(bits * delivered)),
+          "uplink_attempted": float(jnp.sum(jnp.where(sent, bits, 0.0))),
+          "profile": m.profile_bits * k,
+          "downlink": (m.broadcast_bits + drift.downlink_values * drift.bits_per_value) * k
+                      + (m.broadcast_once_bits if t == 1 else 0.0)}
 
 
 def run_round(exp: Experiment, state: dict, t: int) -> tuple[dict, dict]:
@@ -164,27 +188,24 @@ def run_round(exp: Experiment, state: dict, t: int) -> tuple[dict, dict]:
   weights = exp.clients.num_examples[ids].astype(jnp.float32) * delivered
   trainable, server = exp.round_fns.server_phase(state["trainable"], state["server"], out.delta,
                                                  weights, t, out.control_delta)
-  # downlink: the global trainable tree (+ SCAFFOLD's server variate) to every sampled client, fp32
   drift = exp.round_fns.drift
-  down_bits = 32.0 * (lora.tree_size(state["trainable"]) + drift.downlink_values) * ids.shape[0]
-  up_bits = float(jnp.sum(out.bits * delivered))
+  bits = round_bits(exp, t, out.bits, delivered, finite)
+  cum = {k: np.asarray(float(state["cum_bits"][k]) + bits[k]) for k in BIT_COMPONENTS}
   loss, acc = np.asarray(out.metrics["loss"]), np.asarray(out.metrics["acc"])
   new_state = dict(state, round=np.asarray(t, np.int32), trainable=trainable,
-                   client_states=client_states, server=server, method=mstate,
-                   cum_uplink_bits=np.asarray(float(state["cum_uplink_bits"]) + up_bits),
-                   cum_downlink_bits=np.asarray(float(state["cum_downlink_bits"]) + down_bits))
+                   client_states=client_states, server=server, method=mstate, cum_bits=cum)
   record = {
       "round": t, "clients": ids, "client_loss": out.metrics["loss"],
       "train_loss": float(loss[finite].mean()) if finite.any() else float("nan"),
       "train_acc": float(acc[finite].mean()) if finite.any() else float("nan"),
       "nonfinite_clients": nonfinite, "aggregated": int(np.sum(np.asarray(delivered) > 0)),
       "ratio": plan["ratio"], "uplink_bits": out.bits, "delivered": delivered,
-      "uplink_bytes_round": up_bits / 8, "client_lr_scale": float(ctx["lr_scale"]),
+      "client_lr_scale": float(ctx["lr_scale"]),
       "scaffold_uplink_bytes_round": drift.scaffold_bits * float(delivered.sum()) / 8,
-      "downlink_bytes_round": down_bits / 8,
-      "cum_uplink_bytes": float(new_state["cum_uplink_bits"]) / 8,
-      "cum_downlink_bytes": float(new_state["cum_downlink_bits"]) / 8,
   }
+  for k in BIT_COMPONENTS:
+    record[f"{k}_bytes_round"] = bits[k] / 8
+    record[f"cum_{k}_bytes"] = float(cum[k]) / 8
   record.update(wireless)
   return new_state, record
 
@@ -197,7 +218,10 @@ def run(config) -> dict:
   t0 = time.time()
   resolve_workdir(config)
   validate(config)
-  with open_workdir(config) as fp:
+  with open_workdir(config) as fp:  # fingerprint of the config as given (stable across resumes)
+    if config.tsfa.offline.enabled:  # TSFA offline stage: pilot (or its recorded choice) -> r, V, ρ_min
+      from fedlora.tsfa.pilot import offline_stage
+      config = offline_stage(config)
     exp = build(config)
     write_run_files(config, fp)
     return train(exp, fp, t0)
@@ -295,8 +319,9 @@ def write_summary(exp: Experiment, fp: dict, start: int, setup_s: float, t0: flo
       "best_test_balanced_accuracy": max((r.get("test_balanced_accuracy", 0.0) for r in final),
                                          default=None),
       "server": config.server.name,
-      "cum_uplink_bytes": records[-1]["cum_uplink_bytes"] if records else 0.0,
-      "cum_downlink_bytes": records[-1]["cum_downlink_bytes"] if records else 0.0,
+      **{f"cum_{k}_bytes": records[-1].get(f"cum_{k}_bytes", 0.0) if records else 0.0
+         for k in BIT_COMPONENTS},
+      "lora_rank": config.lora.rank,
       "empty_rounds": sum(r.get("aggregated", 1) == 0 for r in records),
       "skipped_clients": sum(len(r.get("nonfinite_clients", [])) for r in records),
       "data_dropped_rows": dict(exp.data_dropped),

@@ -100,10 +100,9 @@ def test_local_training_lowers_the_loss(tiny_exp):
 def test_tsfa_payload_model_equals_soft_bits_on_the_rank_grid(tiny_exp):
   """TSFA plans with bits(ρ) = c0 + c1·ρ; at ρ = m/r that is exactly what SOFT reports."""
   from fedlora.compress import get_compressor
-  from fedlora.methods.uplink import bits_model
   g = tiny_exp.parts.trainable
-  c0, c1 = bits_model(g, 32)
   soft = get_compressor("soft", {})
+  c0, c1 = soft.payload(g)
   delta = jax.tree_util.tree_map(lambda x: 0.01 * jnp.ones_like(x), g)
   r = tiny_exp.config.lora.rank
   for m in (1, 3, r):

@@ -22,9 +22,7 @@ from fedlora.fed.guard import all_finite, guard
 from fedlora.fed.local import make_local_update
 from fedlora.fed.sharding import constrain_clients
 from fedlora.server import ServerOptimizer, build_server
-from fedlora.soft.importance import score_tree
 from fedlora.tasks.label_skew import client_label_counts
-from fedlora.tsfa.bound import normalise_profile
 
 
 class ClientOut(NamedTuple):
@@ -33,7 +31,8 @@ class ClientOut(NamedTuple):
   bits: jax.Array     # uplink payload in bits (compressed update + SCAFFOLD's Δc_i when enabled)
   metrics: dict       # local 'loss', 'first_loss', 'ce', 'acc', 'finite' (see fedlora.fed.guard)
   kept: Any           # compressor diagnostics (e.g. kept-rank masks) or None
-  profile: jax.Array  # [r] sorted normalised importance mass of the full update, pooled over adapters
+  profile: jax.Array  # [r] the compressor's planning profile (CompressOut.profile): sorted normalised
+                      # mass of the scores it selects by, pooled over adapters
   control_delta: Any = None  # SCAFFOLD's Δc_i (trainable-tree structure) or None
 
 
@@ -48,14 +47,6 @@ class RoundFns(NamedTuple):
   init_server: Callable   # trainable -> server state {'opt': optax state, ['control': c]}
   context: Callable       # (server_state, t) -> round-wide client inputs {'lr_scale', ['control']}
   drift: DriftControl     # static drift-control settings (SCAFFOLD bits, downlink size)
-
-
-def pooled_profile(delta) -> jax.Array:
-  """`[r]`: the adapters' sorted normalised importance mass (SOFT's s_i²), mass-weighted over adapters,
-  i.e. what fraction of the update's importance the top-j components carry (TSFA's E_k input)."""
-  scores = [s for s in jax.tree_util.tree_leaves(score_tree(delta)) if s is not None]
-  e = jnp.sort(jnp.square(jnp.stack(scores)), axis=-1)[:, ::-1].sum(0)
-  return jnp.where(e.sum() > 0, normalise_profile(e), 1.0 / e.shape[0])
 
 
 def tree_sub(a, b):
@@ -92,7 +83,7 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
     new_cstate = dict(cstate, compressor=out.state, **dstate)
     finite = (jnp.isfinite(metrics["loss"]) & all_finite(delta) & all_finite(out.delta)
               & all_finite(dc))
-    sent, new_cstate, profile = guard(finite, out.delta, new_cstate, cstate, pooled_profile(delta))
+    sent, new_cstate, profile = guard(finite, out.delta, new_cstate, cstate, out.profile)
     if dc is not None:  # a non-finite client's Δc_i is never applied either
       dc = jax.tree_util.tree_map(lambda x: jnp.where(finite, x, jnp.zeros_like(x)), dc)
     return ClientOut(sent, out.bits + dbits, dict(metrics, finite=finite), out.kept, profile,

@@ -169,7 +169,10 @@ def test_messages_column_plain_and_chat_template(tmp_path):
   cfg = _data_cfg(source="json", path=str(tmp_path / "m.jsonl"), messages_column="messages",
                   partition="iid", num_clients=2, min_examples_per_client=1, max_length=32)
   tok = _tok()
-  tok.chat_template = None  # the tiny tokenizer's template needs jinja2 (not installed): plain rendering
+  # the fixture tokenizer's own jinja template (tests/fixtures/tiny_llama3/chat_template.jinja)
+  assert tok.chat_template and render_messages(conv, tok) == (
+      "<s>user: upper: cat\nassistant: ", "CAT\n")
+  tok.chat_template = None  # and without a template: plain `role: content` rendering
   d = prepare_instruct_data(cfg, tok, pad_id=0, eos_id=2)
   row = d.test["input_ids"][0]
   learned = row[d.test["loss_mask"][0] > 0]

@@ -95,13 +95,14 @@ def worker(spec: dict) -> dict:
   steps = spec["steps"]
   res = {"spec": spec, "build_s": build_s, "chunk": fns.client_chunk or k,
          "chunk_reason": exp.chunk_choice.reason if exp.chunk_choice else "fixed"}
+  ctx = fns.context(fns.init_server(g), 1)  # round-wide client inputs (lr scale, SCAFFOLD's c)
   if spec["mode"] == "vmap":
     ids = jnp.arange(k, dtype=jnp.int32)
     ratios = jnp.ones((k,), jnp.float32)
 
     def call():  # fresh per-client states each call: the trainer's client phase donates them
       st = fns.init_client_states(g, exp.clients.num_clients)
-      return fns.client_phase(g, frozen, exp.clients, ids, key, ratios, st)[0].delta
+      return fns.client_phase(g, frozen, exp.clients, ids, key, ratios, st, ctx)[0].delta
     client_steps = k * steps
   else:
     m = min(k, spec["loop_clients"])
@@ -112,7 +113,7 @@ def worker(spec: dict) -> dict:
     per = [jax.tree_util.tree_map(lambda x: x[c], batches) for c in range(m)]
 
     def call():
-      return [one(g, frozen, per[c], keys[c], jnp.float32(1.0), row)[0].delta for c in range(m)]
+      return [one(g, frozen, per[c], keys[c], jnp.float32(1.0), row, ctx)[0].delta for c in range(m)]
     client_steps = m * steps
     res["loop_measured_clients"] = m
   first, med, all_t = timed(call, repeats=spec["repeats"])

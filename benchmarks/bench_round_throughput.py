@@ -38,12 +38,13 @@ def measure(config, repeats):
   ids = jnp.arange(k, dtype=jnp.int32)
   key = jax.random.PRNGKey(0)
   ratios = jnp.ones((k,), jnp.float32)
-  comp1 = {"comp": exp.method.compressor.init(g)}  # one client's state row
+  comp1 = fns.init_client(g)  # one client's state row
+  ctx = fns.context(fns.init_server(g), 1)
   batches, keys = jax.jit(fns.sample)(key, exp.clients, ids)
 
   def vmapped():  # fresh state rows each call: the client phase donates them
     states = fns.init_client_states(g, exp.clients.num_clients)
-    return fns.client_phase(g, frozen, exp.clients, ids, key, ratios, states)[0].delta
+    return fns.client_phase(g, frozen, exp.clients, ids, key, ratios, states, ctx)[0].delta
 
   one = jax.jit(fns.one_client)
 
@@ -51,7 +52,7 @@ def measure(config, repeats):
     outs = []
     for c in range(k):  # the reference: one client at a time
       b_c = jax.tree_util.tree_map(lambda x: x[c], batches)
-      outs.append(one(g, frozen, b_c, keys[c], ratios[c], comp1)[0].delta)
+      outs.append(one(g, frozen, b_c, keys[c], ratios[c], comp1, ctx)[0].delta)
     return outs
 
   steps = k * config.fed.local_steps

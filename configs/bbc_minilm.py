@@ -37,7 +37,7 @@ def get_config(arg=None):
   c.data.max_examples = 0  # keep a stratified subset of this many examples (0 = all)
   c.data.test_fraction = 0.2  # held-out fraction, stratified by label
   c.data.split_seed = 0  # seed of the deterministic train/test split
-  c.data.partition = "dirichlet"  # 'iid' | 'dirichlet' (label skew) | 'quantity' (size skew)
+  c.data.partition = "dirichlet"  # 'iid' | 'dirichlet' | 'client_dirichlet' (label skew) | 'quantity'
   c.data.dirichlet_alpha = 0.5  # Dirichlet concentration; smaller = more skewed labels
   c.data.quantity_sigma = 1.0  # log-normal sigma of client sizes for 'quantity'
   c.data.num_clients = 20  # N clients the training split is partitioned over
@@ -55,10 +55,31 @@ def get_config(arg=None):
   c.fed.clients_per_round = 10  # K clients sampled uniformly without replacement per round
   c.fed.local_steps = 5  # E optimizer steps per client per round
   c.fed.batch_size = 8  # examples per local step
-  c.fed.server_lr = 1.0  # server step on the averaged update (1.0 = FedAvg)
   c.fed.client_chunk = 0  # C clients vmapped at once, the K sampled run as ceil(K/C) chunks (0 = auto)
   c.fed.memory_budget_gb = 0.0  # budget auto-chunking sizes C for (0 = device limit or 70% of RAM)
   c.fed.nonfinite = "stop"  # NaN/Inf client loss or update: 'stop' the run | 'skip' the client (weight 0, counted)
+
+  c.server = ml_collections.ConfigDict()  # server optimiser on the mean update (fedlora/server/)
+  c.server.name = "fedavg"  # 'fedavg' | 'fedavgm' | 'fedadagrad' | 'fedadam' | 'fedyogi'
+  c.server.lr = 1.0  # server learning rate (fedavg 1.0 = plain FedAvg; adaptive ones ~1e-2..1e-1)
+  c.server.lr_schedule = "constant"  # over rounds: 'constant' | 'warmup' | 'cosine'
+  c.server.lr_warmup_rounds = 0  # linear warm-up rounds of the server lr
+  c.server.lr_final_fraction = 0.0  # cosine: server lr at the last round, as a fraction of lr
+  c.server.momentum = 0.9  # fedavgm: momentum β
+  c.server.nesterov = False  # fedavgm: Nesterov momentum
+  c.server.b1 = 0.9  # fedadagrad/fedadam/fedyogi: first-moment decay β1
+  c.server.b2 = 0.99  # fedadam/fedyogi: second-moment decay β2
+  c.server.tau = 1e-3  # fedadagrad/fedadam/fedyogi: adaptivity τ (v starts at τ²)
+
+  c.client = ml_collections.ConfigDict()  # client-side drift control, lr schedule, skew-aware loss
+  c.client.prox_mu = 0.0  # FedProx proximal weight μ (μ/2·‖w − w_global‖²; 0 = off)
+  c.client.scaffold = False  # SCAFFOLD control variates (extra dense uplink/downlink, counted)
+  c.client.lr_schedule = "constant"  # client lr over rounds: 'constant' | 'warmup' | 'cosine'
+  c.client.lr_warmup_rounds = 0  # linear warm-up rounds of the client lr
+  c.client.lr_final_fraction = 0.0  # cosine: client lr at the last round, as a fraction of optim.lr
+  c.client.logit_adjust = "none"  # label-skew loss: 'none' | 'fedlc' (calibration) | 'fedrs' (restricted)
+  c.client.fedlc_tau = 1.0  # FedLC calibration strength τ (logits − τ·n_c^{-1/4})
+  c.client.fedrs_alpha = 0.5  # FedRS scale α of the logits of classes a client does not hold
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adamw"  # client optimizer: 'adamw' | 'sgd' (state reset every round)
@@ -69,15 +90,22 @@ def get_config(arg=None):
 
   c.method = ml_collections.ConfigDict()
   c.method.name = "ideal"  # 'ideal' | 'soft' | 'topk' | 'randk' | 'svd' | 'ffa' (README: Methods)
-  c.method.allocation = "tsfa"  # with wireless: 'tsfa' (online ρ_k, b_k) | 'fixed' (method.ratio, equal b)
+  c.method.allocation = "default"  # with wireless: 'default' (the method's own: soft -> tsfa, others
+  #   -> fixed) | 'tsfa' (online ρ_k, b_k with the method's payload model) | 'fixed' (method.ratio, equal b)
   c.method.ratio = 0.25  # sparsification ratio for 'fixed' allocation (and without wireless)
-  c.method.ortho_weight = 1e-2  # weight of SOFT's near-orthogonality regulariser (method 'soft')
+  c.method.ortho_weight = 1e-2  # weight of SOFT's near-orthogonality regulariser (method 'soft'; >= 0)
 
   c.compress = ml_collections.ConfigDict()
   c.compress.bits_per_value = 32  # bits per uploaded value (32 = fp32, 16 = bf16 accounting)
   c.compress.error_feedback = False  # carry the dropped part of an update into the next upload
-  c.compress.score_on = "delta"  # SOFT importance on the update 'delta' or the 'updated' factors
   c.compress.simulate_quantization = True  # with 16 bits, round sent values through bfloat16
+  c.compress.downlink_bits_per_value = 0  # bits per broadcast value on the downlink (0 = bits_per_value)
+  c.compress.score_on = "delta"  # soft: rank score on the update 'delta', the 'updated' factors, or the
+  #   update's contribution to the 'product' per component (docs/method.md)
+  c.compress.index_coding = "min"  # topk: index coding 'min' (cheaper of both) | 'indices' | 'bitmap'
+  c.compress.unbiased = False  # randk: scale kept entries by n/k (unbiased, higher variance)
+  c.compress.seed_bits = 32  # randk: bits of the shared mask seed sent with each upload
+  c.compress.rcond = 1e-6  # svd: floor on the QR diagonal relative to its max (in [0, 1))
 
   c.wireless = ml_collections.ConfigDict()
   c.wireless.enabled = False  # simulate the uplink (channel, latency, deadline drops)
@@ -103,6 +131,20 @@ def get_config(arg=None):
   c.tsfa.online.temperature = 0.01  # log-sum-exp smoothing of the max latency (fraction of τ̄)
   c.tsfa.online.max_iters = 300  # solver iteration budget per round
   c.tsfa.online.tol = 1e-6  # solver tolerance (early exit)
+  c.tsfa.online.share_floor = 1e-6  # smallest bandwidth share per active client (x 1/K)
+  c.tsfa.online.tie_break = 1e-3  # adds tie_break·V/τ̄ to the queue (bandwidth still matters at Q = 0)
+  c.tsfa.online.precondition = True  # diagonal Gauss-Newton preconditioning of the solver
+  c.tsfa.online.accelerate = True  # FISTA momentum with monotone restart
+  c.tsfa.online.max_backtracks = 40  # step halvings per solver iteration
+  c.tsfa.online.continuation = 0.98  # temperature homotopy factor per iteration (1.0 = off)
+  c.tsfa.online.start_temperature = 0.1  # homotopy start (fraction of the start's largest latency)
+  c.tsfa.offline = ml_collections.ConfigDict()
+  c.tsfa.offline.enabled = False  # run TSFA's offline stage: pilot at r_max, choose rank, V, ρ_min
+  c.tsfa.offline.pilot_rounds = 3  # rounds of the pilot run (dense uploads at rank r_max)
+  c.tsfa.offline.r_max = 32  # largest candidate rank; candidates 1, 2, 4, ..., r_max
+  c.tsfa.offline.horizon_rounds = 0  # T of the V rule (0 = fed.rounds)
+  c.tsfa.offline.violation_tol = 0.05  # ε of the V rule: time-average latency within (1+ε)·τ̄
+  c.tsfa.offline.max_drop = 0.5  # ρ_min rule: largest importance fraction dropped at ρ_min
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every = 5  # evaluate on the test split every n rounds (and always after the last)

@@ -1,8 +1,8 @@
 """The wireless comparison: the default task over a bandwidth-limited fading uplink.
 
 SOFT + TSFA by default; `--config.method.name=topk|randk|svd|ffa|ideal` gives the baselines under the
-same channel and latency budget (baselines use `method.allocation='fixed'`: ratio method.ratio and an
-equal bandwidth split). benchmarks/bench_methods_e2e.py runs them all and tabulates them.
+same channel and latency budget (baselines default to a fixed ratio method.ratio and an equal
+bandwidth split; `--config.method.allocation=tsfa` plans them with TSFA and their own payload model). benchmarks/bench_methods_e2e.py runs them all and tabulates them.
   python -m fedlora.train --config configs/wireless_compare.py --config.method.name=topk
 Each method gets its own default workdir, runs/wireless_compare-<method>-s<seed>, so the baselines
 never resume each other's state; a rerun into a workdir of a different config is refused (the run
@@ -21,7 +21,7 @@ def get_config(arg=None):
   c = bbc_minilm.get_config(arg)
   c.name = "wireless_compare" + ("_tiny" if arg == "tiny" else "")  # names the default workdir
   c.method.name = "soft"  # SOFT sparsification + TSFA allocation
-  c.method.allocation = "tsfa"  # 'tsfa' for SOFT; the benchmark sets 'fixed' for the baselines
+  c.method.allocation = "default"  # each method's own: tsfa for SOFT, fixed for the baselines
   c.method.ratio = 0.25  # fixed ratio of the baselines (and of SOFT with allocation='fixed')
   c.lora.init = "orthogonal"  # SOFT starts from orthonormal A (the regulariser keeps it close)
   c.wireless.enabled = True  # simulate the uplink

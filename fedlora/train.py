@@ -28,7 +28,9 @@ import numpy as np  # noqa: E402
 from fedlora import lora  # noqa: E402
 from fedlora.data.clients import ClientData  # noqa: E402
 from fedlora.data.tokenize import load_tokenizer  # noqa: E402
+from fedlora.fed.drift import build_drift  # noqa: E402
 from fedlora.fed.round import RoundFns, make_round  # noqa: E402
+from fedlora.fed.schedule import round_schedule  # noqa: E402
 from fedlora.fed.sampling import sample_clients  # noqa: E402
 from fedlora.fed.sharding import client_mesh, frozen_shardings, init_distributed, place  # noqa: E402
 from fedlora.fed import memory  # noqa: E402
@@ -37,6 +39,8 @@ from fedlora.models import load_pretrained, read_config  # noqa: E402
 from fedlora.models.families import family_for  # noqa: E402
 from fedlora.models.layers import DTYPES, set_precision  # noqa: E402
 from fedlora.tasks import get_task, task_name  # noqa: E402
+from fedlora.server import build_server  # noqa: E402
+from fedlora.tasks.skew_metrics import skew_metrics  # noqa: E402
 from fedlora.run.errors import Interrupted, RunError, RunWarning, explain, warn  # noqa: E402
 from fedlora.run.workdir import open_workdir, resolve_workdir, write_run_files  # noqa: E402
 from fedlora.utils.checkpoint import Checkpointer  # noqa: E402
@@ -115,13 +119,22 @@ def build(config) -> Experiment:
         parts.frozen, mesh, config.mesh.shard_frozen)), trainable=place(parts.trainable, mesh))
   labels = lora.trainable_labels(parts.trainable, method.freeze)
   loss_fn = task.make_loss(parts, config, method.penalty, method.penalty_weight)
+  cc = config.client
+  label_names = data.info.get("label_names")
   clients = place(data.clients, mesh) if mesh is not None else jax.tree_util.tree_map(jnp.asarray,
                                                                                       data.clients)
 
   def rounds(chunk):
-    return make_round(loss_fn, make_optimizer(config.optim, labels), method.compressor,
-                      local_steps=config.fed.local_steps, batch_size=config.fed.batch_size,
-                      server_lr=config.fed.server_lr, mesh=mesh, client_chunk=chunk, donate=True)
+    return make_round(
+        loss_fn, make_optimizer(config.optim, labels), method.compressor,
+        local_steps=config.fed.local_steps, batch_size=config.fed.batch_size,
+        server=build_server(config.server, config.fed.rounds),
+        drift=build_drift(cc, parts.trainable, labels, config.compress.bits_per_value,
+                          num_clients=int(data.clients.num_examples.shape[0])),
+        client_lr_scale=round_schedule(cc.lr_schedule, cc.lr_warmup_rounds, config.fed.rounds,
+                                       cc.lr_final_fraction),
+        num_classes=len(label_names) if label_names and cc.logit_adjust != "none" else 0, mesh=mesh,
+        client_chunk=chunk, donate=True)
   round_fns = rounds(config.fed.client_chunk)
   choice = None
   if config.fed.client_chunk == 0:
@@ -138,12 +151,14 @@ def build(config) -> Experiment:
 def auto_chunk(config, round_fns: RoundFns, parts, clients: ClientData, mesh) -> memory.ChunkChoice:
   """`fed.client_chunk=0`: C from the memory budget and XLA's estimate of one client's step (the
   batch keys and shapes are the task's own: one client's arrays `[E, B, ...]`)."""
-  k, e, b = config.fed.clients_per_round, config.fed.local_steps, config.fed.batch_size
-  batches = {name: jax.ShapeDtypeStruct((e, b) + a.shape[2:], a.dtype)
-             for name, a in clients.arrays.items()}
+  k = config.fed.clients_per_round
+  one = jax.eval_shape(lambda d: round_fns.sample(jax.random.PRNGKey(0), d, jnp.zeros((1,), jnp.int32))[0],
+                       clients)  # one client's batches: every key the loss reads, [1, E, B, ...]
+  batches = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), one)
   states = jax.eval_shape(round_fns.init_client_states, parts.trainable, clients.num_clients)
   row = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), states)
-  est = memory.one_client_bytes(round_fns.one_client, parts.trainable, parts.frozen, batches, row)
+  ctx = jax.eval_shape(lambda tr: round_fns.context(round_fns.init_server(tr), 1), parts.trainable)
+  est = memory.one_client_bytes(round_fns.one_client, parts.trainable, parts.frozen, batches, row, ctx)
   out_bytes = k * (lora.tree_bytes(parts.trainable) + 4096)
   fixed = (lora.tree_bytes(parts.frozen) + lora.tree_bytes(clients) + lora.tree_bytes(states)
            + out_bytes)
@@ -155,12 +170,37 @@ def auto_chunk(config, round_fns: RoundFns, parts, clients: ClientData, mesh) ->
 def init_state(exp: Experiment) -> dict:
   """The whole mutable run state as a PyTree of arrays (what a checkpoint holds)."""
   n = exp.clients.num_clients
-  states = exp.round_fns.init_client_states(exp.parts.trainable, n)
+  states = exp.round_fns.init_client_states(exp.parts.trainable, n)  # {'compressor', ['scaffold']}
   states = jax.tree_util.tree_map(jnp.array, states)  # own buffers: the client phase donates them
   return {"round": np.asarray(0, np.int32), "trainable": exp.parts.trainable,
-          "client_states": states, "method": exp.method.init_state(exp),
-          "cum_uplink_bits": np.asarray(0.0, np.float64),
-          "cum_downlink_bits": np.asarray(0.0, np.float64)}
+          "client_states": states, "server": exp.round_fns.init_server(exp.parts.trainable),
+          "method": exp.method.init_state(exp),
+          "cum_bits": {k: np.asarray(0.0, np.float64) for k in BIT_COMPONENTS}}
+
+
+# Bits of a round, by named component (each reported as `<name>_bytes_round` and `cum_<name>_bytes`
+# in metrics.jsonl, `cum_<name>_bytes` in summary.json; new components: add a name and its term):
+#   uplink           payload of the uploads that arrived (what the server aggregates)
+#   uplink_attempted payload of every upload sent, including those dropped at the deadline
+#   profile          importance profiles the clients report for TSFA's next plan (32·r bits each)
+#   downlink         broadcast of the global trainable tree to each sampled client at
+#                    compress.downlink_bits_per_value (+ SCAFFOLD's server variate c at
+#                    compress.bits_per_value; + one-off broadcasts: FFA's frozen A, round 1)
+# SCAFFOLD's Δc_i upload is part of each client's payload (`uplink`, `uplink_attempted`).
+BIT_COMPONENTS = ("uplink", "uplink_attempted", "profile", "downlink")
+
+
+def round_bits(exp: Experiment, t: int, bits, delivered, sent=None) -> dict:
+  """`{component: bits}` of round t (floats); `bits [K]` payloads, `delivered [K]` in {0, 1},
+  `sent [K]` bool: the client uploaded at all (False for a non-finite client; default all)."""
+  k = int(bits.shape[0])
+  m, drift = exp.method, exp.round_fns.drift
+  sent = jnp.ones(bits.shape, bool) if sent is None else jnp.asarray(sent, bool)
+  return {"uplink": float(jnp.sum(bits * delivered)),
+          "uplink_attempted": float(jnp.sum(jnp.where(sent, bits, 0.0))),
+          "profile": m.profile_bits * k,
+          "downlink": (m.broadcast_bits + drift.downlink_values * drift.bits_per_value) * k
+                      + (m.broadcast_once_bits if t == 1 else 0.0)}
 
 
 def run_round(exp: Experiment, state: dict, t: int) -> tuple[dict, dict]:
@@ -170,8 +210,10 @@ def run_round(exp: Experiment, state: dict, t: int) -> tuple[dict, dict]:
   k_sel, k_plan, k_clients = jax.random.split(key, 3)
   ids = sample_clients(k_sel, exp.clients.num_clients, cfg.fed.clients_per_round)
   plan, mstate = exp.method.plan(exp, state["method"], ids, k_plan)
+  ctx = exp.round_fns.context(state["server"], t)
   out, client_states = exp.round_fns.client_phase(state["trainable"], exp.parts.frozen, exp.clients,
-                                                  ids, k_clients, plan["ratio"], state["client_states"])
+                                                  ids, k_clients, plan["ratio"],
+                                                  state["client_states"], ctx)
   finite = np.asarray(out.metrics["finite"])  # [K] per-client flag from the jitted client phase
   nonfinite = np.asarray(ids)[~finite].tolist()
   if nonfinite and cfg.fed.nonfinite == "stop":
@@ -184,24 +226,26 @@ def run_round(exp: Experiment, state: dict, t: int) -> tuple[dict, dict]:
   delivered, mstate, wireless = exp.method.deliver(exp, mstate, plan, out.bits, out.profile)
   delivered = delivered * jnp.asarray(finite, jnp.float32)  # a non-finite client sends nothing
   weights = exp.clients.num_examples[ids].astype(jnp.float32) * delivered
-  trainable = exp.round_fns.server_phase(state["trainable"], out.delta, weights)
-  down_bits = 32.0 * lora.tree_size(state["trainable"]) * ids.shape[0]
-  up_bits = float(jnp.sum(out.bits * delivered))
+  trainable, server = exp.round_fns.server_phase(state["trainable"], state["server"], out.delta,
+                                                 weights, t, out.control_delta)
+  drift = exp.round_fns.drift
+  bits = round_bits(exp, t, out.bits, delivered, finite)
+  cum = {k: np.asarray(float(state["cum_bits"][k]) + bits[k]) for k in BIT_COMPONENTS}
   loss, acc = np.asarray(out.metrics["loss"]), np.asarray(out.metrics["acc"])
   new_state = dict(state, round=np.asarray(t, np.int32), trainable=trainable,
-                   client_states=client_states, method=mstate,
-                   cum_uplink_bits=np.asarray(float(state["cum_uplink_bits"]) + up_bits),
-                   cum_downlink_bits=np.asarray(float(state["cum_downlink_bits"]) + down_bits))
+                   client_states=client_states, server=server, method=mstate, cum_bits=cum)
   record = {
       "round": t, "clients": ids, "client_loss": out.metrics["loss"],
       "train_loss": float(loss[finite].mean()) if finite.any() else float("nan"),
       "train_acc": float(acc[finite].mean()) if finite.any() else float("nan"),
       "nonfinite_clients": nonfinite, "aggregated": int(np.sum(np.asarray(delivered) > 0)),
       "ratio": plan["ratio"], "uplink_bits": out.bits, "delivered": delivered,
-      "uplink_bytes_round": up_bits / 8, "downlink_bytes_round": down_bits / 8,
-      "cum_uplink_bytes": float(new_state["cum_uplink_bits"]) / 8,
-      "cum_downlink_bytes": float(new_state["cum_downlink_bits"]) / 8,
+      "client_lr_scale": float(ctx["lr_scale"]),
+      "scaffold_uplink_bytes_round": drift.scaffold_bits * float(delivered.sum()) / 8,
   }
+  for k in BIT_COMPONENTS:
+    record[f"{k}_bytes_round"] = bits[k] / 8
+    record[f"cum_{k}_bytes"] = float(cum[k]) / 8
   record.update(wireless)
   return new_state, record
 
@@ -216,7 +260,10 @@ def run(config) -> dict:
   validate(config)
   init_distributed(config.mesh)  # before any other JAX call; then jax.process_index() is known
   lead = jax.process_index() == 0  # multi-host: process 0 alone locks, checks and writes the workdir
-  with open_workdir(config, lead=lead) as fp:
+  with open_workdir(config, lead=lead) as fp:  # fingerprint of the config as given (stable across resumes)
+    if config.tsfa.offline.enabled:  # TSFA offline stage: pilot (or its recorded choice) -> r, V, ρ_min
+      from fedlora.tsfa.pilot import offline_stage
+      config = offline_stage(config)
     exp = build(config)
     if lead:
       write_run_files(config, fp)
@@ -248,7 +295,11 @@ def train(exp: Experiment, fp: dict, t0: float) -> dict:
         if t % config.eval.every == 0 or t == config.fed.rounds:
           te = time.time()
           last_eval = exp.evaluate(state["trainable"], exp.parts.frozen, exp.test)
-          rec.update({f"test_{k}": v for k, v in last_eval.items()})
+          ev = dict(last_eval)
+          conf = ev.pop("confusion", None)  # classification: [C, C] -> the skew metrics
+          rec.update({f"test_{k}": v for k, v in ev.items()})
+          if conf is not None and exp.histogram is not None:
+            rec.update({f"test_{k}": v for k, v in skew_metrics(conf, exp.histogram).items()})
           rec["eval_seconds"] = time.time() - te
         if writer is not None:
           writer.write(rec)
@@ -312,8 +363,15 @@ def write_summary(exp: Experiment, fp: dict, start: int, setup_s: float, t0: flo
       "final_test": {k: v for k, v in evals[-1].items() if k.startswith("test_")} if evals else {},
       "final_test_accuracy": final[-1]["test_accuracy"] if final else None,
       "best_test_accuracy": max(r["test_accuracy"] for r in final) if final else None,
-      "cum_uplink_bytes": records[-1]["cum_uplink_bytes"] if records else 0.0,
-      "cum_downlink_bytes": records[-1]["cum_downlink_bytes"] if records else 0.0,
+      **{f"final_test_{k}": final[-1].get(f"test_{k}") if final else None
+         for k in ("balanced_accuracy", "macro_f1", "client_accuracy_mean",
+                   "client_accuracy_worst10")},
+      "best_test_balanced_accuracy": max((r.get("test_balanced_accuracy", 0.0) for r in final),
+                                         default=None),
+      "server": config.server.name,
+      **{f"cum_{k}_bytes": records[-1].get(f"cum_{k}_bytes", 0.0) if records else 0.0
+         for k in BIT_COMPONENTS},
+      "lora_rank": config.lora.rank,
       "empty_rounds": sum(r.get("aggregated", 1) == 0 for r in records),
       "skipped_clients": sum(len(r.get("nonfinite_clients", [])) for r in records),
       "data_dropped_rows": dict(exp.data_dropped),

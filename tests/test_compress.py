@@ -79,7 +79,7 @@ def test_num_keep_is_exact_decimal_ceil():
     ("fancy", {}, r"name='fancy'.*allowed values"),
     ("soft", {"bits_per_value": 8}, r"bits_per_value=8: allowed values are \(16, 32\)"),
     ("none", {"bits_per_value": 32.0}, r"bits_per_value=32.0"),
-    ("soft", {"score_on": "product"}, r"score_on='product': allowed values are \('delta', 'updated'\)"),
+    ("soft", {"score_on": "bogus"}, r"score_on='bogus': allowed values are \('delta', 'updated', 'product'\)"),
     ("soft", {"error_feedback": "yes"}, r"error_feedback='yes': must be True or False"),
     ("topk", {"index_coding": "golomb"}, r"index_coding='golomb'"),
     ("randk", {"unbiased": 1}, r"unbiased=1"),
@@ -317,3 +317,139 @@ def test_bf16_values_on_the_wire():
         (), tree, jnp.float32(0.5), KEY, None)
     assert float(exact.bits) == float(out.bits)
     assert any(not np.array_equal(x, y) for x, y in zip(leaves(exact.delta), leaves(out.delta)))
+
+
+# ------------------------------------------------------------------- payload model, profile, registry
+
+EQ_SHAPES = {"q": (12, 4, 10), "v": (9, 4, 7)}   # equal ranks (one planning profile per tree)
+
+
+@pytest.mark.parametrize("name,cfg,ratios", [
+    ("none", {}, (0.25, 0.5, 1.0)),
+    ("soft", {}, (0.25, 0.5, 0.75, 1.0)),
+    ("soft", {"bits_per_value": 16, "score_on": "product"}, (0.25, 1.0)),
+    ("svd", {}, (0.25, 0.5, 1.0)),
+    ("randk", {"seed_bits": 7}, (0.25, 0.5, 1.0)),
+    ("topk", {"index_coding": "indices"}, (0.25, 0.5, 1.0)),
+    ("topk", {"index_coding": "bitmap"}, (0.25, 0.5, 1.0)),
+    # 'min' is exact where the bitmap is the cheaper coding: ρ >= 1/ceil(log2 n) (n <= 48: 1/6)
+    ("topk", {"index_coding": "min"}, (0.25, 0.5, 1.0)),
+])
+def test_payload_model_equals_reported_bits_on_the_grid(name, cfg, ratios):
+  """Every compressor's (c0, c1) gives exactly the bits it reports at ρ on its grid (ρ·r and ρ·n
+  integers for every matrix)."""
+  tree = make_tree(70, EQ_SHAPES)
+  ref = make_tree(71, EQ_SHAPES)
+  c = get_compressor(name, cfg)
+  c0, c1 = c.payload(tree)
+  assert isinstance(c0, float) and isinstance(c1, float)
+  upd = jax.jit(c.update)
+  for rho in ratios:
+    out = upd(c.init(tree), tree, jnp.float32(rho), KEY, ref)
+    assert float(out.bits) == c0 + c1 * rho, (name, cfg, rho)
+  if name == "topk" and cfg["index_coding"] == "min":   # below the range: an over-estimate
+    out = upd((), tree, jnp.float32(1 / 12), KEY, ref)
+    assert float(out.bits) < c0 + c1 / 12
+
+
+def test_profiles_are_the_compressors_own_scores():
+  """The planning profile is built from the scores each compressor selects by: at ρ = m/r,
+  1 − kept_mass(ρ, profile) is exactly the fraction of that score mass the compressor dropped."""
+  from fedlora.tsfa.bound import kept_mass
+  tree = make_tree(72, EQ_SHAPES)
+  ref = make_tree(73, EQ_SHAPES)
+  r = 4
+  for name in ("soft", "topk", "svd"):
+    for score_on in (("delta", "updated", "product") if name == "soft" else (None,)):
+      c = get_compressor(name, {} if score_on is None else {"score_on": score_on})
+      for m in (1, 2, 3):
+        out = c.update((), tree, jnp.float32(m / r), KEY, ref)
+        prof = np.asarray(out.profile)
+        assert prof.shape == (r,) and abs(prof.sum() - 1) < 1e-5
+        assert np.all(np.diff(prof) <= 1e-7)
+        if name == "topk":   # fraction of squared entries kept
+          kept = sum(float(np.sum(np.asarray(out.delta["enc"][k][x]) ** 2))
+                     for k in EQ_SHAPES for x in ("lora_a", "lora_b"))
+          total = sum(float(np.sum(np.asarray(tree["enc"][k][x]) ** 2))
+                      for k in EQ_SHAPES for x in ("lora_a", "lora_b"))
+          np.testing.assert_allclose(float(kept_mass(m / r, prof)), kept / total, rtol=1e-5)
+        else:   # rank compressors: the kept components' share of Σ s_i² (scores recomputed here)
+          kept = total = 0.0
+          for k in EQ_SHAPES:
+            a0, b0 = (np.asarray(ref["enc"][k][x], np.float64) for x in ("lora_a", "lora_b"))
+            da, db = (np.asarray(tree["enc"][k][x], np.float64) for x in ("lora_a", "lora_b"))
+            if name == "svd":
+              s = np.linalg.svd((a0 + da) @ (b0 + db), compute_uv=False)[:r]
+              mask = np.arange(r) < m
+            else:
+              if score_on == "delta":
+                s = np.linalg.norm(da, axis=0) * np.linalg.norm(db, axis=1)
+              elif score_on == "updated":
+                s = np.linalg.norm(a0 + da, axis=0) * np.linalg.norm(b0 + db, axis=1)
+              else:
+                s = np.array([np.linalg.norm(np.outer((a0 + da)[:, i], (b0 + db)[i])
+                                             - np.outer(a0[:, i], b0[i])) for i in range(r)])
+              mask = np.asarray(out.kept["enc"][k])
+            kept += float(np.sum(s[mask] ** 2))
+            total += float(np.sum(s ** 2))
+          np.testing.assert_allclose(float(kept_mass(m / r, prof)), kept / total, rtol=1e-4,
+                                     err_msg=f"{name} {score_on} m={m}")
+  rk = get_compressor("randk", {}).update((), tree, jnp.float32(0.5), KEY, None)
+  np.testing.assert_allclose(np.asarray(rk.profile), np.full(r, 1 / r), rtol=1e-6)
+  dense = get_compressor("none", {}).update((), tree, jnp.float32(0.5), KEY, None)
+  np.testing.assert_array_equal(np.asarray(dense.profile), 0.0)
+
+
+def test_new_compressor_registers_from_one_file_and_runs_a_round(tmp_path, monkeypatch):
+  """A compressor defined in one (test-local) module: registered by name with its own key, found by
+  get_compressor, validated, and run through a whole training round with TSFA planning."""
+  mod = tmp_path / "halfsign_compressor.py"
+  mod.write_text('''
+"""'halfsign': keeps every other rank component of each adapter at ρ >= 1/2, else the first; test-only."""
+import jax.numpy as jnp
+from fedlora.compress import register
+from fedlora.compress.base import (adapter_pairs, build_compressor, compress_by_parts, dense_bits_of,
+                                   dense_rule, num_keep, sorted_mass)
+
+def halfsign(q, scale):
+  def compress_tree(target, ratio, key, ref, delta):
+    def rule(path, a, b):
+      r = a.shape[1]
+      mask = jnp.arange(r) < num_keep(ratio, r)
+      sent = (jnp.where(mask[None], a * scale, 0.0), jnp.where(mask[:, None], b, 0.0))
+      return sent, mask.sum() * float((a.shape[0] + b.shape[1]) * q), mask, jnp.ones((r,)) / r
+    return compress_by_parts(target, rule, dense_rule(q, False))
+  def payload(t):
+    return dense_bits_of(t, q), float(sum(a.shape[1] * (a.shape[0] + b.shape[1]) * q
+                                          for _, a, b in adapter_pairs(t)))
+  return build_compressor(compress_tree, False, payload)
+
+@register("halfsign", {"halfsign_scale": 1.0})
+def _factory(opts, section):
+  if not opts["halfsign_scale"] > 0:
+    raise ValueError(f"{section}.halfsign_scale={opts['halfsign_scale']!r}: must be > 0")
+  return halfsign(opts["bits_per_value"], float(opts["halfsign_scale"]))
+''')
+  monkeypatch.syspath_prepend(str(tmp_path))
+  import importlib
+  importlib.import_module("halfsign_compressor")
+  from fedlora import compress
+  assert "halfsign" in compress.names()
+  with pytest.raises(ValueError, match="halfsign_scale=-1"):
+    get_compressor("halfsign", {"halfsign_scale": -1})
+  # a method using it, also from a test-local file
+  from fedlora.methods import MethodSpec, register_method
+  register_method(MethodSpec(name="halfsign_m", compressor="halfsign", rank_grid=True,
+                             allocation="tsfa"))
+  from conftest import tiny_config
+  from fedlora import train
+  c = tiny_config(**{"method.name": "halfsign_m", "wireless.enabled": True,
+                     "workdir": str(tmp_path / "w"), "fed.rounds": 1, "checkpoint.every": 10})
+  exp = train.build(c)
+  st = train.init_state(exp)
+  st, rec = train.run_round(exp, st, 1)
+  c0, c1 = exp.method.compressor.payload(exp.parts.trainable)
+  np.testing.assert_allclose(rec["uplink_bits"], c0 + c1 * np.asarray(rec["ratio"]), rtol=1e-6)
+  assert rec["profile_bytes_round"] == 2 * 32 * c.lora.rank / 8     # TSFA used the profiles
+  assert float(jnp.abs(st["trainable"]["classifier"]["kernel"]
+                       - exp.parts.trainable["classifier"]["kernel"]).max()) > 0

@@ -32,10 +32,11 @@ def test_fedavg_of_identical_clients_is_their_model(tiny_exp):
   local = jax.tree_util.tree_map(lambda x: x + 0.01, g)
   d = tree_sub(local, g)
   stacked = jax.tree_util.tree_map(lambda x: jnp.stack([x] * 3), d)
-  out = tiny_exp.round_fns.server_phase(g, stacked, jnp.array([3.0, 1.0, 7.0]))
+  fns = tiny_exp.round_fns
+  out, _ = fns.server_phase(g, fns.init_server(g), stacked, jnp.array([3.0, 1.0, 7.0]), 1)
   chex.assert_trees_all_close(out, local, rtol=1e-6, atol=1e-7)
   zero = jax.tree_util.tree_map(jnp.zeros_like, stacked)
-  chex.assert_trees_all_equal(tiny_exp.round_fns.server_phase(g, zero, jnp.ones(3)), g)
+  chex.assert_trees_all_equal(fns.server_phase(g, fns.init_server(g), zero, jnp.ones(3), 1)[0], g)
 
 
 def test_sample_clients_distinct_and_in_range():
@@ -52,9 +53,10 @@ def test_vmapped_round_equals_python_loop_reference(tiny_exp):
   ids = jnp.array([0, 2])
   key = jax.random.PRNGKey(42)
   ratios = jnp.ones((2,), jnp.float32)
-  states = fns.init_client_states(g, 4)
-  comp = jax.tree_util.tree_map(lambda x: x[0], states)
-  out, _ = fns.client_phase(g, frozen, exp.clients, ids, key, ratios, states)
+  comp = fns.init_client(g)
+  comp_all = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (4,) + x.shape), comp)
+  ctx = fns.context(fns.init_server(g), 1)
+  out, _ = fns.client_phase(g, frozen, exp.clients, ids, key, ratios, comp_all, ctx)
 
   # reference: same batches and keys, one client at a time
   batches, keys = fns.sample(key, exp.clients, ids)
@@ -62,7 +64,7 @@ def test_vmapped_round_equals_python_loop_reference(tiny_exp):
   deltas, bits, losses = [], [], []
   for c in range(2):
     b_c = jax.tree_util.tree_map(lambda x: x[c], batches)
-    o, _ = one(g, frozen, b_c, keys[c], ratios[c], comp)
+    o, _ = one(g, frozen, b_c, keys[c], ratios[c], comp, ctx)
     deltas.append(o.delta)
     bits.append(o.bits)
     losses.append(o.metrics["loss"])
@@ -73,7 +75,7 @@ def test_vmapped_round_equals_python_loop_reference(tiny_exp):
   # the update is not trivially zero: training moved the adapters and the head
   assert float(jnp.abs(out.delta["classifier"]["kernel"]).max()) > 0
   w = exp.clients.num_examples[ids].astype(jnp.float32)
-  chex.assert_trees_all_close(fns.server_phase(g, out.delta, w),
+  chex.assert_trees_all_close(fns.server_phase(g, fns.init_server(g), out.delta, w, 1)[0],
                               fedavg(g, ref_delta, w), rtol=2e-4, atol=2e-6)
 
 
@@ -83,8 +85,9 @@ def test_local_training_lowers_the_loss(tiny_exp):
   fns = exp.round_fns
   batches, keys = fns.sample(jax.random.PRNGKey(0), exp.clients, jnp.array([1]))
   one_batch = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x[0, :1], (8,) + x.shape[2:]), batches)
-  o, _ = jax.jit(fns.one_client)(exp.parts.trainable, exp.parts.frozen, one_batch, keys[0],
-                                 jnp.float32(1.0), {"comp": exp.method.compressor.init(exp.parts.trainable)})
+  g = exp.parts.trainable
+  o, _ = jax.jit(fns.one_client)(g, exp.parts.frozen, one_batch, keys[0], jnp.float32(1.0),
+                                 fns.init_client(g), fns.context(fns.init_server(g), 1))
   new = jax.tree_util.tree_map(jnp.add, exp.parts.trainable, o.delta)
   from fedlora.tasks.classification import make_loss
   loss = make_loss(exp.parts)
@@ -97,10 +100,9 @@ def test_local_training_lowers_the_loss(tiny_exp):
 def test_tsfa_payload_model_equals_soft_bits_on_the_rank_grid(tiny_exp):
   """TSFA plans with bits(ρ) = c0 + c1·ρ; at ρ = m/r that is exactly what SOFT reports."""
   from fedlora.compress import get_compressor
-  from fedlora.methods.uplink import bits_model
   g = tiny_exp.parts.trainable
-  c0, c1 = bits_model(g, 32)
   soft = get_compressor("soft", {})
+  c0, c1 = soft.payload(g)
   delta = jax.tree_util.tree_map(lambda x: 0.01 * jnp.ones_like(x), g)
   r = tiny_exp.config.lora.rank
   for m in (1, 3, r):
@@ -127,7 +129,7 @@ def test_chunked_client_phase_equals_unchunked_with_error_feedback_state():
     outs = []
     for t, ids in enumerate((jnp.array([0, 1, 3]), jnp.array([3, 0, 1]))):  # client 2 never
       out, states = exp.round_fns.client_phase(g, frozen, exp.clients, ids, jax.random.PRNGKey(t),
-                                               jnp.full((3,), 0.25), states)
+                                               jnp.full((3,), 0.25), states, exp.round_fns.context(exp.round_fns.init_server(g), 1))
       outs.append(out)
     runs[chunk] = (outs, states)
   (o2, s2), (o3, s3) = runs[2], runs[3]
@@ -145,7 +147,7 @@ def test_chunked_client_phase_equals_unchunked_with_error_feedback_state():
 def test_chunked_guard_keeps_a_nonfinite_clients_whole_state_row():
   """The non-finite guard over the generic per-client state: K=3 in chunks of 2, client 1's
   error-feedback row poisoned with NaN -> its flag is False, its upload zero, and its whole row
-  (every key, here 'comp' and an extra 'control') left as it was; the other clients' rows update;
+  (every key, here 'compressor' and an extra 'control') left as it was; the other clients' rows update;
   the same result as one chunk of 3."""
   from conftest import tiny_config
   from fedlora.train import build
@@ -157,11 +159,11 @@ def test_chunked_guard_keeps_a_nonfinite_clients_whole_state_row():
     exp = build(tiny_config(**over, **{"fed.client_chunk": chunk}))
     g = exp.parts.trainable
     st = exp.round_fns.init_client_states(g, 4)
-    st = {"comp": jax.tree_util.tree_map(lambda x: x.at[1].set(jnp.nan), st["comp"]),
+    st = {"compressor": jax.tree_util.tree_map(lambda x: x.at[1].set(jnp.nan), st["compressor"]),
           "control": jnp.arange(4.0)}
     before = jax.tree_util.tree_map(np.asarray, st)
     out, new = exp.round_fns.client_phase(g, exp.parts.frozen, exp.clients, ids, jax.random.PRNGKey(0),
-                                          jnp.full((3,), 0.25), st)
+                                          jnp.full((3,), 0.25), st, exp.round_fns.context(exp.round_fns.init_server(g), 1))
     np.testing.assert_array_equal(out.metrics["finite"], [True, False, True])
     for x in jax.tree_util.tree_leaves(out.delta):
       assert float(jnp.abs(x[1]).max()) == 0.0 and float(jnp.abs(x[0]).max()) > 0
@@ -169,7 +171,7 @@ def test_chunked_guard_keeps_a_nonfinite_clients_whole_state_row():
       np.testing.assert_array_equal(np.asarray(n)[1], b[1])  # NaN row kept as it was
     np.testing.assert_array_equal(new["control"], before["control"])
     moved = [float(np.abs(np.asarray(n)[0] - b[0]).max())
-             for b, n in zip(jax.tree_util.tree_leaves(before["comp"]), jax.tree_util.tree_leaves(new["comp"]))]
+             for b, n in zip(jax.tree_util.tree_leaves(before["compressor"]), jax.tree_util.tree_leaves(new["compressor"]))]
     assert max(moved) > 0
     res[chunk] = (out, new)
   chex.assert_trees_all_close(res[2][0].delta, res[3][0].delta, rtol=1e-5, atol=1e-7)
@@ -205,7 +207,7 @@ def test_remat_is_exact_and_bf16_keeps_trainable_float32():
     g = exp.parts.trainable
     st = exp.round_fns.init_client_states(g, 4)
     out, _ = exp.round_fns.client_phase(g, exp.parts.frozen, exp.clients, jnp.array([0, 2]),
-                                        jax.random.PRNGKey(1), jnp.ones(2), st)
+                                        jax.random.PRNGKey(1), jnp.ones(2), st, exp.round_fns.context(exp.round_fns.init_server(g), 1))
     outs[name] = out
     kernel = exp.parts.frozen["encoder"]["layers"][0]["attention"]["query"]["kernel"]
     assert kernel.dtype == (jnp.bfloat16 if name == "bf16" else jnp.float32)

@@ -169,7 +169,10 @@ def test_messages_column_plain_and_chat_template(tmp_path):
   cfg = _data_cfg(source="json", path=str(tmp_path / "m.jsonl"), messages_column="messages",
                   partition="iid", num_clients=2, min_examples_per_client=1, max_length=32)
   tok = _tok()
-  tok.chat_template = None  # the tiny tokenizer's template needs jinja2 (not installed): plain rendering
+  # the fixture tokenizer's own jinja template (tests/fixtures/tiny_llama3/chat_template.jinja)
+  assert tok.chat_template and render_messages(conv, tok) == (
+      "<s>user: upper: cat\nassistant: ", "CAT\n")
+  tok.chat_template = None  # and without a template: plain `role: content` rendering
   d = prepare_instruct_data(cfg, tok, pad_id=0, eos_id=2)
   row = d.test["input_ids"][0]
   learned = row[d.test["loss_mask"][0] > 0]
@@ -213,14 +216,15 @@ def test_vmapped_lm_round_equals_python_loop_reference(lm_exp):
   ids = jnp.array([3, 1])
   key = jax.random.PRNGKey(7)
   ratios = jnp.ones((2,), jnp.float32)
-  states = fns.init_client_states(g, 4)  # {'comp': [4, ...]}
+  states = fns.init_client_states(g, 4)  # {'compressor': [4, ...]}
   comp = jax.tree_util.tree_map(lambda x: x[0], states)  # one client's row
-  out, _ = fns.client_phase(g, frozen, exp.clients, ids, key, ratios, states)
+  ctx = fns.context(fns.init_server(g), 1)
+  out, _ = fns.client_phase(g, frozen, exp.clients, ids, key, ratios, states, ctx)
   batches, keys = fns.sample(key, exp.clients, ids)
   assert set(batches) == {"input_ids", "attention_mask", "loss_mask", "position_ids"}
   assert batches["input_ids"].shape == (2, 2, 4, 32)  # [K, E, B, L]
   one = jax.jit(fns.one_client)
-  ref = [one(g, frozen, jax.tree_util.tree_map(lambda x: x[c], batches), keys[c], ratios[c], comp)[0]
+  ref = [one(g, frozen, jax.tree_util.tree_map(lambda x: x[c], batches), keys[c], ratios[c], comp, ctx)[0]
          for c in range(2)]
   chex.assert_trees_all_close(out.delta, jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[o.delta for o in ref]),
                               rtol=2e-4, atol=2e-6)
@@ -262,7 +266,8 @@ def test_lm_remat_is_exact_and_bf16_is_close_for_llama_and_gpt2(tmp_path):
       exp = train.build(lm_config(**base, **over))
       g = exp.parts.trainable
       out, _ = exp.round_fns.client_phase(g, exp.parts.frozen, exp.clients, jnp.array([0, 2]),
-                                          jax.random.PRNGKey(1), jnp.ones(2), exp.round_fns.init_client_states(g, 4))
+                                          jax.random.PRNGKey(1), jnp.ones(2), exp.round_fns.init_client_states(g, 4),
+                                          exp.round_fns.context(exp.round_fns.init_server(g), 1))
       assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(out.delta))
       assert bool(out.metrics["finite"].all())
       outs[name] = out

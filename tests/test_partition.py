@@ -25,7 +25,7 @@ def _check_partition(parts, n, num_clients, min_per_client):
     assert all(p.dtype == np.int64 for p in parts)
 
 
-@pytest.mark.parametrize("method", ["iid", "dirichlet", "quantity"])
+@pytest.mark.parametrize("method", ["iid", "dirichlet", "quantity", "client_dirichlet"])
 @pytest.mark.parametrize("num_clients,min_per", [(1, 1), (7, 1), (40, 10)])
 def test_partition_properties(method, num_clients, min_per):
     labels = _labels()
@@ -57,6 +57,24 @@ def test_dirichlet_skew_grows_as_alpha_falls():
         )
     assert skew[0.1] > skew[1.0] > skew[100.0]
     assert skew[0.1] > 0.4 and skew[100.0] < 0.1, skew
+
+
+def test_client_dirichlet_equal_sizes_and_skew_where_per_class_dirichlet_cannot():
+    """alpha = 0.05 over 100 clients: per-class 'dirichlet' finds no draw with every client >= 1
+    example; 'client_dirichlet' gives equal sizes (+-1) and strong skew that grows as alpha falls."""
+    labels = _labels()
+    with pytest.raises(ValueError, match="dirichlet partition"):
+        partition(labels, 100, "dirichlet", alpha=0.05, max_retries=50)
+    skew = {}
+    for alpha in (0.05, 1.0, 100.0):
+        parts = partition(labels, 100, "client_dirichlet", seed=3, alpha=alpha)
+        _check_partition(parts, labels.size, 100, 1)
+        sizes = [p.size for p in parts]
+        assert max(sizes) - min(sizes) <= 1
+        skew[alpha] = label_skew(describe(parts, labels, 5))
+    iid = label_skew(describe(partition(labels, 100, "iid", seed=3), labels, 5))  # sampling noise
+    assert skew[0.05] > skew[1.0] > skew[100.0]
+    assert skew[0.05] > 0.6 and skew[100.0] < iid + 0.05, (skew, iid)
 
 
 def test_quantity_cv_grows_with_sigma_labels_iid():

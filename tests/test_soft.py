@@ -158,7 +158,7 @@ def test_soft_path_has_no_svd_and_no_full_product():
         tree, jnp.float32(0.5))
     return list(_all_eqns(jp.jaxpr))
 
-  for cfg in ({}, {"score_on": "updated", "error_feedback": True}):
+  for cfg in ({}, {"score_on": "updated", "error_feedback": True}, {"score_on": "product"}):
     eqns = prims(get_compressor("soft", cfg))
     names = {e.primitive.name for e in eqns}
     assert not names & {"svd", "qr", "eigh", "householder_product", "geqrf"}, names
@@ -318,3 +318,38 @@ def test_dropped_mass_exact_at_integers_linear_between_and_matches_soft(soft_upd
   for rho in (0.1, 0.45, 0.8):
     assert float(dropped_mass(stacked, rho)) == pytest.approx(float(dropped_mass(same_r, rho)),
                                                               rel=1e-6)
+
+
+def test_product_scores_match_dense_contribution_to_the_product():
+  """s_i = ‖(a0+da)_i ⊗ (b0+db)_i − a0_i ⊗ b0_i‖_F from the Gram formula equals the dense value,
+  also for an update tiny next to the factors (no cancellation) and with b0 = 0 (round 1)."""
+  from fedlora.soft import product_scores
+  rng = np.random.default_rng(11)
+  d_in, r, d_out = 20, 6, 15
+  for scale, b0_zero in ((1.0, False), (1e-3, False), (0.3, True)):
+    a0 = rng.normal(size=(d_in, r)); b0 = 0 if b0_zero else rng.normal(size=(r, d_out))
+    b0 = np.zeros((r, d_out)) if b0_zero else b0
+    da, db = scale * rng.normal(size=(d_in, r)), scale * rng.normal(size=(r, d_out))
+    want = [np.linalg.norm(np.outer(a0[:, i] + da[:, i], b0[i] + db[i]) - np.outer(a0[:, i], b0[i]))
+            for i in range(r)]
+    got = product_scores(*(jnp.asarray(x, jnp.float32) for x in (a0, b0, da, db)))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=2e-4, err_msg=str(scale))
+
+
+def test_soft_score_on_product_selects_by_contribution():
+  """Component 0: big update of a factor whose partner is ~0 in ref and update (tiny contribution);
+  component 1: small update times a big partner (large contribution). 'delta' keeps 0, 'product' 1."""
+  a0 = np.zeros((6, 2), np.float32); b0 = np.zeros((2, 5), np.float32)
+  b0[1, :] = 10.0
+  da = np.zeros((6, 2), np.float32); db = np.zeros((2, 5), np.float32)
+  da[:, 0] = 1.0; db[0, :] = 1e-3          # component 0: ‖Δa‖‖Δb‖ ~ 5e-3, contribution ~ 5e-3
+  da[:, 1] = 0.1; db[1, :] = 1e-4          # component 1: ‖Δa‖‖Δb‖ ~ 5.5e-5, contribution ~ 5.5
+  ref = {"l": {"lora_a": jnp.asarray(a0), "lora_b": jnp.asarray(b0)}}
+  delta = {"l": {"lora_a": jnp.asarray(da), "lora_b": jnp.asarray(db)}}
+  k = jax.random.PRNGKey(0)
+  by_delta = get_compressor("soft", {"score_on": "delta"}).update((), delta, 0.5, k, ref)
+  by_prod = get_compressor("soft", {"score_on": "product"}).update((), delta, 0.5, k, ref)
+  np.testing.assert_array_equal(np.flatnonzero(np.asarray(by_delta.kept["l"])), [0])
+  np.testing.assert_array_equal(np.flatnonzero(np.asarray(by_prod.kept["l"])), [1])
+  with pytest.raises(ValueError, match="ref_tree"):
+    get_compressor("soft", {"score_on": "product"}).update((), delta, 0.5, k, None)

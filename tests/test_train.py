@@ -156,9 +156,10 @@ out = {}
 for n in (1, 2):
   exp = build(tiny_config(**{'mesh.num_devices': n}))
   g = exp.parts.trainable
-  comp = exp.round_fns.init_client_states(g, 4)
-  o, _ = exp.round_fns.client_phase(g, exp.parts.frozen, exp.clients, jnp.array([0, 3]),
-                                    jax.random.PRNGKey(5), jnp.ones(2), comp)
+  fns = exp.round_fns
+  comp = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (4,) + x.shape), fns.init_client(g))
+  o, _ = fns.client_phase(g, exp.parts.frozen, exp.clients, jnp.array([0, 3]),
+                          jax.random.PRNGKey(5), jnp.ones(2), comp, fns.context(fns.init_server(g), 1))
   out[n] = np.asarray(o.delta['classifier']['kernel'])
 print(json.dumps({'devices': jax.device_count(), 'maxdiff': float(np.abs(out[1] - out[2]).max()),
                   'scale': float(np.abs(out[1]).max())}))
@@ -191,8 +192,8 @@ for name, over in (('one', {'mesh.num_devices': 1}),
   g = exp.parts.trainable
   o, _ = exp.round_fns.client_phase(g, exp.parts.frozen, exp.clients, jnp.array([0, 1, 3]),
                                     jax.random.PRNGKey(5), jnp.ones(3),
-                                    exp.round_fns.init_client_states(g, 4))
-  new = exp.round_fns.server_phase(g, o.delta, jnp.ones(3))
+                                    exp.round_fns.init_client_states(g, 4), exp.round_fns.context(exp.round_fns.init_server(g), 1))
+  new, _ = exp.round_fns.server_phase(g, exp.round_fns.init_server(g), o.delta, jnp.ones(3), 1)
   out[name] = np.concatenate([np.asarray(x).ravel() for x in jax.tree_util.tree_leaves(new)])
   if name == 'mesh':
     k = exp.parts.frozen['encoder']['layers'][0]['mlp']['intermediate']['kernel']
@@ -225,9 +226,10 @@ exp = build(tiny_config(**over))
 g = exp.parts.trainable
 key = np.asarray(jax.random.key_data(jax.random.PRNGKey(5)))
 o, _ = exp.round_fns.client_phase(g, exp.parts.frozen, exp.clients, np.arange(4, dtype=np.int32), key,
-                                  np.ones(4, np.float32), exp.round_fns.init_client_states(g, 4))
-new = multihost_utils.process_allgather(exp.round_fns.server_phase(g, o.delta, np.ones(4, np.float32)),
-                                        tiled=True)
+                                  np.ones(4, np.float32), exp.round_fns.init_client_states(g, 4),
+                                  exp.round_fns.context(exp.round_fns.init_server(g), 1))
+new = multihost_utils.process_allgather(exp.round_fns.server_phase(
+    g, exp.round_fns.init_server(g), o.delta, np.ones(4, np.float32), 1)[0], tiled=True)
 vec = np.concatenate([np.asarray(x).ravel() for x in jax.tree_util.tree_leaves(new)])
 print('RESULT ' + json.dumps({'devices': jax.device_count(), 'local': jax.local_device_count(),
                               'vec': vec.tolist()}), flush=True)
@@ -263,8 +265,8 @@ def test_two_processes_two_devices_each_equal_single_device(tmp_path):
                                    "optim.name": "sgd", "optim.lr": 0.5}))
   g = exp.parts.trainable
   o, _ = exp.round_fns.client_phase(g, exp.parts.frozen, exp.clients, jnp.arange(4), jax.random.PRNGKey(5),
-                                    jnp.ones(4), exp.round_fns.init_client_states(g, 4))
-  new = exp.round_fns.server_phase(g, o.delta, jnp.ones(4))
+                                    jnp.ones(4), exp.round_fns.init_client_states(g, 4), exp.round_fns.context(exp.round_fns.init_server(g), 1))
+  new, _ = exp.round_fns.server_phase(g, exp.round_fns.init_server(g), o.delta, jnp.ones(4), 1)
   ref = np.concatenate([np.asarray(x).ravel() for x in jax.tree_util.tree_leaves(new)])
   scale = float(np.abs(ref).max())
   for r in outs:

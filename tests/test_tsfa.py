@@ -316,3 +316,64 @@ def test_cli_prints_table(capsys):
   assert "chosen: rank=" in out and out.count("\n") >= 6
   assert cli_main(["--budget", "-1"]) == 2
   assert "latency_budget=-1.0" in capsys.readouterr().err
+
+
+def test_offline_stage_in_the_run_pilots_chooses_and_resumes(tmp_path, monkeypatch):
+  """tsfa.offline.enabled: the pilot runs at r_max, the table of terms is written, the main run uses
+  the chosen rank (adapters rebuilt), and a rerun reuses the recorded choice without a new pilot."""
+  import json
+  from conftest import tiny_config
+  from fedlora import train
+  from fedlora.compress.base import adapter_pairs
+  from fedlora.tsfa import pilot
+  from fedlora.utils.checkpoint import Checkpointer
+  from fedlora.utils.metrics import read_metrics
+  wd = tmp_path / "w"
+  c = tiny_config(**{"workdir": str(wd), "method.name": "soft", "wireless.enabled": True,
+                     "tsfa.offline.enabled": True, "tsfa.offline.pilot_rounds": 1,
+                     "tsfa.offline.r_max": 4, "fed.rounds": 1, "checkpoint.every": 10})
+  s = train.run(c)
+  rec = json.load(open(wd / "tsfa_offline.json"))
+  assert rec["table"]["rank"] == [1, 2, 4]
+  assert rec["chosen"]["rank"] in (1, 2, 4) and s["lora_rank"] == rec["chosen"]["rank"]
+  i = rec["table"]["rank"].index(rec["chosen"]["rank"])
+  assert rec["table"]["total"][i] == min(rec["table"]["total"])
+  assert len(rec["pilot"]["profile"]) == 4 and len(rec["pilot"]["covariance_ratio"]) == 1
+  assert rec["pilot"]["covariance_ratio"][0] > 0 and rec["pilot"]["bits_per_component"] > 0
+  assert [r["round"] for r in read_metrics(str(wd / "pilot/metrics.jsonl"))] == [1]
+  eff = json.load(open(wd / "config.json"))
+  assert eff["lora"]["rank"] == rec["chosen"]["rank"]
+  assert eff["tsfa"]["online"]["V"] == rec["chosen"]["V"]
+  assert eff["tsfa"]["online"]["rho_min"] == rec["chosen"]["rho_min"]
+  # the main run's adapters have the chosen rank
+  exp = train.build(pilot.offline_stage(c))
+  ck = Checkpointer(str(wd), 2)
+  st = ck.restore(ck.latest_step(), train.init_state(exp))
+  ck.close()
+  assert {a.shape[1] for _, a, _ in adapter_pairs(st["trainable"])} == {rec["chosen"]["rank"]}
+  # resume: more rounds, same workdir: the recorded choice is reused, no new pilot
+  monkeypatch.setattr(pilot, "run_pilot", lambda config: (_ for _ in ()).throw(AssertionError))
+  c.fed.rounds = 2
+  s2 = train.run(c)
+  assert s2["resumed_from_round"] == 1 and s2["lora_rank"] == rec["chosen"]["rank"]
+  with pytest.raises(ValueError, match="r_max=4"):   # the recorded choice belongs to r_max = 4
+    c.tsfa.offline.r_max = 8
+    pilot.offline_stage(c)
+
+
+def test_covariance_ratio_matches_a_loop():
+  from fedlora.tsfa.pilot import covariance_ratio
+  rng = np.random.default_rng(0)
+  g = {"l": {"lora_a": rng.normal(size=(5, 3)), "lora_b": rng.normal(size=(3, 4))}}
+  d = {"l": {"lora_a": rng.normal(size=(2, 5, 3)), "lora_b": rng.normal(size=(2, 3, 4))}}
+  w = np.array([1.0, 3.0]) / 4
+  a = [g["l"]["lora_a"] + d["l"]["lora_a"][k] for k in range(2)]
+  b = [g["l"]["lora_b"] + d["l"]["lora_b"][k] for k in range(2)]
+  ideal = sum(w[k] * a[k] @ b[k] for k in range(2))
+  sep = sum(w[k] * a[k] for k in range(2)) @ sum(w[k] * b[k] for k in range(2))
+  cov, upd = covariance_ratio(g, d, np.array([1.0, 3.0]))
+  np.testing.assert_allclose(cov, np.sum((ideal - sep) ** 2))
+  np.testing.assert_allclose(upd, np.sum((ideal - g["l"]["lora_a"] @ g["l"]["lora_b"]) ** 2))
+  # with identical clients there is no covariance
+  d2 = {"l": {"lora_a": np.stack([d["l"]["lora_a"][0]] * 2), "lora_b": np.stack([d["l"]["lora_b"][0]] * 2)}}
+  assert covariance_ratio(g, d2, np.ones(2))[0] < 1e-20

@@ -1,90 +1,109 @@
-"""Uplink compressors for client updates: `get_compressor(name, cfg) -> Compressor`.
+"""Uplink compressors for client updates, found by name: `get_compressor(name, cfg) -> Compressor`.
 
-Names: 'none' (ideal, dense), 'soft' (SOFT rank sparsification), 'topk' (magnitude top-k per
-matrix), 'randk' (random-k per matrix), 'svd' (SVD-basis rank sparsification; the costly reference).
+A compressor is ONE file that registers itself with `@register(name, defaults)`: its factory, its
+config keys with their defaults (read from the flat `config.compress` section), their validation and
+its docstring (rule, payload bits, payload model, importance profile) live in that file. Built-in:
 
-Config (an `ml_collections.ConfigDict` section, a dict, or None for all defaults). Keys a compressor
-does not use are ignored (the section may be shared, e.g. with `ortho_weight`); the keys it uses are
-validated here with a ValueError naming the bad value and what is allowed.
+| name  | file                      | keys of its own (besides the common ones below)           |
+|-------|---------------------------|-----------------------------------------------------------|
+| none  | fedlora/compress/dense.py | -                                                         |
+| soft  | fedlora/soft/sparsify.py  | score_on ('delta' | 'updated' | 'product')                 |
+| topk  | fedlora/compress/topk.py  | index_coding ('min' | 'indices' | 'bitmap')                 |
+| randk | fedlora/compress/randk.py | unbiased (bool), seed_bits (int >= 0)                      |
+| svd   | fedlora/compress/svd.py   | rcond (float in [0, 1))                                    |
 
-| key                   | default  | used by                    | allowed                         |
-|-----------------------|----------|----------------------------|---------------------------------|
-| bits_per_value        | 32       | all                        | 32, 16                          |
-| simulate_quantization | True     | soft, topk, randk, svd     | bool (q=16: round via bfloat16) |
-| error_feedback        | False    | soft, topk, randk, svd     | bool                            |
-| score_on              | 'delta'  | soft                       | 'delta', 'updated'              |
-| index_coding          | 'min'    | topk                       | 'min', 'indices', 'bitmap'      |
-| unbiased              | False    | randk                      | bool                            |
-| seed_bits             | 32       | randk                      | int >= 0                        |
-| rcond                 | 1e-6     | svd                        | float in [0, 1)                 |
+Common keys (every compressor gets them; validated here): `bits_per_value` (32 | 16),
+`simulate_quantization` (bool), `error_feedback` (bool). Keys a compressor does not declare are
+ignored (the section is shared); a declared key missing from the config takes the file's default,
+so a new compressor works before its keys are added to `configs/bbc_minilm.py` (add them there to
+make them settable from the command line).
 
-Bits per upload (q = bits_per_value; dense leaves always add numel·q):
-  none : Σ numel·q
-  soft : Σ_adapters m·(d_in + d_out)·q + r,               m = clip(ceil(ρ·r), 1, r)
-  topk : Σ_matrices k·q + min(k·ceil(log2 n), n)          k = clip(ceil(ρ·n), 1, n) ('min' coding)
-  randk: Σ_matrices k·q + seed_bits (indices from a shared seed are free)
-  svd  : Σ_adapters m·(d_in + d_out)·q + r²·q + r
+Lookup: a registered name; else the built-in module above; else the module
+`fedlora.compress.<name>` is imported (so a new file in this folder needs no other edit); a
+compressor in any other module registers when that module is imported.
 """
 from __future__ import annotations
+
+import importlib
+from typing import Callable, NamedTuple
 
 from fedlora.compress.base import (CompressOut, Compressor, adapter_pairs, check_bits_per_value,
                                    check_bool, check_choice, cfg_get, dense_leaves, is_adapter,
                                    map_adapters, map_dense, num_keep, top_mask)
 
-NAMES = ("none", "soft", "topk", "randk", "svd")
+COMMON_DEFAULTS = {"bits_per_value": 32, "simulate_quantization": True, "error_feedback": False}
 
-DEFAULTS = {
-    "bits_per_value": 32,
-    "simulate_quantization": True,
-    "error_feedback": False,
-    "score_on": "delta",
-    "index_coding": "min",
-    "unbiased": False,
-    "seed_bits": 32,
-    "rcond": 1e-6,
-}
+_BUILTIN = {"none": "fedlora.compress.dense", "soft": "fedlora.soft.sparsify",
+            "topk": "fedlora.compress.topk", "randk": "fedlora.compress.randk",
+            "svd": "fedlora.compress.svd"}
+
+
+class Registered(NamedTuple):
+  factory: Callable   # (opts: dict of validated common + own keys, section: str) -> Compressor
+  defaults: dict      # the compressor's own keys and defaults
+
+
+_REGISTRY: dict[str, Registered] = {}
+
+
+def register(name: str, defaults: dict | None = None):
+  """Decorator: registers `factory(opts, section) -> Compressor` under `name`.
+
+  `defaults`: the compressor's own config keys (flat in `config.compress`) and their defaults.
+  `opts` holds those keys (config value or default) plus the validated common keys.
+  """
+  defaults = dict(defaults or {})
+  clash = sorted(set(defaults) & set(COMMON_DEFAULTS))
+  if clash:
+    raise ValueError(f"compressor {name!r}: keys {clash} are common keys; do not redeclare them")
+
+  def deco(factory):
+    _REGISTRY[name] = Registered(factory, defaults)
+    return factory
+  return deco
+
+
+def _lookup(name: str) -> Registered | None:
+  if name not in _REGISTRY and isinstance(name, str):
+    module = _BUILTIN.get(name, f"fedlora.compress.{name}")
+    try:
+      importlib.import_module(module)
+    except ModuleNotFoundError as e:
+      if e.name != module:  # the module exists but one of its imports is missing: say so
+        raise
+  return _REGISTRY.get(name)
+
+
+def names() -> tuple:
+  """Every registered compressor name (the built-ins imported first)."""
+  for n in _BUILTIN:
+    _lookup(n)
+  return tuple(sorted(_REGISTRY))
+
+
+def defaults(name: str) -> dict:
+  """Common + own config keys of compressor `name` with their defaults."""
+  reg = _lookup(name)
+  if reg is None:
+    raise ValueError(f"compressor {name!r} is not registered: allowed values are {names()}")
+  return {**COMMON_DEFAULTS, **reg.defaults}
 
 
 def get_compressor(name: str, cfg=None, section: str = "compress") -> Compressor:
-  """The compressor called `name`, configured from `cfg` (see the module docstring for keys).
+  """The compressor called `name`, configured from `cfg` (a ConfigDict section, a dict, or None).
 
   `section` only names the config section in error messages.
   """
-  if name not in NAMES:
-    raise ValueError(f"{section}.name={name!r}: allowed values are {NAMES}")
-
-  def get(key):
-    return cfg_get(cfg, key, DEFAULTS[key])
-
-  q = check_bits_per_value(section, get("bits_per_value"))
-  if name == "none":
-    from fedlora.compress.dense import dense_compressor
-    return dense_compressor(q)
-
-  sim = check_bool(section, "simulate_quantization", get("simulate_quantization"))
-  ef = check_bool(section, "error_feedback", get("error_feedback"))
-  if name == "soft":
-    from fedlora.soft.sparsify import SCORE_ON, soft_compressor
-    score_on = check_choice(section, "score_on", get("score_on"), SCORE_ON)
-    return soft_compressor(q, ef, score_on, sim)
-  if name == "topk":
-    from fedlora.compress.topk import INDEX_CODINGS, topk_compressor
-    coding = check_choice(section, "index_coding", get("index_coding"), INDEX_CODINGS)
-    return topk_compressor(q, ef, coding, sim)
-  if name == "randk":
-    from fedlora.compress.randk import randk_compressor
-    unbiased = check_bool(section, "unbiased", get("unbiased"))
-    seed_bits = get("seed_bits")
-    if isinstance(seed_bits, bool) or not isinstance(seed_bits, int) or seed_bits < 0:
-      raise ValueError(f"{section}.seed_bits={seed_bits!r}: must be an integer >= 0")
-    return randk_compressor(q, ef, unbiased, seed_bits, sim)
-  # svd
-  from fedlora.compress.svd import svd_compressor
-  rcond = get("rcond")
-  if isinstance(rcond, bool) or not isinstance(rcond, (int, float)) or not 0.0 <= rcond < 1.0:
-    raise ValueError(f"{section}.rcond={rcond!r}: must be a float in [0, 1)")
-  return svd_compressor(q, ef, float(rcond), sim)
+  reg = _lookup(name)
+  if reg is None:
+    raise ValueError(f"{section}.name={name!r}: allowed values are {names()}")
+  opts = {k: cfg_get(cfg, k, d) for k, d in {**COMMON_DEFAULTS, **reg.defaults}.items()}
+  opts["bits_per_value"] = check_bits_per_value(section, opts["bits_per_value"])
+  for k in ("simulate_quantization", "error_feedback"):
+    opts[k] = check_bool(section, k, opts[k])
+  return reg.factory(opts, section)
 
 
-__all__ = ["CompressOut", "Compressor", "DEFAULTS", "NAMES", "adapter_pairs", "dense_leaves",
-           "get_compressor", "is_adapter", "map_adapters", "map_dense", "num_keep", "top_mask"]
+__all__ = ["COMMON_DEFAULTS", "CompressOut", "Compressor", "adapter_pairs", "check_bool",
+           "check_choice", "defaults", "dense_leaves", "get_compressor", "is_adapter",
+           "map_adapters", "map_dense", "names", "num_keep", "register", "top_mask"]

@@ -7,9 +7,18 @@ uncompressed at `bits_per_value` bits per entry.
 
 Interface (optax-like, one instance per run, state per client):
   `init(trainable) -> state`
-  `update(state, delta, ratio, key, ref) -> CompressOut(delta, bits, state, kept)`
+  `update(state, delta, ratio, key, ref) -> CompressOut(delta, bits, state, kept, profile)`
+  `payload(trainable) -> (c0, c1)`: the compressor's own payload model, bits(ρ) = c0 + c1·ρ (static
+      Python floats), exact on the ratio grid named in each compressor's docstring; TSFA plans with it.
 `ratio` is a traced float32 scalar in (0, 1] that may differ per client under `jax.vmap`, so every
 compressor works with masks over fixed shapes; no shape ever depends on `ratio`.
+
+`CompressOut.profile: [r]` is the importance profile the server plans with (TSFA's sparsification
+error E(ρ), docs/method.md): the sorted, normalised mass of the SAME scores the compressor selects
+by, pooled over adapters, such that `1 − kept_mass(m/r, profile)` is the fraction of that mass the
+compressor drops at ρ = m/r. Each rule reports per adapter an unnormalised `[r]` vector of masses in
+the order it keeps them (rank compressors: s_i² sorted; element compressors: the sorted squared
+entries summed in r equal-count bins); `compress_by_parts` sums them over adapters and normalises.
 """
 from __future__ import annotations
 
@@ -29,11 +38,13 @@ class CompressOut(NamedTuple):
   bits: jax.Array       # float32 scalar: payload of this upload in bits (values + indices/masks/seeds)
   state: Any            # new per-client state (error-feedback residual tree, or ())
   kept: PyTree | None   # diagnostics: per-adapter kept-rank masks `[r]` (bool) at adapter nodes, or None
+  profile: jax.Array | None = None  # [r] planning profile (module docstring); zeros = nothing to drop
 
 
 class Compressor(NamedTuple):
   init: Callable[[PyTree], Any]
   update: Callable[..., CompressOut]  # (state, delta, ratio, key, ref) -> CompressOut
+  payload: Callable[[PyTree], tuple] | None = None  # trainable -> (c0, c1): bits(ρ) = c0 + c1·ρ
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -188,8 +199,10 @@ def dense_bits(tree: PyTree, bits_per_value: int) -> float:
 # Building a compressor from a per-leaf rule (+ optional error feedback)
 # ----------------------------------------------------------------------------------------------------
 
-def build_compressor(compress_tree: Callable, error_feedback: bool) -> Compressor:
-  """Wrap `compress_tree(target, ratio, key, ref, delta) -> (sent, bits, kept)` as a Compressor.
+def build_compressor(compress_tree: Callable, error_feedback: bool,
+                     payload: Callable | None = None) -> Compressor:
+  """Wrap `compress_tree(target, ratio, key, ref, delta) -> (sent, bits, kept, profile)` as a
+  Compressor with payload model `payload(trainable) -> (c0, c1)`.
 
   Error feedback (EF): the state is a residual tree (zeros at init, shaped like the trainable tree);
   `target = delta + residual`, `sent = C(target)`, `new residual = target - sent`, so that
@@ -205,29 +218,88 @@ def build_compressor(compress_tree: Callable, error_feedback: bool) -> Compresso
   def update(state, delta: PyTree, ratio, key=None, ref: PyTree = None) -> CompressOut:
     ratio = jnp.asarray(ratio, jnp.float32)
     target = jax.tree_util.tree_map(jnp.add, delta, state) if error_feedback else delta
-    sent, bits, kept = compress_tree(target, ratio, key, ref, delta)
+    sent, bits, kept, profile = compress_tree(target, ratio, key, ref, delta)
     new_state = jax.tree_util.tree_map(jnp.subtract, target, sent) if error_feedback else ()
-    return CompressOut(sent, jnp.asarray(bits, jnp.float32), new_state, kept)
+    return CompressOut(sent, jnp.asarray(bits, jnp.float32), new_state, kept, profile)
 
-  return Compressor(init, update)
+  return Compressor(init, update, payload)
 
 
 def compress_by_parts(target: PyTree, adapter_rule: Callable, dense_rule: Callable, *rest: PyTree):
-  """Run per-leaf rules and reassemble. Rules return `(new_leaf_or_pair, bits, kept)`; an adapter
-  rule gets `(path, a, b, *rest_pairs)` and returns `((a, b), bits, mask)`; a dense rule gets
-  `(path, x, *rest_x)` and returns `(x, bits, None)`. Returns `(sent_tree, total_bits, kept_tree)`
-  where `kept_tree` has the adapter rule's third output at adapter nodes and None elsewhere.
+  """Run per-leaf rules and reassemble. An adapter rule gets `(path, a, b, *rest_pairs)` and returns
+  `((a, b), bits, kept_mask_or_None, mass [r])` (`mass`: unnormalised importance masses in keep
+  order, module docstring); a dense rule gets `(path, x, *rest_x)` and returns `(x, bits, None)`.
+  Returns `(sent_tree, total_bits, kept_tree, profile [r])`: `kept_tree` has the adapter rule's
+  third output at adapter nodes (None elsewhere), `profile` the masses summed over adapters and
+  normalised (`pool_profile`).
   """
   results, treedef, flags = map_parts(adapter_rule, dense_rule, target, *rest)
   with_path, _, _ = _flatten(target)
-  sent, kept, total = [], [], jnp.float32(0.0)
+  sent, kept, masses, total = [], [], [], jnp.float32(0.0)
   for (_, node), res, is_ad in zip(with_path, results, flags):
-    new, bits, k = res
+    if is_ad:
+      new, bits, k, mass = res
+      masses.append(mass)
+    else:
+      new, bits, k = res
     sent.append(_replace_ab(node, *new) if is_ad else new)
     kept.append(k)
     total = total + jnp.asarray(bits, jnp.float32)
   kept_tree = None if all(k is None for k in kept) else treedef.unflatten(kept)
-  return treedef.unflatten(sent), total, kept_tree
+  return treedef.unflatten(sent), total, kept_tree, pool_profile(masses)
+
+
+def pool_profile(masses: Sequence[jax.Array]) -> jax.Array:
+  """`[r]` normalised sum of per-adapter mass vectors `[r]` (each already in keep order).
+
+  Adapters of a smaller rank r_l < R = max rank are first resampled onto R: their interpolated kept
+  mass K_l(ρ) (`tsfa.bound.kept_mass`) is evaluated at ρ = j/R and differenced, so the pooled
+  profile's kept mass at ρ is Σ_l K_l(ρ) for every adapter's own grid. All-zero masses give all
+  zeros (nothing to drop: E(ρ) = 0). No adapter: a `[1]` zero profile.
+  """
+  from fedlora.tsfa.bound import kept_mass
+  if not masses:
+    return jnp.zeros((1,), jnp.float32)
+  big = max(int(m.shape[-1]) for m in masses)
+  grid = jnp.arange(big + 1, dtype=jnp.float32) / big
+
+  def on_grid(m):
+    m = jnp.asarray(m, jnp.float32)
+    if m.shape[-1] == big:
+      return m
+    return jnp.diff(kept_mass(grid, jnp.broadcast_to(m, (big + 1,) + m.shape)))
+  e = sum(on_grid(m) for m in masses)
+  tot = e.sum()
+  return jnp.where(tot > 0, e / jnp.where(tot > 0, tot, 1.0), 0.0)
+
+
+def sorted_mass(s: jax.Array) -> jax.Array:
+  """`[r]` squared scores `s²` sorted descending: the keep order of a top-m-by-score rule."""
+  return jnp.sort(jnp.square(jnp.asarray(s, jnp.float32)))[::-1]
+
+
+def binned_mass(x: jax.Array, r: int) -> jax.Array:
+  """`[r]` the squared entries of `x` sorted descending, summed in r equal-count bins.
+
+  Keeping the top k = m·n/r entries by magnitude keeps exactly the first m bins (element-wise top-k
+  at ρ = m/r). Requires numel(x) divisible by r (true for `lora_a [d_in, r]`, `lora_b [r, d_out]`).
+  """
+  n = numel(x)
+  if n % r:
+    raise ValueError(f"binned_mass: {n} entries do not split into r={r} equal bins")
+  e = jnp.sort(jnp.square(jnp.asarray(x, jnp.float32)).reshape(-1))[::-1]
+  return e.reshape(r, n // r).sum(-1)
+
+
+def adapter_rank(tree: PyTree) -> int:
+  """The rank r of the tree's first adapter (1 when there is none)."""
+  pairs = adapter_pairs(tree)
+  return int(pairs[0][1].shape[1]) if pairs else 1
+
+
+def dense_bits_of(tree: PyTree, bits_per_value: int) -> float:
+  """Bits of the non-adapter leaves sent dense (static)."""
+  return float(sum(numel(x) for _, x in dense_leaves(tree)) * bits_per_value)
 
 
 def dense_rule(bits_per_value: int, simulate_quantization: bool) -> Callable:

@@ -19,13 +19,13 @@ Per adapter, with the round's global factors `(a0, b0)` (ref_tree) and the updat
      unchanged. At ρ = 1 this reproduces the dense update (to float error ~ cond(T)).
      With ref = 0 the sent product `da_sent @ db_sent` is the best rank-m approximation of M.
 Payload per adapter: `m·(d_in + d_out)·q + r²·q (R) + r (mask)`; dense leaves numel·q.
+Payload model: c1 = r·Σ(d_in + d_out)·q, c0 = Σ(r²·q + r) + dense bits; exact where ρ·r is an integer.
+Profile: the singular values σ_i of the local product it selects by, pooled as sorted σ_i².
 Requires r ≤ min(d_in, d_out). Needs ref_tree.
+(With bits_per_value = 16 the rotated kept values are rounded through bfloat16; R's own rounding is
+not simulated.)
 
-Config keys (section `compress`, defaults in code):
-  bits_per_value        = 32      # q: 32 or 16
-  simulate_quantization = True    # q = 16: the rotated kept values are rounded through bfloat16
-                                  # (R's own rounding is not simulated)
-  error_feedback        = False   # residual carried to the next upload
+Config keys (section `compress`; common: bits_per_value, simulate_quantization, error_feedback):
   rcond                 = 1e-6    # floor on |T_ii| relative to max|T_ii| (float in [0, 1))
 """
 from __future__ import annotations
@@ -34,8 +34,10 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
-from fedlora.compress.base import (Compressor, build_compressor, compress_by_parts, dense_rule,
-                                   num_keep, path_str, quantize, require_ref, top_mask)
+from fedlora.compress import register
+from fedlora.compress.base import (Compressor, adapter_pairs, build_compressor, compress_by_parts,
+                                   dense_bits_of, dense_rule, num_keep, path_str, quantize,
+                                   require_ref, sorted_mass, top_mask)
 
 
 def _after(x, token):
@@ -97,8 +99,8 @@ def svd_rotation(a_loc: jax.Array, b_loc: jax.Array, rcond: float = 1e-6, token=
 
 def svd_sparsify_adapter(da, db, a_loc, b_loc, ratio, bits_per_value: int = 32,
                          rcond: float = 1e-6, simulate_quantization: bool = True, token=None):
-  """`(da_sent [d_in, r], db_sent [r, d_out], mask [r])` for update `(da, db)` of local factors
-  `(a_loc [d_in, r], b_loc [r, d_out])` (normally ref + delta) — see module docstring."""
+  """`(da_sent [d_in, r], db_sent [r, d_out], mask [r], sigma [r])` for update `(da, db)` of local
+  factors `(a_loc [d_in, r], b_loc [r, d_out])` (normally ref + delta) — see module docstring."""
   r = da.shape[1]
   rot, rot_inv, sig = svd_rotation(a_loc, b_loc, rcond, token)
   mask = top_mask(sig, num_keep(ratio, r))
@@ -106,7 +108,7 @@ def svd_sparsify_adapter(da, db, a_loc, b_loc, ratio, bits_per_value: int = 32,
   db_rot = quantize(rot_inv @ db, bits_per_value, simulate_quantization)   # [r, d_out]
   da_sent = jnp.where(mask[None, :], da_rot, 0.0) @ rot_inv
   db_sent = rot @ jnp.where(mask[:, None], db_rot, 0.0)
-  return da_sent, db_sent, mask
+  return da_sent, db_sent, mask, sig
 
 
 def svd_compressor(bits_per_value: int = 32, error_feedback: bool = False, rcond: float = 1e-6,
@@ -126,15 +128,30 @@ def svd_compressor(bits_per_value: int = 32, error_feedback: bool = False, rcond
         raise ValueError(f"svd compressor: adapter {path_str(path)} has r={r} > min(d_in, d_out)="
                          f"{min(d_in, d_out)}")
       # local factors are ref + raw delta; the (possibly EF-augmented) target is what gets rotated
-      sa, sb, mask = svd_sparsify_adapter(da, db, a0 + ua, b0 + ub, ratio, q, rcond,
+      sa, sb, mask, sig = svd_sparsify_adapter(da, db, a0 + ua, b0 + ub, ratio, q, rcond,
                                           simulate_quantization, chain[0])
       chain[0] = sa
       sent = (sa, sb)
       m = mask.sum().astype(jnp.float32)
       bits = m * float((d_in + d_out) * q) + float(r * r * q + r)
-      return sent, bits, mask
+      return sent, bits, mask, sorted_mass(sig)
 
     dense = dense_rule(q, simulate_quantization)
     return compress_by_parts(target, adapter_rule, lambda p, x, *rest: dense(p, x), ref, delta)
 
-  return build_compressor(compress_tree, error_feedback)
+  def payload(trainable):
+    pairs = adapter_pairs(trainable)
+    c1 = float(sum(a.shape[1] * (a.shape[0] + b.shape[1]) for _, a, b in pairs) * q)
+    c0 = float(sum(a.shape[1] ** 2 * q + a.shape[1] for _, a, b in pairs))
+    return dense_bits_of(trainable, q) + c0, c1
+
+  return build_compressor(compress_tree, error_feedback, payload)
+
+
+@register("svd", {"rcond": 1e-6})
+def _from_config(opts, section):
+  rcond = opts["rcond"]
+  if isinstance(rcond, bool) or not isinstance(rcond, (int, float)) or not 0.0 <= rcond < 1.0:
+    raise ValueError(f"{section}.rcond={rcond!r}: must be a float in [0, 1)")
+  return svd_compressor(opts["bits_per_value"], opts["error_feedback"], float(rcond),
+                        opts["simulate_quantization"])

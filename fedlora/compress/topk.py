@@ -3,25 +3,32 @@
 Per adapter matrix X of n entries: k = clip(ceil(ρ·n), 1, n) (traced), keep the k entries of largest
 |X| (ties to the lower flat index), the rest exactly 0. Non-adapter leaves dense.
 
-Bits per matrix (ours): values k·q plus the cheaper of two index codings, chosen by `index_coding`:
+Bits per matrix (ours): values k·q plus the index coding chosen by `index_coding`:
   'indices': k·ceil(log2 n)  (explicit flat indices)
   'bitmap' : n               (one bit per entry)
   'min'    : min(k·ceil(log2 n), n)   (default: the sender picks the cheaper; the 1-bit flag saying which
                                        is ignored)
 so the default is `bits = k·q + min(k·ceil(log2 n), n)`. Dense leaves: numel·q.
 
-Config keys (section `compress`, defaults in code):
-  bits_per_value        = 32      # q: 32 or 16
-  simulate_quantization = True    # q = 16: sent values are rounded through bfloat16
-  error_feedback        = False   # residual carried to the next upload
+Payload model (TSFA plans with it): per matrix c1 += n·q and
+  'indices': c1 += n·ceil(log2 n);  'bitmap': c0 += n;  'min': the bitmap model (c0 += n), which is
+  exact wherever the bitmap is the cheaper coding, i.e. for ρ ≥ 1/ceil(log2 n), and an over-estimate
+  below (the realised payload is then smaller than planned).
+Exact on the grid where ρ·n is an integer for every matrix (within the 'min' range above).
+Profile: per matrix the sorted squared entries in r equal-count bins (`binned_mass`): top-k at ρ = m/r
+keeps exactly the first m bins, so E(m/r) is the fraction of squared magnitude top-k drops.
+
+Config keys (section `compress`; common: bits_per_value, simulate_quantization, error_feedback):
   index_coding          = 'min'   # 'min' | 'indices' | 'bitmap'
 """
 from __future__ import annotations
 
 import jax.numpy as jnp
 
-from fedlora.compress.base import (Compressor, build_compressor, compress_by_parts, dense_rule,
-                                   index_bits, num_keep, numel, quantize, top_mask)
+from fedlora.compress import check_choice, register
+from fedlora.compress.base import (Compressor, adapter_pairs, binned_mass, build_compressor,
+                                   compress_by_parts, dense_bits_of, dense_rule, index_bits,
+                                   num_keep, numel, quantize, top_mask)
 
 INDEX_CODINGS = ("min", "indices", "bitmap")
 
@@ -48,6 +55,20 @@ def topk_matrix(x, ratio, bits_per_value: int = 32, index_coding: str = "min",
   return sent, bits, k
 
 
+def topk_payload(trainable, bits_per_value: int = 32, index_coding: str = "min"):
+  """`(c0, c1)` of the module docstring's payload model (static floats)."""
+  c0, c1 = dense_bits_of(trainable, bits_per_value), 0.0
+  for _, a, b in adapter_pairs(trainable):
+    for x in (a, b):
+      n = numel(x)
+      c1 += n * bits_per_value
+      if index_coding == "indices":
+        c1 += n * index_bits(n)
+      else:
+        c0 += n
+  return c0, c1
+
+
 def topk_compressor(bits_per_value: int = 32, error_feedback: bool = False,
                     index_coding: str = "min", simulate_quantization: bool = True) -> Compressor:
   """Magnitude top-k per adapter matrix (see module docstring). `kept` is None."""
@@ -56,9 +77,18 @@ def topk_compressor(bits_per_value: int = 32, error_feedback: bool = False,
 
   def compress_tree(target, ratio, key, ref, delta):
     def adapter_rule(path, a, b):
+      r = a.shape[1]
       sa, ba, _ = topk_matrix(a, ratio, bits_per_value, index_coding, simulate_quantization)
       sb, bb, _ = topk_matrix(b, ratio, bits_per_value, index_coding, simulate_quantization)
-      return (sa, sb), ba + bb, None
+      return (sa, sb), ba + bb, None, binned_mass(a, r) + binned_mass(b, r)
     return compress_by_parts(target, adapter_rule, dense_rule(bits_per_value, simulate_quantization))
 
-  return build_compressor(compress_tree, error_feedback)
+  return build_compressor(compress_tree, error_feedback,
+                          lambda t: topk_payload(t, bits_per_value, index_coding))
+
+
+@register("topk", {"index_coding": "min"})
+def _from_config(opts, section):
+  coding = check_choice(section, "index_coding", opts["index_coding"], INDEX_CODINGS)
+  return topk_compressor(opts["bits_per_value"], opts["error_feedback"], coding,
+                         opts["simulate_quantization"])

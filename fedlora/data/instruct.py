@@ -4,7 +4,7 @@ arrays -> per-client stacked arrays.
 Source (`config.data`): `source` in 'json' (also JSONL) | 'csv' | 'parquet' | 'disk' (`save_to_disk`
 folder) with `path`; either `prompt_column` + `response_column`, or `messages_column` (a list of
 `{'role', 'content'}` turns whose LAST turn is the response): it is rendered with the tokenizer's
-chat template when the tokenizer has one (needs `jinja2`), else as plain `role: content` lines
+chat template when the tokenizer has one (rendered by `jinja2`), else as plain `role: content` lines
 ending in `assistant: `. An optional `category_column` drives the non-IID split.
 
 Tokens: prompt = `tokenizer(prompt)` (with the tokenizer's special tokens, e.g. BOS; a chat-template

@@ -16,7 +16,7 @@ Config section ``config.data`` (keys and defaults; see :data:`DATA_DEFAULTS`)::
     max_length              128         tokens kept per example (see fedlora.data.tokenize)
     test_fraction           0.2         held-out fraction, stratified (see fedlora.data.split)
     split_seed              0           seed of the train/test split
-    partition               'iid'       'iid' | 'dirichlet' | 'quantity' (see fedlora.data.partition)
+    partition               'iid'       'iid' | 'dirichlet' | 'quantity' | 'client_dirichlet' (fedlora.data.partition)
     partition_seed          None        seed of the client partition; None -> split_seed
     dirichlet_alpha         0.5         concentration of the Dirichlet label skew
     quantity_sigma          1.0         sigma of the log-normal quantity skew

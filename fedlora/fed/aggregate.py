@@ -5,6 +5,15 @@ import jax
 import jax.numpy as jnp
 
 
+def weighted_mean(deltas, weights):
+  """`sum_c w_c delta_c / sum_c w_c` per leaf (zeros when every weight is 0); deltas leaves
+  `[clients, ...]`, weights `[clients]`. The server optimisers (fedlora/server) step on it."""
+  weights = weights.astype(jnp.float32)
+  total = weights.sum()
+  norm = jnp.where(total > 0, weights / jnp.where(total > 0, total, 1.0), 0.0)
+  return jax.tree_util.tree_map(lambda d: jnp.tensordot(norm, d, axes=1).astype(d.dtype), deltas)
+
+
 def fedavg(global_tree, deltas, weights, server_lr: float = 1.0):
   """`global + server_lr * sum_c w_c delta_c / sum_c w_c`.
 

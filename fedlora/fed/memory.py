@@ -57,14 +57,15 @@ def abstract(tree):
   return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), tree)
 
 
-def one_client_bytes(one_client, global_tr, frozen, batches, client_state) -> dict:
+def one_client_bytes(one_client, global_tr, frozen, batches, client_state, ctx=None) -> dict:
   """XLA's memory analysis of one client's jitted step; shapes only (nothing runs).
 
-  batches: one client's `[E, B, ...]` (arrays or ShapeDtypeStructs); client_state: one row.
+  batches: one client's `[E, B, ...]` (arrays or ShapeDtypeStructs); client_state: one row;
+  ctx: the round-wide client inputs (`RoundFns.context`), passed when not None.
   """
   args = (abstract(global_tr), abstract(frozen), abstract(batches),
           jax.ShapeDtypeStruct((2,), jnp.uint32), jax.ShapeDtypeStruct((), jnp.float32),
-          abstract(client_state))
+          abstract(client_state)) + (() if ctx is None else (abstract(ctx),))
   ma = jax.jit(one_client).lower(*args).compile().memory_analysis()
   temp = int(getattr(ma, "temp_size_in_bytes", 0) or 0)
   out = int(getattr(ma, "output_size_in_bytes", 0) or 0)

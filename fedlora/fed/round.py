@@ -6,50 +6,55 @@ chunk of sampled clients (their frozen base weights broadcast, never copied) and
 after the other (`lax.scan`), and the test-only reference loops over it in Python.
 
 Per-client state (kept across rounds, one row per client of the federation) is ONE PyTree
-`client_states` whose leaves are `[N, ...]`, e.g. `{'comp': error-feedback residuals}`; the client
+`client_states` whose leaves are `[N, ...]`, e.g. `{'compressor': error-feedback residuals, 'scaffold': c_i}`; the client
 phase gathers the rows of a chunk's clients, `one_client` maps a client's row to its new row, and the
 phase scatters them back. Adding a kind of per-client state (a new key) needs no change here.
+Drift control (FedProx / SCAFFOLD, fedlora/fed/drift.py) enters the local steps as a gradient
+correction; the server step is a server optimiser (fedlora/server/).
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from fedlora.data.clients import gather_batches, sample_batches
-from fedlora.fed.aggregate import fedavg
+from fedlora.fed import drift as drift_lib
+from fedlora.fed.aggregate import weighted_mean
+from fedlora.fed.drift import DriftControl
 from fedlora.fed.guard import all_finite, guard
 from fedlora.fed.local import make_local_update
 from fedlora.fed.sharding import clients_size, constrain_clients
-from fedlora.soft.importance import score_tree
-from fedlora.tsfa.bound import normalise_profile
+from fedlora.server import ServerOptimizer, build_server
+from fedlora.tasks.label_skew import client_label_counts
 
 
 class ClientOut(NamedTuple):
   """Per sampled client (leading axis `[K]` after vmap)."""
   delta: Any          # sparsified update the server receives (trainable-tree structure)
-  bits: jax.Array     # uplink payload in bits
+  bits: jax.Array     # uplink payload in bits (compressed update + SCAFFOLD's Δc_i when enabled)
   metrics: dict       # local 'loss', 'first_loss', 'ce', 'acc', 'finite' (see fedlora.fed.guard)
   kept: Any           # compressor diagnostics (e.g. kept-rank masks) or None
-  profile: jax.Array  # [r] sorted normalised importance mass of the full update, pooled over adapters
+  profile: jax.Array  # [r] the compressor's planning profile (CompressOut.profile): sorted normalised
+                      # mass of the scores it selects by, pooled over adapters
+  control_delta: Any = None  # SCAFFOLD's Δc_i (trainable-tree structure) or None
 
 
 class RoundFns(NamedTuple):
-  one_client: Callable    # (global, frozen, batches, key, ratio, client_state) -> (ClientOut, client_state)
+  one_client: Callable    # (global, frozen, batches, key, ratio, client_state, ctx)
+                          #   -> (ClientOut, client_state)
   sample: Callable        # (key, client_data, ids) -> (batches [K, E, B, ...], client keys [K])
   client_phase: Callable  # jitted, see make_round
-  server_phase: Callable  # jitted (global, deltas [K,...], weights [K]) -> global
+  server_phase: Callable  # jitted (global, server_state, deltas [K,...], weights [K], t,
+                          #   control_deltas) -> (global, server_state)
+  init_client: Callable   # trainable -> ONE client's state {'compressor': ..., ['scaffold': c_i]}
+  init_server: Callable   # trainable -> server state {'opt': optax state, ['control': c]}
+  context: Callable       # (server_state, t) -> round-wide client inputs {'lr_scale', ['control']}
+  drift: DriftControl     # static drift-control settings (SCAFFOLD bits, downlink size)
   init_client_states: Callable  # (trainable, num_clients) -> client_states, leaves [N, ...]
   client_chunk: int       # C: clients vmapped at once (0 = all K sampled clients in one chunk)
-
-
-def pooled_profile(delta) -> jax.Array:
-  """`[r]`: the adapters' sorted normalised importance mass (SOFT's s_i²), mass-weighted over adapters,
-  i.e. what fraction of the update's importance the top-j components carry (TSFA's E_k input)."""
-  scores = [s for s in jax.tree_util.tree_leaves(score_tree(delta)) if s is not None]
-  e = jnp.sort(jnp.square(jnp.stack(scores)), axis=-1)[:, ::-1].sum(0)
-  return jnp.where(e.sum() > 0, normalise_profile(e), 1.0 / e.shape[0])
 
 
 def tree_sub(a, b):
@@ -65,35 +70,48 @@ def chunking(k: int, chunk: int, devices: int = 1) -> tuple[int, int]:
 
 
 def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, batch_size: int,
-               server_lr: float = 1.0, mesh=None, client_chunk: int = 0,
-               donate: bool = False) -> RoundFns:
+               server: ServerOptimizer | None = None, drift: DriftControl | None = None,
+               client_lr_scale: Callable | None = None, num_classes: int = 0, mesh=None,
+               client_chunk: int = 0, donate: bool = False) -> RoundFns:
   """Builds the round functions.
 
-  client_phase(global_tr, frozen, client_data, ids [K], key, ratios [K], client_states [N, ...])
-    -> (ClientOut with leaves [K, ...], client_states [N, ...]). The K clients run as
-    ceil(K / C) chunks of C = `client_chunk` (0: one chunk of K): a `lax.scan` over chunks, `vmap`
-    inside a chunk. The last chunk is padded with dummy clients (id N, out of range: their state
-    rows are read clipped and their writes dropped; their outputs are sliced off), so padding has
-    no effect. Batches and keys are drawn for the K real clients before chunking, so the result
-    does not depend on C. With a mesh, C is padded up to a multiple of the 'clients' axis size.
+  client_phase(global_tr, frozen, client_data, ids [K], key, ratios [K], client_states [N, ...], ctx)
+    -> (ClientOut with leaves [K, ...], client_states [N, ...]); the per-client states (ONE PyTree,
+    a dict: 'compressor' = error-feedback residual, 'scaffold' = c_i; adding a key needs no change
+    here) of the sampled clients are gathered, updated and scattered back (they stay with their
+    client). `ctx` (from `context`) holds the round's client lr scale and SCAFFOLD's server variate,
+    broadcast to all clients. The K clients run as ceil(K / C) chunks of C = `client_chunk` (0: one
+    chunk of K): a `lax.scan` over chunks, `vmap` inside a chunk. The last chunk is padded with dummy
+    clients (id N, out of range: their state rows are read clipped and their writes dropped; their
+    outputs are sliced off), so padding has no effect. Batches and keys are drawn for the K real
+    clients before chunking, so the result does not depend on C. With a mesh, C is padded up to a
+    multiple of the 'clients' axis size.
+  server_phase: weighted mean of the deltas -> server optimiser step (fedlora/server); SCAFFOLD's
+    server variate from the delivered Δc_i (weight > 0).
+  server: default fedavg at lr 1; drift: default none; client_lr_scale: `t -> scale` (default 1);
+  num_classes > 0 adds each client's label histogram to its batches as `label_counts [K, E, C]`
+  (the label-skew losses read it).
   donate: donate `client_states` (the trainer replaces it; callers that reuse it must not donate).
   """
-  local = make_local_update(loss_fn, optimizer)
+  drift = drift if drift is not None else DriftControl(0.0, False, None, 0, 32, 1)
+  local = make_local_update(loss_fn, optimizer, partial(drift_lib.correct, drift) if drift.active
+                            else None, track_grads=drift.scaffold)
 
-  def one_client(global_tr, frozen, batches, key, ratio, client_state):
+  def one_client(global_tr, frozen, batches, key, ratio, cstate, ctx):
     k_train, k_comp = jax.random.split(key)
-    new_tr, metrics = local(global_tr, frozen, batches, k_train)
+    new_tr, metrics, gmean = local(global_tr, frozen, batches, k_train, ctx["lr_scale"],
+                                   drift_lib.anchor(drift, global_tr, ctx, cstate))
     delta = tree_sub(new_tr, global_tr)
-    out = compressor.update(client_state["comp"], delta, ratio, k_comp, global_tr)
-    new_state = dict(client_state, comp=out.state)
-    finite = jnp.isfinite(metrics["loss"]) & all_finite(delta) & all_finite(out.delta)
-    # a non-finite client: upload zeroed, its whole per-client state (every key) left as it was
-    sent, new_state, profile = guard(finite, out.delta, new_state, client_state, pooled_profile(delta))
-    return ClientOut(sent, out.bits, dict(metrics, finite=finite), out.kept, profile), new_state
-
-  def init_client_states(trainable, num_clients: int):
-    one = {"comp": compressor.init(trainable)}
-    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (num_clients,) + x.shape), one)
+    out = compressor.update(cstate["compressor"], delta, ratio, k_comp, global_tr)
+    dstate, dc, dbits = drift_lib.finish_client(drift, cstate, gmean)
+    new_cstate = dict(cstate, compressor=out.state, **dstate)
+    finite = (jnp.isfinite(metrics["loss"]) & all_finite(delta) & all_finite(out.delta)
+              & all_finite(dc))
+    sent, new_cstate, profile = guard(finite, out.delta, new_cstate, cstate, out.profile)
+    if dc is not None:  # a non-finite client's Δc_i is never applied either
+      dc = jax.tree_util.tree_map(lambda x: jnp.where(finite, x, jnp.zeros_like(x)), dc)
+    return ClientOut(sent, out.bits + dbits, dict(metrics, finite=finite), out.kept, profile,
+                     dc), new_cstate
 
   def draw(key, client_data, ids):
     """Row indices `[K, E, B]` and per-client keys `[K]` of the sampled clients."""
@@ -105,26 +123,38 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
   def sample(key, client_data, ids):
     idx, keys = draw(key, client_data, ids)
     sel = jax.tree_util.tree_map(lambda x: x[ids], client_data)
-    return gather_batches(sel, idx), keys
+    return add_label_counts(gather_batches(sel, idx), sel.labels if num_classes else None,
+                            sel.num_examples), keys
 
-  vclient = jax.vmap(one_client, in_axes=(None, None, 0, 0, 0, 0))
+  def add_label_counts(batches, labels, num_examples):
+    """num_classes > 0: each client's label histogram as `label_counts [K, E, C]`."""
+    if num_classes:
+      counts = client_label_counts(labels, num_examples, num_classes)
+      batches["label_counts"] = jnp.broadcast_to(counts[:, None, :],
+                                                 (counts.shape[0], local_steps, num_classes))
+    return batches
 
-  def run_chunk(global_tr, frozen, client_data, states, ids_c, idx_c, keys_c, ratios_c):
+  vclient = jax.vmap(one_client, in_axes=(None, None, 0, 0, 0, 0, None))
+
+  def run_chunk(global_tr, frozen, client_data, states, ctx, ids_c, idx_c, keys_c, ratios_c):
     """One chunk: ids_c `[C]` (N = padding), idx_c `[C, E, B]` -> (ClientOut [C, ...], states)."""
     rows = ids_c[:, None, None]
     batches = {k: a.at[rows, idx_c].get(mode="clip") for k, a in client_data.arrays.items()}
+    sel = lambda x: x.at[ids_c].get(mode="clip")  # noqa: E731
+    batches = add_label_counts(batches, sel(client_data.labels) if num_classes else None,
+                               sel(client_data.num_examples))
     batches = constrain_clients(batches, mesh)
-    st = jax.tree_util.tree_map(lambda x: x.at[ids_c].get(mode="clip"), states)
-    out, new_st = vclient(global_tr, frozen, batches, keys_c, ratios_c, st)
+    st = jax.tree_util.tree_map(sel, states)
+    out, new_st = vclient(global_tr, frozen, batches, keys_c, ratios_c, st, ctx)
     states = jax.tree_util.tree_map(lambda a, n: a.at[ids_c].set(n, mode="drop"), states, new_st)
     return out, states
 
-  def client_phase(global_tr, frozen, client_data, ids, key, ratios, client_states):
+  def client_phase(global_tr, frozen, client_data, ids, key, ratios, client_states, ctx):
     k = ids.shape[0]
     c, n = chunking(k, client_chunk, clients_size(mesh))
     idx, keys = draw(key, client_data, ids)
     if n * c == k and n == 1:
-      return run_chunk(global_tr, frozen, client_data, client_states, ids, idx, keys, ratios)
+      return run_chunk(global_tr, frozen, client_data, client_states, ctx, ids, idx, keys, ratios)
     pad = n * c - k
     padded = lambda x, v: jnp.concatenate([x, jnp.broadcast_to(v, (pad,) + x.shape[1:]).astype(x.dtype)])  # noqa: E731
     xs = (padded(ids, client_data.num_clients), padded(idx, 0), padded(keys, keys[0]),
@@ -132,16 +162,42 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
     xs = jax.tree_util.tree_map(lambda x: x.reshape((n, c) + x.shape[1:]), xs)
 
     def body(states, x):
-      out, states = run_chunk(global_tr, frozen, client_data, states, *x)
+      out, states = run_chunk(global_tr, frozen, client_data, states, ctx, *x)
       return states, out
     client_states, outs = jax.lax.scan(body, client_states, xs)
     outs = jax.tree_util.tree_map(lambda x: x.reshape((n * c,) + x.shape[2:])[:k], outs)
     return outs, client_states
 
-  def server_phase(global_tr, deltas, weights):
-    return fedavg(global_tr, deltas, weights, server_lr)
+  def init_client(trainable):
+    return {"compressor": compressor.init(trainable), **drift_lib.init_client(drift, trainable)}
+
+  def init_client_states(trainable, num_clients: int):
+    """Every client's state, leaves `[N, ...]` (`init_client` broadcast)."""
+    one = init_client(trainable)
+    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (num_clients,) + x.shape), one)
+
+  server_opt = server if server is not None else build_server(None, 1)
+
+  def init_server(trainable):
+    return {"opt": server_opt.init(trainable), **drift_lib.init_server(drift, trainable)}
+
+  def context(server_state, t):
+    scale = client_lr_scale(t) if client_lr_scale is not None else jnp.float32(1.0)
+    ctx = {"lr_scale": jnp.asarray(scale, jnp.float32)}
+    if drift.scaffold:
+      ctx["control"] = server_state["control"]
+    return ctx
+
+  @jax.jit
+  def server_phase(global_tr, server_state, deltas, weights, t, control_deltas=None):
+    mean = weighted_mean(deltas, weights)
+    new_tr, opt = server_opt.update(server_state["opt"], global_tr, mean, t, weights.sum() > 0)
+    server_state = dict(server_state, opt=opt)
+    if drift.scaffold:
+      server_state = drift_lib.update_server(drift, server_state, control_deltas,
+                                             (weights > 0).astype(jnp.float32))
+    return new_tr, server_state
 
   phase = jax.jit(client_phase, donate_argnums=(6,) if donate else ())
-  return RoundFns(one_client, sample, phase, jax.jit(server_phase), init_client_states,
-                  client_chunk)
-
+  return RoundFns(one_client, sample, phase, server_phase, init_client, init_server, context,
+                  drift, init_client_states, client_chunk)

@@ -5,6 +5,7 @@ regulariser it adds (`penalty`), (2) how each client's upload is compressed (`co
 the client phase), and (3) what the uplink does in a round: `plan` picks per-client sparsification
 ratios (and bandwidth) before training, `deliver` turns the payload bits into latencies and says which
 uploads arrive. Method state (channel, TSFA queues) is a PyTree that the checkpoint holds.
+Methods are declared in one file each (`fedlora/methods/<name>.py`, see registry.py).
 """
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ class Method(NamedTuple):
   deliver: Callable                  # (exp, mstate, plan, bits [K], profiles [K, r])
                                      #   -> (delivered [K] in {0,1}, mstate, record)
   plot: Callable                     # (records, workdir) -> None
+  broadcast_bits: float = 0.0        # downlink bits per sampled client per round
+  broadcast_once_bits: float = 0.0   # one-off downlink bits (frozen leaves to all N clients), round 1
+  profile_bits: float = 0.0          # uplink bits of the importance profile per sampled client
+  allocation: str = "fixed"          # 'tsfa' | 'fixed' (resolved from the method's default)
 
 
 def fixed_ratio_plan(ratio: float):

@@ -1,15 +1,18 @@
 """The wireless uplink of a round: channel draw, ratio/bandwidth plan, realised latency, drops.
 
-`make_uplink(config, rank_grid)` returns (init_state, plan, deliver, plot) for `Method`:
+`make_uplink(config, compressor, ...)` returns (init_state, plan, deliver, plot) for `Method`:
   * plan: draws this round's block fading for the K sampled clients (and the planner's CSI estimate),
     then either solves TSFA's online problem (`allocation='tsfa'`: per-client ratio ρ_k and bandwidth
     b_k) or uses the configured fixed ratio with an equal bandwidth split (`allocation='fixed'`).
   * deliver: with the TRUE gains, realised latency τ_k = compute + bits_k / R_k(b_k); an upload later
     than the round deadline (`wireless.deadline_factor · tsfa.latency_budget`) is dropped and counted;
     the TSFA virtual queue observes the realised round latency.
-Each sampled client's importance profile (sorted normalised s_i² of its last full update, pooled over
-adapters; uniform before its first upload) feeds TSFA's sparsification-error term (ours: the server
-plans with the profile the client reported last time it took part — r floats, not counted).
+TSFA plans with the method's own compressor: its payload model `compressor.payload(trainable)` and
+the importance profile each client's compressor reported (`CompressOut.profile`, the same scores it
+selects by; uniform before the client's first upload). ours: the server plans with the profile the
+client reported last time it took part — r floats of 32 bits, counted as `profile` bits by the trainer.
+With `wireless.channel.downlink=True` each client's fixed latency also holds the downlink broadcast of
+the global trainable tree (`broadcast_bits` at the downlink rate, `wireless.latency.downlink_latency`).
 """
 from __future__ import annotations
 
@@ -20,26 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedlora.compress.base import adapter_pairs, dense_leaves
 from fedlora.tsfa import online
-from fedlora.tsfa.bound import soft_payload_model
 from fedlora.wireless import channel as wch
 from fedlora.wireless.channel import ChannelConfig
-from fedlora.wireless.latency import realise, shannon_rate
-
-ALLOCATIONS = ("tsfa", "fixed")
-
-
-def bits_model(trainable: dict, q: int) -> tuple[float, float]:
-  """Affine payload model `bits(ρ) = c0 + c1·ρ` of a rank-sparsified upload (TSFA's input):
-  `tsfa.soft_payload_model` over the tree's adapters, with the non-adapter leaves (head) as its
-  always-dense bits. Exact where ρ·r is an integer. (The r-float importance profile a client
-  reports for the next plan, 32·r bits, is not counted: < 0.02 % of the payload here.)
-  """
-  pairs = adapter_pairs(trainable)
-  dense = sum(float(np.prod(x.shape)) * q for _, x in dense_leaves(trainable))
-  return soft_payload_model(pairs[0][1].shape[1], [(a.shape[0], b.shape[1]) for _, a, b in pairs],
-                            q, dense)
+from fedlora.wireless.latency import downlink_latency, realise, shannon_rate
 
 
 def local_flops(frozen: dict, tokens_per_round: int) -> float:
@@ -54,35 +41,35 @@ def local_flops(frozen: dict, tokens_per_round: int) -> float:
 
 
 def validate_uplink(config) -> None:
-  m = config.method
-  if m.allocation not in ALLOCATIONS:
-    raise ValueError(f"config.method.allocation={m.allocation!r} is not allowed: one of {ALLOCATIONS}")
-  if not 0.0 < m.ratio <= 1.0:
-    raise ValueError(f"config.method.ratio={m.ratio!r} is not allowed: a ratio in (0, 1]")
   if not config.wireless.deadline_factor > 0:
     raise ValueError(f"config.wireless.deadline_factor={config.wireless.deadline_factor!r} is not "
                      "allowed: > 0 (math.inf = no deadline)")
 
 
-def make_uplink(config, rank_grid: bool = False):
+def make_uplink(config, compressor, *, allocation: str, ratio: float, rank_grid: bool = False,
+                broadcast_bits: float = 0.0):
   """(init_state, plan, deliver, plot) closures for a method that goes through the wireless channel.
 
+  compressor: the method's Compressor; TSFA plans with `compressor.payload(trainable)`.
+  allocation: 'tsfa' (online ρ_k, b_k) or 'fixed' (`ratio`, equal bandwidth split).
   rank_grid: the compressor keeps whole rank components (SOFT, SVD), so a ratio ρ really sends
   ceil(ρ·r) of r. ours: TSFA's continuous ratio is then rounded DOWN to the grid m/r (m >= 1), so the
   realised payload never exceeds the one the latency plan was made for.
+  broadcast_bits: downlink bits each sampled client receives per round (latency only with
+  `wireless.channel.downlink=True`).
   """
   validate_uplink(config)
   chan = ChannelConfig.from_config(config.wireless.channel)
-  use_tsfa = config.method.allocation == "tsfa"
+  use_tsfa = allocation == "tsfa"
   tcfg = online.OnlineConfig.from_config(config.tsfa.online, bandwidth_hz=chan.bandwidth_hz)
   deadline = config.tsfa.online.latency_budget * config.wireless.deadline_factor
-  ratio = float(config.method.ratio)
-  q = config.compress.bits_per_value
+  ratio = float(ratio)
   cache = {}
 
   def consts(exp):
     if "c" not in cache:
-      c0, c1 = bits_model(exp.parts.trainable, q)
+      c0, c1 = compressor.payload(exp.parts.trainable)
+      c0 += exp.round_fns.drift.scaffold_bits  # SCAFFOLD's dense Δc_i rides along (0 without it)
       tokens = config.fed.local_steps * config.fed.batch_size * config.data.max_length
       cache["c"] = (c0, c1, local_flops(exp.parts.frozen, tokens))
     return cache["c"]
@@ -100,7 +87,8 @@ def make_uplink(config, rank_grid: bool = False):
   def _plan(mstate, ids, key, weights, c0, c1, flops):
     cs = wch.ChannelState(**mstate["channel"])
     rc = wch.sample_round(cs, key, ids, chan)
-    fixed = flops / cs.speeds[ids]
+    compute = flops / cs.speeds[ids]
+    fixed = compute + downlink_latency(broadcast_bits, rc.gain_est, chan)  # what the planner sees
     k = ids.shape[0]
     if use_tsfa:
       inputs = online.make_inputs(rc.gain_est, c0, c1, fixed, weights, mstate["profiles"][ids], chan)
@@ -116,7 +104,8 @@ def make_uplink(config, rank_grid: bool = False):
       bw = jnp.full((k,), chan.bandwidth_hz / k, jnp.float32)
       extra = {}
     plan = {"ratio": rho, "bandwidth_hz": bw, "gain": rc.gain, "gain_est": rc.gain_est,
-            "compute_latency": fixed, "ids": ids, **extra}
+            "compute_latency": compute,
+            "downlink_latency": downlink_latency(broadcast_bits, rc.gain, chan), "ids": ids, **extra}
     return plan, mstate
 
   def plan(exp, mstate, ids, key):
@@ -126,12 +115,14 @@ def make_uplink(config, rank_grid: bool = False):
 
   @jax.jit
   def _deliver(mstate, plan, bits, profiles):
-    real = realise(plan["bandwidth_hz"], bits, plan["gain"], plan["compute_latency"], deadline, chan)
+    fixed = plan["compute_latency"] + plan["downlink_latency"]
+    real = realise(plan["bandwidth_hz"], bits, plan["gain"], fixed, deadline, chan)
     ts = online.observe(online.TSFAState(**mstate["tsfa"]), real.round_latency, tcfg)
     prof = mstate["profiles"].at[plan["ids"]].set(profiles)
     rate = shannon_rate(plan["bandwidth_hz"], plan["gain"], chan)
-    rec = {"latency": real.latency, "upload_latency": real.latency - plan["compute_latency"],
-           "compute_latency": plan["compute_latency"], "rate_bps": rate,
+    rec = {"latency": real.latency, "upload_latency": real.latency - fixed,
+           "compute_latency": plan["compute_latency"], "downlink_latency": plan["downlink_latency"],
+           "rate_bps": rate,
            "bandwidth_hz": plan["bandwidth_hz"], "missed": real.missed,
            "round_latency": real.round_latency, "queue": ts.queue}
     return (~real.missed).astype(jnp.float32), dict(mstate, tsfa=ts._asdict(), profiles=prof), rec

@@ -1,14 +1,15 @@
-"""SOFT — Sparsified Orthogonal Fine-Tuning (see /work/shared/design/method.md, section SOFT).
+"""SOFT — Sparsified Orthogonal Fine-Tuning (docs/method.md, section SOFT).
 
 - `ortho_penalty(trainable)`: near-orthogonality regulariser for the local loss.
-- `rank_scores(a, b)`, `importance_profile(tree)`, `dropped_mass(tree_or_scores, ratio)`: per-rank
+- `rank_scores(a, b)`, `product_scores(a0, b0, da, db)`, `importance_profile(tree)`, `dropped_mass(tree_or_scores, ratio)`: per-rank
   importance and the sparsification-error term E(ρ) used by TSFA.
 - `soft_compressor(...)`: the uplink compressor (also `fedlora.compress.get_compressor('soft', cfg)`).
 """
-from fedlora.soft.importance import dropped_mass, importance_profile, rank_scores, score_tree
+from fedlora.soft.importance import (dropped_mass, importance_profile, product_scores, rank_scores,
+                                     score_tree)
 from fedlora.soft.ortho import adapter_ortho_penalty, ortho_penalty
 from fedlora.soft.sparsify import adapter_bits, soft_compressor, soft_mask, sparsify_adapter
 
 __all__ = ["adapter_bits", "adapter_ortho_penalty", "dropped_mass", "importance_profile",
-           "ortho_penalty", "rank_scores", "score_tree", "soft_compressor", "soft_mask",
+           "ortho_penalty", "product_scores", "rank_scores", "score_tree", "soft_compressor", "soft_mask",
            "sparsify_adapter"]

@@ -18,6 +18,24 @@ def rank_scores(a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.linalg.norm(a, axis=0) * jnp.linalg.norm(b, axis=1)
 
 
+def product_scores(a0: jax.Array, b0: jax.Array, da: jax.Array, db: jax.Array) -> jax.Array:
+  """`s: [r]`, s_i = ‖(a0 + da)[:, i] ⊗ (b0 + db)[i, :] − a0[:, i] ⊗ b0[i, :]‖_F: the update's
+  contribution to the product per rank component, without forming any `[d_in, d_out]` matrix.
+
+  With u0 = a0[:, i], v0 = b0[i, :], Δu = da[:, i], Δv = db[i, :] and v = v0 + Δv, the contribution
+  is u0 Δvᵀ + Δu v0ᵀ + Δu Δvᵀ = u0 Δvᵀ + Δu vᵀ, and for rank-1 terms
+  ‖x yᵀ + p qᵀ‖_F² = ‖x‖²‖y‖² + ‖p‖²‖q‖² + 2 (x·p)(y·q), so
+      s_i² = ‖u0‖²‖Δv‖² + ‖Δu‖²‖v‖² + 2 (u0·Δu)(Δv·v)
+  (column/row norms and dot products only: O((d_in + d_out)·r); clamped at 0 against rounding).
+  Written in the update (not as ‖u v‖² − ‖u0 v0‖²-style differences) so a small update relative to
+  large factors does not cancel catastrophically.
+  """
+  v = b0 + db
+  s2 = (jnp.sum(a0 * a0, 0) * jnp.sum(db * db, 1) + jnp.sum(da * da, 0) * jnp.sum(v * v, 1)
+        + 2.0 * jnp.sum(a0 * da, 0) * jnp.sum(db * v, 1))
+  return jnp.sqrt(jnp.maximum(s2, 0.0))
+
+
 def score_tree(tree):
   """Same structure as `tree`, with `s: [r]` (rank_scores) at each adapter node, None elsewhere."""
   results, treedef, _ = map_parts(lambda p, a, b: rank_scores(a, b), lambda p, x: None, tree)

@@ -9,18 +9,25 @@ import numpy as np
 import optax
 
 from fedlora.lora.split import ModelParts
+from fedlora.tasks.label_skew import make_logit_adjust
+from fedlora.tasks.skew_metrics import confusion_counts
 
 
-def make_loss(parts: ModelParts, penalty: Callable | None = None, penalty_weight: float = 0.0):
+def make_loss(parts: ModelParts, penalty: Callable | None = None, penalty_weight: float = 0.0,
+              logit_adjust: Callable | None = None):
   """`loss_fn(trainable, frozen, batch, key) -> (loss, {'ce', 'acc'})`.
 
-  batch: `input_ids [B, L]`, `attention_mask [B, L]`, `labels [B]`.
+  batch: `input_ids [B, L]`, `attention_mask [B, L]`, `labels [B]` (+ `label_counts [C]` with
+  `logit_adjust`).
   penalty: optional `trainable -> scalar` (SOFT's near-orthogonality regulariser) times its weight.
+  logit_adjust: optional `(logits, label_counts) -> logits` for the training cross-entropy only
+  (fedlora/tasks/label_skew.py: FedLC / FedRS); 'acc' is on the raw logits.
   """
   def loss_fn(trainable, frozen, batch, key):
     logits = parts.module(trainable, frozen)(batch["input_ids"], batch["attention_mask"], key=key)
     logits = logits.astype(jnp.float32)  # loss in float32 whatever model.compute_dtype is
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
+    train_logits = logits if logit_adjust is None else logit_adjust(logits, batch["label_counts"])
+    ce = optax.softmax_cross_entropy_with_integer_labels(train_logits, batch["labels"]).mean()
     acc = (logits.argmax(-1) == batch["labels"]).mean()
     loss = ce
     if penalty is not None and penalty_weight > 0:
@@ -30,7 +37,8 @@ def make_loss(parts: ModelParts, penalty: Callable | None = None, penalty_weight
 
 
 def make_eval(parts: ModelParts, batch_size: int):
-  """`evaluate(trainable, frozen, arrays) -> {'accuracy', 'loss'}` over a whole split.
+  """`evaluate(trainable, frozen, arrays) -> {'accuracy', 'loss', 'confusion' [C, C]}` over a split
+  (confusion[true, predicted] counts; fedlora/tasks/skew_metrics.py derives the skew metrics).
 
   arrays: numpy `input_ids [n, L]`, `attention_mask [n, L]`, `labels [n]`; padded on the host to a
   multiple of `batch_size` (padding rows get weight 0) and scanned in one jitted call.
@@ -41,10 +49,11 @@ def make_eval(parts: ModelParts, batch_size: int):
       logits = parts.module(trainable, frozen)(b[0], b[1]).astype(jnp.float32)
       ce = optax.softmax_cross_entropy_with_integer_labels(logits, b[2])
       correct = (logits.argmax(-1) == b[2]).astype(jnp.float32)
-      return None, ((correct * b[3]).sum(), (ce * b[3]).sum())
-    _, (c, l) = jax.lax.scan(one, None, (ids, mask, labels, weight))
+      conf = confusion_counts(b[2], logits.argmax(-1), b[3], logits.shape[-1])
+      return None, ((correct * b[3]).sum(), (ce * b[3]).sum(), conf)
+    _, (c, l, conf) = jax.lax.scan(one, None, (ids, mask, labels, weight))
     n = weight.sum()
-    return {"accuracy": c.sum() / n, "loss": l.sum() / n}
+    return {"accuracy": c.sum() / n, "loss": l.sum() / n, "confusion": conf.sum(0)}
 
   def evaluate(trainable, frozen, arrays):
     n = arrays["labels"].shape[0]
@@ -57,7 +66,7 @@ def make_eval(parts: ModelParts, batch_size: int):
     weight = prep(np.ones((n,), np.float32))
     out = _eval(trainable, frozen, prep(arrays["input_ids"]), prep(arrays["attention_mask"]),
                 prep(arrays["labels"]), weight)
-    return {k: float(v) for k, v in out.items()}
+    return {k: (np.asarray(v) if k == "confusion" else float(v)) for k, v in out.items()}
   return evaluate
 
 
@@ -101,7 +110,8 @@ def _task():
       validate=validate_config, prepare_data=prepare_data,
       model_kwargs=lambda config, data: {"num_labels": len(data.info["label_names"]),
                                          "pooling": config.model.pooling},
-      make_loss=lambda parts, config, penalty, weight: make_loss(parts, penalty, weight),
+      make_loss=lambda parts, config, penalty, weight: make_loss(
+          parts, penalty, weight, make_logit_adjust(config.client)),
       make_eval=lambda parts, config, data, tokenizer: make_eval(parts, config.eval.batch_size),
       headline="accuracy", after_training=nothing_after_training)
 

@@ -2,7 +2,8 @@
 
 Modules: `projection` (simplex / box projections), `bound` (convergence-bound terms shared by both
 stages), `online` (per-round drift-plus-penalty solver, optax-style state), `offline` (rank choice),
-`cli` (`python -m fedlora.tsfa.cli`).
+`cli` (`python -m fedlora.tsfa.cli`), `pilot` (the offline stage inside a run:
+`tsfa.offline.enabled`).
 """
 from fedlora.tsfa.bound import (BoundTerms, PilotConstants, bound_terms, client_latency,
                                 covariance_error, fit_geometric_decay, geometric_profile, kept_mass,

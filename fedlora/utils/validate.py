@@ -6,7 +6,7 @@ import importlib
 import os
 import re
 
-PARTITIONS = ("iid", "dirichlet", "quantity")
+PARTITIONS = ("iid", "dirichlet", "quantity", "client_dirichlet")
 OPTIMIZERS = ("adamw", "sgd")
 RESUME_MODES = ("auto", "never", "must")  # semantics: fedlora/run/workdir.py
 NONFINITE_MODES = ("stop", "skip")  # semantics: fedlora/fed/guard.py
@@ -108,7 +108,7 @@ def validate(c) -> None:
   _int(c, "fed.client_chunk", 0)
   _check(isinstance(c.fed.memory_budget_gb, (int, float)) and c.fed.memory_budget_gb >= 0,
          "fed.memory_budget_gb", c.fed.memory_budget_gb, "a number of GiB >= 0 (0 = automatic)")
-  _check(c.fed.server_lr > 0, "fed.server_lr", c.fed.server_lr, "> 0")
+  _server_and_client(c)
   _check(c.optim.name in OPTIMIZERS, "optim.name", c.optim.name, f"one of {OPTIMIZERS}")
   _check(c.optim.lr > 0, "optim.lr", c.optim.lr, "> 0")
   _check(c.optim.grad_clip >= 0, "optim.grad_clip", c.optim.grad_clip, ">= 0 (0 = off)")
@@ -123,3 +123,14 @@ def validate(c) -> None:
   _int(c, "mesh.process_id", -1)
   from fedlora.tasks import get_task, task_name  # the task checks its own keys (model head, data columns)
   get_task(task_name(c)).validate(c)
+
+
+def _server_and_client(c) -> None:
+  """Sections `server` (fedlora/server) and `client` (fedlora/fed/drift.py), checked by their owners."""
+  from fedlora.fed.drift import validate_client
+  from fedlora.server import build_server
+  try:
+    build_server(c.server, c.fed.rounds)
+    validate_client(c.client)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None

@@ -1,6 +1,6 @@
 """Uplink channel of a single cell: constants, client placement, path loss, fading, CSI errors.
 
-System model (docs: /work/shared/design/method.md, "Wireless uplink"): N clients uniform in a disc of
+System model (docs/method.md, "Wireless uplink"): N clients uniform in a disc of
 radius R around the server, path loss `128.1 + 37.6·log10(d_km)` dB, block Rayleigh fading power
 `h ~ Exp(1)` redrawn every round, transmit power 23 dBm, noise PSD −174 dBm/Hz, 20 MHz of uplink
 bandwidth shared by FDMA. Gains are linear power gains (`g = 10^(−PL/10) · h`).

@@ -1,0 +1,283 @@
+"""The fair comparison as one command: accuracy vs cumulative uplink bits, mean ± std over seeds.
+
+Every run is configs/wireless_compare.py (2 MHz uplink, τ̄ = 1 s) with one method and a few overrides;
+all runs of a seed share data, clients, channel draws and the model init. Groups:
+
+  main      no deadline drops (wireless.deadline_factor = inf: the paper's latency constraint is a
+            long-term average): ideal, SOFT at fixed ρ ∈ {1/8, 1/4, 1/2}, SOFT + TSFA, top-k,
+            random-k, SVD truncation (ρ = 1/4), FFA-LoRA
+  robust    the same methods with deadline drops (deadline = wireless_compare's 2·τ̄)
+  tsfa_all  ablation: the baselines under TSFA allocation (each with its own payload model and
+            importance profile) and SOFT + TSFA with score_on='product'
+  score     ablation: SOFT ρ = 1/4 scoring the update ('delta'), the updated factors, the product
+  ortho     ablation: SOFT ρ = 1/4 with ortho_weight ∈ {0, 1e-3, 1e-2, 1e-1}
+  init      ablation: SOFT ρ = 1/4 with lora.init ∈ {orthogonal, kaiming, gaussian}
+  ef        ablation: SOFT ρ = 1/4 with error feedback off / on
+  rank      the offline stage's check: SOFT + TSFA at lora.rank ∈ {2, 4, 8, 16, 32} under the same
+            latency budget, and one run with tsfa.offline.enabled (pilot at r_max = 32 picks the rank;
+            its choice is printed with the table) — the choice should be within one grid step of
+            the best rank of the sweep
+
+  python benchmarks/sweep_methods.py [groups=main,score] [runs=soft_r4,svd_r4] [seeds=0,1,2]
+         [rounds=20] [max_length=128] [eval_every=5] [stop_at=HH:MM] [out=runs/sweep] [key=value ...]
+
+Each run's folder is <out>/<group>/<label>/seed<k> (a run identical to an earlier one of the grid
+shares its folder); a run whose summary.json exists is skipped (so the script is resumable per run;
+an interrupted run resumes from its checkpoint). Groups (and runs=..., if given) run in the order given. `stop_at` (UTC
+HH:MM): no new run starts after that time. Other `key=value` pairs are config overrides for every
+run. Results (from every finished run found, also those of earlier invocations):
+benchmarks/results/sweep_methods.{json,md,png}.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "configs"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+from benchmarks.common import RESULTS, apply_overrides, parse_overrides, write_result  # noqa: E402
+
+INF = math.inf
+FIXED = {"method.allocation": "fixed"}
+TSFA = {"method.allocation": "tsfa"}
+
+
+def _soft(rho, **kw):
+  return ("soft", {**FIXED, "method.ratio": rho, **kw})
+
+
+def grid() -> list:
+  """`[(group, label, method, overrides)]`, in launch order within each group."""
+  base = {
+      "ideal": ("ideal", {"wireless.enabled": False}),
+      "soft_r4": _soft(0.25),
+      "svd_r4": ("svd", {**FIXED, "method.ratio": 0.25}),
+      "topk_r4": ("topk", {**FIXED, "method.ratio": 0.25}),
+      "randk_r4": ("randk", {**FIXED, "method.ratio": 0.25}),
+      "soft_tsfa": ("soft", TSFA),
+      "ffa": ("ffa", FIXED),
+      "soft_r8": _soft(0.125), "soft_r2": _soft(0.5),
+  }
+  out = []
+  for label, (m, ov) in base.items():
+    out.append(("main", label, m, {**ov, "wireless.deadline_factor": INF}))
+  for label, (m, ov) in base.items():
+    if label != "ideal":
+      out.append(("robust", label, m, dict(ov)))
+  nodl = {"wireless.deadline_factor": INF}
+  out.append(("tsfa_all", "soft_tsfa_product", "soft", {**TSFA, **nodl, "compress.score_on": "product"}))
+  for m in ("svd", "topk", "randk"):
+    out.append(("tsfa_all", f"{m}_tsfa", m, {**TSFA, **nodl}))
+  for s in ("delta", "updated", "product"):
+    out.append(("score", f"score_{s}", *_soft(0.25, **{"compress.score_on": s, **nodl})))
+  for w in (0.0, 1e-3, 1e-2, 1e-1):
+    out.append(("ortho", f"ortho_{w:g}", *_soft(0.25, **{"method.ortho_weight": w, **nodl})))
+  for i in ("orthogonal", "kaiming", "gaussian"):
+    out.append(("init", f"init_{i}", *_soft(0.25, **{"lora.init": i, **nodl})))
+  for ef in (False, True):
+    out.append(("ef", f"ef_{ef}", *_soft(0.25, **{"compress.error_feedback": ef, **nodl})))
+  for r in (2, 4, 8, 16, 32):
+    out.append(("rank", f"rank_{r}", "soft", {**TSFA, **nodl, "lora.rank": r}))
+  out.append(("rank", "offline", "soft", {**TSFA, **nodl, "tsfa.offline.enabled": True,
+                                          "tsfa.offline.r_max": 32}))
+  return out
+
+
+def run_dirs(out_root) -> dict:
+  """`{(group, label): workdir}`; a run identical to an earlier one (same method and overrides after
+  the defaults, e.g. score_delta == main/soft_r4) shares that run's folder instead of re-running."""
+  import wireless_compare
+  first, dirs = {}, {}
+  for group, label, method, ov in grid():
+    c = wireless_compare.get_config()
+    c.method.name = method
+    apply_overrides(c, ov)
+    key = c.to_json_best_effort(sort_keys=True)
+    first.setdefault(key, os.path.join(out_root, group, label))
+    dirs[(group, label)] = first[key]
+  return dirs
+
+
+def run_one(method, ov, common, workdir, seed):
+  import wireless_compare
+  from fedlora.train import run
+  c = wireless_compare.get_config()
+  c.method.name = method
+  apply_overrides(c, ov)
+  apply_overrides(c, common)
+  c.seed = seed
+  c.workdir = workdir
+  c.progress = False
+  return run(c)
+
+
+def summarise(workdir) -> dict | None:
+  """One finished run: final accuracy, bits, latency, and the accuracy-vs-bits curve."""
+  from fedlora.utils.metrics import read_metrics
+  p = os.path.join(workdir, "summary.json")
+  if not os.path.exists(p):
+    return None
+  s = json.load(open(p))
+  recs = read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  lat = [r["round_latency"] for r in recs if "round_latency" in r]
+  return {
+      "final_test_accuracy": s["final_test_accuracy"],
+      "uplink_bits": 8 * s["cum_uplink_bytes"],
+      "uplink_attempted_bits": 8 * s.get("cum_uplink_attempted_bytes", s["cum_uplink_bytes"]),
+      "profile_bits": 8 * s.get("cum_profile_bytes", 0.0),
+      "mean_ratio": float(np.mean([np.mean(r["ratio"]) for r in recs])),
+      "mean_round_latency_s": float(np.mean(lat)) if lat else None,
+      "deadline_misses": int(sum(r.get("deadline_misses", 0) for r in recs)),
+      "train_seconds": s["train_seconds_all_rounds"],
+      "curve": [(r["round"], r["test_accuracy"], 8 * r["cum_uplink_bytes"]) for r in recs
+                if "test_accuracy" in r],
+  }
+
+
+def aggregate(runs: dict) -> dict:
+  """`{seed: summary}` -> mean/std over seeds (curves aligned on evaluated rounds)."""
+  seeds = sorted(runs)
+  acc = np.array([runs[s]["final_test_accuracy"] for s in seeds])
+  bits = np.array([runs[s]["uplink_bits"] for s in seeds])
+  rounds = sorted(set.intersection(*[{c[0] for c in runs[s]["curve"]} for s in seeds]))
+  curve = []
+  for t in rounds:
+    a = [c[1] for s in seeds for c in runs[s]["curve"] if c[0] == t]
+    b = [c[2] for s in seeds for c in runs[s]["curve"] if c[0] == t]
+    curve.append((t, float(np.mean(a)), float(np.std(a)), float(np.mean(b))))
+  lat = [runs[s]["mean_round_latency_s"] for s in seeds if runs[s]["mean_round_latency_s"] is not None]
+  return {"seeds": seeds, "acc_mean": float(acc.mean()), "acc_std": float(acc.std()),
+          "uplink_bits_mean": float(bits.mean()),
+          "uplink_attempted_bits_mean": float(np.mean([runs[s]["uplink_attempted_bits"] for s in seeds])),
+          "profile_bits_mean": float(np.mean([runs[s]["profile_bits"] for s in seeds])),
+          "mean_ratio": float(np.mean([runs[s]["mean_ratio"] for s in seeds])),
+          "mean_round_latency_s": float(np.mean(lat)) if lat else None,
+          "deadline_misses": float(np.mean([runs[s]["deadline_misses"] for s in seeds])),
+          "curve": curve}
+
+
+def collect(out_root, seeds) -> dict:
+  res = {}
+  dirs = run_dirs(out_root)
+  for group, label, method, ov in grid():
+    runs = {}
+    for seed in seeds:
+      s = summarise(os.path.join(dirs[(group, label)], f"seed{seed}"))
+      if s is not None:
+        runs[seed] = s
+    if runs:
+      res.setdefault(group, {})[label] = {"method": method, "overrides": ov, **aggregate(runs),
+                                          "per_seed": runs}
+      chosen = [json.load(open(p))["chosen"]["rank"] for p in
+                (os.path.join(dirs[(group, label)], f"seed{s}", "tsfa_offline.json") for s in runs)
+                if os.path.exists(p)]
+      if chosen:
+        res[group][label]["offline_chosen_rank"] = chosen
+  return res
+
+
+def markdown(res: dict, header: str) -> str:
+  lines = [header, ""]
+  for group, rows in res.items():
+    ideal = res.get("main", {}).get("ideal")
+    lines += [f"### {group}", "",
+              "| run | seeds | final acc % (mean ± std) | uplink Mbit | vs ideal bits | mean ρ | "
+              "mean τ (s) | misses | attempted Mbit | profile kbit |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for label, r in rows.items():
+      if "offline_chosen_rank" in r:
+        label = f"{label} (chose r = {r['offline_chosen_rank']})"
+      frac = f"{r['uplink_bits_mean'] / ideal['uplink_bits_mean']:.3f}" if ideal else "-"
+      lat = "-" if r["mean_round_latency_s"] is None else f"{r['mean_round_latency_s']:.3f}"
+      lines.append(f"| {label} | {len(r['seeds'])} | {100 * r['acc_mean']:.2f} ± "
+                   f"{100 * r['acc_std']:.2f} | {r['uplink_bits_mean'] / 1e6:.1f} | {frac} | "
+                   f"{r['mean_ratio']:.3f} | {lat} | {r['deadline_misses']:.1f} | "
+                   f"{r['uplink_attempted_bits_mean'] / 1e6:.1f} | {r['profile_bits_mean'] / 1e3:.1f} |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def plot(res: dict, out_png: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  groups = [g for g in res if res[g]]
+  fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.0), squeeze=False)
+  for ax, g in zip(axes[0], groups):
+    for label, r in res[g].items():
+      c = np.array(r["curve"])
+      if not len(c):
+        continue
+      ax.errorbar(c[:, 3] / 1e6, 100 * c[:, 1], yerr=100 * c[:, 2], marker="o", ms=3, capsize=2,
+                  label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("cumulative uplink (Mbit)"), ax.set_ylabel("test accuracy (%)")
+    ax.set_title(g), ax.grid(alpha=0.3), ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(out_png, dpi=110)
+  plt.close(fig)
+
+
+def main(argv):
+  ov = parse_overrides(argv)
+  groups = str(ov.pop("groups", "main,robust,tsfa_all,score,ortho,init,ef,rank")).split(",")
+  only = ov.pop("runs", None)
+  only = None if only is None else str(only).split(",")
+  seeds = [int(s) for s in str(ov.pop("seeds", "0,1,2")).split(",")]
+  out_root = str(ov.pop("out", os.path.join(ROOT, "runs/sweep")))
+  stop_at = ov.pop("stop_at", None)
+  common = {}
+  for k, key in (("rounds", "fed.rounds"), ("max_length", "data.max_length"),
+                 ("eval_every", "eval.every")):
+    if k in ov:
+      common[key] = ov.pop(k)
+  common.update(ov)
+  order = {g: i for i, g in enumerate(groups)}
+  todo = sorted([(g, l, m, o) for g, l, m, o in grid() if g in order and (only is None or l in only)],
+                key=lambda x: (order[x[0]], 0 if only is None else only.index(x[1])))
+  if only is not None:  # runs=... also sets the launch order
+    todo.sort(key=lambda x: only.index(x[1]))
+  dirs = run_dirs(out_root)
+  for seed in seeds:
+    for group, label, method, run_ov in todo:
+      wd = os.path.join(dirs[(group, label)], f"seed{seed}")
+      if os.path.exists(os.path.join(wd, "summary.json")):
+        continue
+      now = dt.datetime.now(dt.timezone.utc).strftime("%H:%M")
+      if stop_at is not None and now >= str(stop_at):
+        print(f"stop_at={stop_at} reached at {now}: not starting {group}/{label}/seed{seed}")
+        break
+      print(f"--- {now} {group}/{label} seed {seed}", flush=True)
+      s = run_one(method, run_ov, common, wd, seed)
+      print(f"    final acc {100 * s['final_test_accuracy']:.2f}%  uplink "
+            f"{8 * s['cum_uplink_bytes'] / 1e6:.1f} Mbit", flush=True)
+      report(out_root, seeds, common)
+  report(out_root, seeds, common)
+
+
+def report(out_root, seeds, common):
+  res = collect(out_root, seeds)
+  header = (f"Sweep over configs/wireless_compare.py, overrides {common}, seeds requested {seeds} "
+            "(each row says how many finished). Main table: no deadline (wireless.deadline_factor"
+            "=inf); robust: deadline 2·τ̄.")
+  md = markdown(res, header)
+  os.makedirs(RESULTS, exist_ok=True)
+  with open(os.path.join(RESULTS, "sweep_methods.md"), "w") as f:
+    f.write(md + "\n")
+  write_result("sweep_methods", {"common_overrides": common, "seeds": seeds, "groups": res})
+  if res:
+    plot(res, os.path.join(RESULTS, "sweep_methods.png"))
+  print(md, flush=True)
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

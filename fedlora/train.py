@@ -155,7 +155,8 @@ def auto_chunk(config, round_fns: RoundFns, parts, clients: ClientData, mesh) ->
   one = jax.eval_shape(lambda d: round_fns.sample(jax.random.PRNGKey(0), d, jnp.zeros((1,), jnp.int32))[0],
                        clients)  # one client's batches: every key the loss reads, [1, E, B, ...]
   batches = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), one)
-  states = jax.eval_shape(round_fns.init_client_states, parts.trainable, clients.num_clients)
+  n = int(clients.num_clients)  # static: it is a shape
+  states = jax.eval_shape(lambda tr: round_fns.init_client_states(tr, n), parts.trainable)
   row = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), states)
   ctx = jax.eval_shape(lambda tr: round_fns.context(round_fns.init_server(tr), 1), parts.trainable)
   est = memory.one_client_bytes(round_fns.one_client, parts.trainable, parts.frozen, batches, row, ctx)

@@ -1,5 +1,6 @@
 """Federated rounds: vmapped client phase == Python-loop reference, FedAvg properties."""
 import jax
+import pytest
 import jax.numpy as jnp
 import numpy as np
 import chex
@@ -110,7 +111,8 @@ def test_tsfa_payload_model_equals_soft_bits_on_the_rank_grid(tiny_exp):
     assert float(out.bits) == c0 + c1 * m / r
 
 
-def test_chunked_client_phase_equals_unchunked_with_error_feedback_state():
+@pytest.mark.parametrize("scaffold", [False, True])
+def test_chunked_client_phase_equals_unchunked_with_error_feedback_state(scaffold):
   """K=3 clients in chunks of 2 (last chunk padded with a dummy client) give the same updates, bits,
   metrics and error-feedback states (random-k: its selection does not hinge on float ties) as one
   vmapped chunk of 3, over two rounds (the second one reads the residuals the first one wrote);
@@ -119,7 +121,7 @@ def test_chunked_client_phase_equals_unchunked_with_error_feedback_state():
   from fedlora.train import build
   over = {"method.name": "randk", "method.ratio": 0.25, "compress.error_feedback": True,
           "optim.name": "sgd", "optim.lr": 0.5,  # SGD: no Adam amplification of 1-ulp differences
-          "fed.clients_per_round": 3}
+          "fed.clients_per_round": 3, "client.scaffold": scaffold}  # SCAFFOLD: c_i is one more key
   runs = {}
   for chunk in (2, 3):
     exp = build(tiny_config(**over, **{"fed.client_chunk": chunk}))
@@ -138,6 +140,8 @@ def test_chunked_client_phase_equals_unchunked_with_error_feedback_state():
     np.testing.assert_array_equal(a.bits, b.bits)
     chex.assert_trees_all_close(a.metrics, b.metrics, rtol=1e-5, atol=1e-6)
     chex.assert_tree_shape_prefix(a.delta, (3,))
+    chex.assert_trees_all_close(a.control_delta, b.control_delta, rtol=1e-5, atol=1e-7)
+  assert set(s2) == ({"compressor", "scaffold"} if scaffold else {"compressor"})
   chex.assert_trees_all_close(s2, s3, rtol=1e-5, atol=1e-7)
   # the residual is what random-k dropped from the adapters: nonzero for the sampled clients only
   row_max = jnp.stack([jnp.abs(x).reshape(4, -1).max(1) for x in jax.tree_util.tree_leaves(s2)]).max(0)

@@ -28,7 +28,7 @@ def get_config(arg=None):
   if arg not in VARIANTS:
     raise ValueError(f"configs/skewed.py: unknown variant {arg!r}; allowed: {VARIANTS}")
   c = bbc_minilm.get_config("tiny" if arg == "tiny" else None)
-  c.workdir = f"runs/skewed_{arg}"  # output folder
+  c.name = f"skewed_{arg}"  # experiment name: the default workdir is runs/skewed_<variant>-<method>-s<seed>
   c.data.max_length = 32  # short inputs keep the 2-core CPU runs small
   c.data.num_clients = 50  # N clients
   c.data.min_examples_per_client = 4  # smallest client (Dirichlet draws are retried until it holds)

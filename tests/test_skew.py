@@ -366,7 +366,6 @@ def test_all_options_combine_with_soft_tsfa_over_the_channel(tmp_path):
   """SOFT + TSFA over the wireless uplink with FedAvgM, SCAFFOLD, FedProx, FedRS and a cosine client
   lr: each upload is SOFT's payload at its planned ratio plus the dense Δc_i, and the run finishes
   with finite accuracy."""
-  from fedlora.methods.uplink import bits_model
   c = tiny_config(**{"workdir": str(tmp_path / "w"), "method.name": "soft", "wireless.enabled": True,
                      "server.name": "fedavgm", "server.lr": 0.5, "client.scaffold": True,
                      "client.prox_mu": 0.01, "client.logit_adjust": "fedrs",
@@ -374,7 +373,7 @@ def test_all_options_combine_with_soft_tsfa_over_the_channel(tmp_path):
   s = train.run(c)
   assert 0.0 <= s["final_test_accuracy"] <= 1.0
   exp = train.build(c)
-  c0, c1 = bits_model(exp.parts.trainable, 32)
+  c0, c1 = exp.method.compressor.payload(exp.parts.trainable)  # SOFT's own payload model
   extra = exp.round_fns.drift.scaffold_bits
   assert extra > 0
   for r in read_metrics(str(tmp_path / "w/metrics.jsonl")):

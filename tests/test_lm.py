@@ -247,6 +247,7 @@ def test_every_method_runs_one_lm_round(method, tmp_path):
     np.testing.assert_array_equal(a, exp.parts.trainable["model"]["layers"][0]["self_attn"]["q_proj"]["lora_a"])
 
 
+@pytest.mark.slow  # ~25 s: the BERT twin in test_fed.py runs in the default suite
 def test_lm_remat_is_exact_and_bf16_is_close_for_llama_and_gpt2(tmp_path):
   """model.remat / compute_dtype / param_dtype work for the causal-LM task too (Llama 'layers' and
   GPT-2 'h' block lists): remat='block' gives the same updates, bf16 the same first loss to bf16

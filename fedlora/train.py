@@ -32,7 +32,8 @@ from fedlora.fed.drift import build_drift  # noqa: E402
 from fedlora.fed.round import RoundFns, make_round  # noqa: E402
 from fedlora.fed.schedule import round_schedule  # noqa: E402
 from fedlora.fed.sampling import sample_clients  # noqa: E402
-from fedlora.fed.sharding import client_mesh, frozen_shardings, init_distributed, place  # noqa: E402
+from fedlora.fed.sharding import (assemble_hosted, client_mesh, frozen_shardings, hosted_clients,  # noqa: E402
+                                  init_distributed, place)
 from fedlora.fed import memory  # noqa: E402
 from fedlora.fed.local import make_optimizer  # noqa: E402
 from fedlora.models import load_pretrained, read_config  # noqa: E402
@@ -55,7 +56,10 @@ class Experiment(NamedTuple):
   """Everything a run needs, built once from the config (static parts, no mutable state)."""
   config: Any
   parts: lora.ModelParts        # graphdef, initial trainable, frozen base (shared by all clients)
-  clients: ClientData           # arrays [N, n_max, ...] (the task's batch keys), on device
+  clients: ClientData           # arrays [N, n_max, ...] (the task's batch keys) + num_examples [N], on
+                                # device; multi-process: arrays [N_pad, n_max, ...] sharded over
+                                # 'clients' (each process built only its own rows; padded rows are
+                                # never sampled: num_examples stays [N])
   test: dict                    # numpy test split (what the task's evaluation reads)
   label_names: list             # classes (classification) / categories (causal_lm)
   histogram: np.ndarray         # [N, classes or categories]
@@ -69,8 +73,9 @@ class Experiment(NamedTuple):
   chunk_choice: Any = None      # memory.ChunkChoice when fed.client_chunk=0 chose C, else None
 
 
-def load_data(config, task):
-  """Model folder, tokenizer, model family and the task's federated data (fedlora.tasks.TaskData)."""
+def load_data(config, task, hosted=None):
+  """Model folder, tokenizer, model family and the task's federated data (fedlora.tasks.TaskData);
+  `hosted` (multi-process): the client ids whose examples this process tokenises (Task docstring)."""
   model_path = resolve_model_path(config.model)
   hf_config = read_config(model_path)
   family = family_for(hf_config.get("model_type"), os.path.join(model_path, "config.json"))
@@ -83,7 +88,8 @@ def load_data(config, task):
                      "matching folder or set task.name (classification: BERT/RoBERTa/MiniLM folders; "
                      "causal_lm: Llama/Mistral/Qwen2/GPT-2, see configs/lm_instruct.py)")
   tokenizer = load_tokenizer(model_path)
-  return model_path, tokenizer, family, task.prepare_data(config, tokenizer, hf_config)
+  extra = {} if hosted is None else {"hosted": hosted if hosted.size else np.zeros((1,), np.int64)}
+  return model_path, tokenizer, family, task.prepare_data(config, tokenizer, hf_config, **extra)
 
 
 def build(config) -> Experiment:
@@ -91,7 +97,12 @@ def build(config) -> Experiment:
   validate(config)
   init_distributed(config.mesh)  # no-op for one process or when run() already did it
   task = get_task(task_name(config))
-  model_path, tokenizer, family, data = load_data(config, task)
+  mesh = client_mesh(config.mesh.num_devices or None, config.mesh.model)
+  # several processes on the 'clients' axis: each builds only the clients its devices hold
+  hosted = hosted_clients(config.data.num_clients, mesh)
+  model_path, tokenizer, family, data = load_data(config, task, hosted)
+  if hosted is not None:  # -> client arrays [N_pad, n_max, ...] sharded over 'clients'
+    data = assemble_hosted(data, hosted, config.data.num_clients, mesh)
   missing = sorted(set(task.batch) - set(data.clients.arrays))
   if missing:
     raise ValueError(f"task {task.name!r} batches need arrays {sorted(task.batch)}; its data lacks {missing}")
@@ -113,7 +124,6 @@ def build(config) -> Experiment:
   parts = parts._replace(frozen=jax.tree_util.tree_map(
       lambda x: x.astype(pdt) if jnp.issubdtype(x.dtype, jnp.floating) else x, parts.frozen))
   method = build_method(config, parts.trainable)
-  mesh = client_mesh(config.mesh.num_devices or None, config.mesh.model)
   if mesh is not None:  # the frozen base replicated or FSDP-sharded over 'model'; the rest replicated
     parts = parts._replace(frozen=place(parts.frozen, mesh, frozen_shardings(
         parts.frozen, mesh, config.mesh.shard_frozen)), trainable=place(parts.trainable, mesh))
@@ -121,8 +131,12 @@ def build(config) -> Experiment:
   loss_fn = task.make_loss(parts, config, method.penalty, method.penalty_weight)
   cc = config.client
   label_names = data.info.get("label_names")
-  clients = place(data.clients, mesh) if mesh is not None else jax.tree_util.tree_map(jnp.asarray,
-                                                                                      data.clients)
+  if hosted is not None:
+    clients = data.clients  # already on the mesh
+  elif mesh is not None:
+    clients = place(data.clients, mesh)
+  else:
+    clients = jax.tree_util.tree_map(jnp.asarray, data.clients)
 
   def rounds(chunk):
     return make_round(

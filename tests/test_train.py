@@ -231,15 +231,37 @@ o, _ = exp.round_fns.client_phase(g, exp.parts.frozen, exp.clients, np.arange(4,
 new = multihost_utils.process_allgather(exp.round_fns.server_phase(
     g, exp.round_fns.init_server(g), o.delta, np.ones(4, np.float32), 1)[0], tiled=True)
 vec = np.concatenate([np.asarray(x).ravel() for x in jax.tree_util.tree_leaves(new)])
+# N = 5 clients on the 4-wide 'clients' axis: padded to 8 rows, process 1 hosts client 4 + 3 pad rows
+from fedlora.data.clients import ClientData
+from fedlora.fed.sharding import client_mesh, hosted_clients, place_hosted_clients
+mesh = client_mesh()
+h5 = hosted_clients(5, mesh)
+local = ClientData(arrays={'input_ids': np.repeat(h5[:, None, None] + 1, 3, 1).repeat(2, 2).astype(np.int32)},
+                   num_examples=np.full(h5.shape, 3, np.int32))
+p5 = place_hosted_clients(local, h5, np.full((5,), 3, np.int32), mesh)
+pad = {r: int(np.asarray(s.data[j]).max()) for s in p5.input_ids.addressable_shards
+       for j, r in enumerate(range(*s.index[0].indices(8)))}
+ids = exp.clients.input_ids  # [N_pad, n_max, L] sharded over 'clients': this process's rows only
+rows = {}
+for s in ids.addressable_shards:
+  for j, r in enumerate(range(*s.index[0].indices(ids.shape[0]))):
+    rows[r] = int(np.asarray(s.data[j], np.int64).sum())
 print('RESULT ' + json.dumps({'devices': jax.device_count(), 'local': jax.local_device_count(),
-                              'vec': vec.tolist()}), flush=True)
+                              'vec': vec.tolist(), 'shape': list(ids.shape), 'rows': rows,
+                              'hosted_clients': exp.info['hosted_clients'], 'h5': h5.tolist(),
+                              'pad': pad, 'shape5': list(p5.input_ids.shape), 'n5': p5.num_clients,
+                              'hosted_examples': exp.info['hosted_examples'],
+                              'part_sizes': [len(p) for p in exp.info['parts']],
+                              'num_examples': np.asarray(exp.clients.num_examples).tolist()}), flush=True)
 """
 
 
 def test_two_processes_two_devices_each_equal_single_device(tmp_path):
   """2 local processes × 2 CPU devices (gloo collectives, jax.distributed.initialize from the config)
   run one round on a 4-device client mesh; both processes get the single-device result.
-  Tolerance as for the 8-device test (float32 round-off of a different partitioning)."""
+  Tolerance as for the 8-device test (float32 round-off of a different partitioning).
+  Each process holds (addressable shards) and tokenised only the clients of its own 2 devices: half
+  of the 4 clients, disjoint, together all of them, with the single-device run's rows and sizes."""
   import socket
   import jax.numpy as jnp
   with socket.socket() as s:
@@ -272,3 +294,18 @@ def test_two_processes_two_devices_each_equal_single_device(tmp_path):
   for r in outs:
     assert r["devices"] == 4 and r["local"] == 2
     assert float(np.abs(np.asarray(r["vec"]) - ref).max()) <= 1e-5 * max(1.0, scale)
+  # client data: each process holds and built only its hosted clients (rows of its own devices)
+  full = np.asarray(exp.clients.input_ids, np.int64)  # [4, n_max, L] of the single-process run
+  hosted = [r["hosted_clients"] for r in outs]
+  assert hosted == [[0, 1], [2, 3]]
+  for r, mine in zip(outs, hosted):
+    assert r["shape"] == list(full.shape)  # N = 4 = the 'clients' axis: no padding rows
+    assert sorted(int(k) for k in r["rows"]) == mine
+    assert {int(k): v for k, v in r["rows"].items()} == {k: int(full[k].sum()) for k in mine}
+    assert r["hosted_examples"] == sum(r["part_sizes"][k] for k in mine) < sum(r["part_sizes"])
+    assert r["num_examples"] == np.asarray(exp.clients.num_examples).tolist() == r["part_sizes"]
+  # 5 clients: rows padded to 8 (zeros, never sampled: num_clients stays 5), client k's row = k + 1
+  assert [r["h5"] for r in outs] == [[0, 1, 2, 3], [4]]
+  assert all(r["shape5"] == [8, 3, 2] and r["n5"] == 5 for r in outs)
+  assert [{int(k): v for k, v in r["pad"].items()} for r in outs] == [{0: 1, 1: 2, 2: 3, 3: 4},
+                                                                       {4: 5, 5: 0, 6: 0, 7: 0}]

@@ -115,6 +115,33 @@ def stack_client_rows(per_client: Sequence[Mapping[str, np.ndarray]], n_max: int
     return stack_clients(joined, parts, n_max)
 
 
+def hosted_examples(parts: Sequence[np.ndarray], hosted: Sequence[int]) -> tuple[np.ndarray, list]:
+    """The examples a process must tokenise for its hosted clients, and their parts re-indexed.
+
+    parts: every client's example indices (the global partition, computed from labels only);
+    hosted: `[H]` client ids. Returns ``(need [M], local_parts)``: the sorted union of the hosted
+    clients' indices, and for each hosted client its indices into ``need`` (so
+    ``stack_clients(rows_of(need), local_parts, n_max)`` gives exactly the hosted rows of the full
+    ``stack_clients(rows_of(all), parts, n_max)``)."""
+    mine = [np.asarray(parts[int(k)], np.int64) for k in hosted]
+    need = np.unique(np.concatenate(mine)) if mine else np.zeros((0,), np.int64)
+    return need, [np.searchsorted(need, p) for p in mine]
+
+
+def repad_clients(cd: ClientData, n_max: int) -> ClientData:
+    """The same clients with rows padded (cyclically, as ``stack_clients`` does) up to ``n_max``:
+    arrays ``[C, n_max, ...]``; identical to stacking with ``n_max`` in the first place."""
+    if n_max < cd.n_max:
+        raise ValueError(f"n_max={n_max} is smaller than the clients' {cd.n_max} rows")
+    if n_max == cd.n_max:
+        return cd
+    sizes = np.maximum(np.asarray(cd.num_examples, np.int64), 1)
+    gather = np.arange(n_max)[None, :] % sizes[:, None]  # [C, n_max]
+    rows = np.arange(sizes.shape[0])[:, None]
+    return ClientData(arrays={k: np.asarray(v)[rows, gather] for k, v in cd.arrays.items()},
+                      num_examples=cd.num_examples)
+
+
 @functools.partial(jax.jit, static_argnames=("n_max", "batch_size", "steps"))
 def sample_client_batches(key, n_k, n_max: int, batch_size: int, steps: int):
     """One client's row indices [steps, batch_size] int32, all in [0, n_k); see the module doc."""
@@ -163,10 +190,17 @@ class FederatedData(NamedTuple):
     parts: list  # per-client indices into the training split
     label_names: list  # class names, id order
     histogram: np.ndarray  # [C, num_classes] per-client label counts
+    hosted_examples: int = 0  # training examples tokenised by this process (all of them unless hosted)
 
 
-def prepare_federated_data(data_cfg: Any, tokenizer, ds=None) -> FederatedData:
-    """Load (or take ``ds``) -> stratified split -> tokenize -> partition the train split -> stack."""
+def prepare_federated_data(data_cfg: Any, tokenizer, ds=None, hosted=None) -> FederatedData:
+    """Load (or take ``ds``) -> stratified split -> tokenize -> partition the train split -> stack.
+
+    ``hosted`` (multi-process runs, `[H]` client ids, see fedlora.fed.sharding.hosted_clients): the
+    partition is computed from the labels alone (the same on every process), then only the hosted
+    clients' examples are tokenised; ``clients`` holds the hosted clients only (arrays
+    ``[H, n_max, ...]``, n_max the largest client of ALL clients, ``num_examples [H]``) and
+    ``hosted_examples`` is the number of training examples tokenised."""
     from fedlora.data.partition import describe, partition_from_config
     from fedlora.data.sources import get_option, load_dataset_from_config
     from fedlora.data.split import train_test_split
@@ -177,13 +211,24 @@ def prepare_federated_data(data_cfg: Any, tokenizer, ds=None) -> FederatedData:
     names = list(ds.features["label"].names)
     train, test = train_test_split(ds, get_option(data_cfg, "test_fraction"), get_option(data_cfg, "split_seed"))
     max_length = get_option(data_cfg, "max_length")
-    train_arr = tokenize(train, tokenizer, max_length)
+    if hosted is None:
+        train_arr = tokenize(train, tokenizer, max_length)
+        labels, tokenized = train_arr["labels"], len(train)
+        parts = partition_from_config(labels, data_cfg)
+        clients = stack_clients(train_arr, parts)
+    else:  # labels only -> the global partition; tokenise the hosted clients' examples only
+        labels = np.asarray(train["label"], dtype=np.int64).astype(np.int32)  # as tokenize makes them
+        parts = partition_from_config(labels, data_cfg)
+        need, local = hosted_examples(parts, hosted)
+        clients = stack_clients(tokenize(train.select(need), tokenizer, max_length), local,
+                                n_max=max(p.shape[0] for p in parts))
+        tokenized = int(need.size)
     test_arr = tokenize(test, tokenizer, max_length)
-    parts = partition_from_config(train_arr["labels"], data_cfg)
     return FederatedData(
-        clients=stack_clients(train_arr, parts),
+        clients=clients,
         test=test_arr,
         parts=parts,
         label_names=names,
-        histogram=describe(parts, train_arr["labels"], len(names)),
+        histogram=describe(parts, labels, len(names)),
+        hosted_examples=tokenized,
     )

@@ -113,19 +113,28 @@ def texts_from_dataset(ds, data_cfg, tokenizer) -> tuple[list[str], list[str], b
 def tokenize_examples(prompts, responses, tokenizer, max_length: int, eos_id: int,
                       templated: bool = False) -> tuple[list[Example], dict]:
   """Token ids per example, truncated to `max_length` as the module doc says; and the counts."""
+  out, cut_p, cut_r = tokenize_examples_flags(prompts, responses, tokenizer, max_length, eos_id, templated)
+  return out, {"truncated_prompts": int(cut_p.sum()), "truncated_responses": int(cut_r.sum())}
+
+
+def tokenize_examples_flags(prompts, responses, tokenizer, max_length: int, eos_id: int,
+                            templated: bool = False) -> tuple[list[Example], np.ndarray, np.ndarray]:
+  """`tokenize_examples` with per-example flags instead of counts: (examples, prompt cut `[n]` bool,
+  response cut `[n]` bool)."""
   if max_length < 2:
     raise ValueError(f"max_length={max_length} must be >= 2 (a prompt token and a response token)")
   p_ids = tokenizer(list(prompts), add_special_tokens=not templated)["input_ids"]
   r_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
-  out, cut_p, cut_r = [], 0, 0
-  for p, r in zip(p_ids, r_ids):
+  out = []
+  cut_p, cut_r = np.zeros((len(p_ids),), bool), np.zeros((len(p_ids),), bool)
+  for i, (p, r) in enumerate(zip(p_ids, r_ids)):
     p, r = list(p), list(r) + [eos_id]
     if len(r) > max_length - 1:
-      r, cut_r = r[:max_length - 1], cut_r + 1
+      r, cut_r[i] = r[:max_length - 1], True
     if len(p) + len(r) > max_length:
-      p, cut_p = p[len(p) + len(r) - max_length:], cut_p + 1
+      p, cut_p[i] = p[len(p) + len(r) - max_length:], True
     out.append(Example(p, r))
-  return out, {"truncated_prompts": cut_p, "truncated_responses": cut_r}
+  return out, cut_p, cut_r
 
 
 def pad_rows(examples: Sequence[Example], max_length: int, pad_id: int) -> dict[str, np.ndarray]:
@@ -201,10 +210,18 @@ class InstructData(NamedTuple):
 
 
 def prepare_instruct_data(data_cfg, tokenizer, *, pad_id: int, eos_id: int,
-                          max_new_tokens: int = 0) -> InstructData:
-  """Load -> (subset) -> split -> tokenise -> partition -> pad/pack per client -> stack."""
+                          max_new_tokens: int = 0, hosted=None) -> InstructData:
+  """Load -> (subset) -> split -> tokenise -> partition -> pad/pack per client -> stack.
+
+  `hosted` (`[H]` client ids, multi-process runs): split and partition use the categories only (the
+  same on every process); only the held-out split and the hosted clients' training examples are
+  tokenised, and `clients` holds the hosted clients (arrays `[H, n_h, ...]`, rows padded to the
+  largest HOSTED client: packed row counts are only known after tokenising, the trainer pads to the
+  global largest). `stats` then counts the held-out split (+ the global example counts) and
+  `stats['per_client']` holds the hosted clients' own counts `{key: [H]}` (truncations, rows,
+  response tokens), which the trainer sums over all clients of all processes."""
   from fedlora.data.clients import stack_client_rows
-  from fedlora.data.partition import describe, partition
+  from fedlora.data.partition import describe
   from fedlora.data.split import split_indices
 
   ds = load_instruct_dataset(data_cfg)
@@ -222,14 +239,13 @@ def prepare_instruct_data(data_cfg, tokenizer, *, pad_id: int, eos_id: int,
     _, keep = split_indices(cats, data_cfg.max_examples / len(ds), data_cfg.split_seed)
     keep = np.sort(keep)
   prompts, responses, templated = texts_from_dataset(ds, data_cfg, tokenizer)
+  if hosted is not None:
+    return _prepare_hosted(data_cfg, tokenizer, prompts, responses, templated, keep, cats[keep], names,
+                           pad_id=pad_id, eos_id=eos_id, max_new_tokens=max_new_tokens, hosted=hosted)
   examples, stats = tokenize_examples([prompts[i] for i in keep], [responses[i] for i in keep], tokenizer,
                                       data_cfg.max_length, eos_id, templated)
   cats = cats[keep]
-  train_idx, test_idx = split_indices(cats, data_cfg.test_fraction, data_cfg.split_seed)
-  seed = data_cfg.split_seed if data_cfg.get("partition_seed") is None else data_cfg.partition_seed
-  parts = partition(cats[train_idx], data_cfg.num_clients, data_cfg.partition, seed=seed,
-                    alpha=data_cfg.dirichlet_alpha, sigma=data_cfg.quantity_sigma,
-                    min_per_client=data_cfg.min_examples_per_client)
+  train_idx, test_idx, parts = _split_and_partition(data_cfg, cats)
   rows = pack_rows if data_cfg.packing else pad_rows
   per_client = [rows([examples[train_idx[j]] for j in p], data_cfg.max_length, pad_id) for p in parts]
   clients = stack_client_rows(per_client)
@@ -240,4 +256,46 @@ def prepare_instruct_data(data_cfg, tokenizer, *, pad_id: int, eos_id: int,
   stats.update(examples=len(examples), train_examples=int(len(train_idx)), test_examples=int(len(test_idx)),
                train_rows=int(clients.num_examples.sum()),
                response_tokens=int(sum(int(a["loss_mask"].sum()) for a in per_client)))
+  return InstructData(clients, test, parts, names, describe(parts, cats[train_idx], len(names)), stats)
+
+
+def _split_and_partition(data_cfg, cats: np.ndarray):
+  """(train_idx, test_idx, parts) from the category ids alone."""
+  from fedlora.data.partition import partition
+  from fedlora.data.split import split_indices
+  train_idx, test_idx = split_indices(cats, data_cfg.test_fraction, data_cfg.split_seed)
+  seed = data_cfg.split_seed if data_cfg.get("partition_seed") is None else data_cfg.partition_seed
+  parts = partition(cats[train_idx], data_cfg.num_clients, data_cfg.partition, seed=seed,
+                    alpha=data_cfg.dirichlet_alpha, sigma=data_cfg.quantity_sigma,
+                    min_per_client=data_cfg.min_examples_per_client)
+  return train_idx, test_idx, parts
+
+
+def _prepare_hosted(data_cfg, tokenizer, prompts, responses, templated, keep, cats, names, *, pad_id,
+                    eos_id, max_new_tokens, hosted) -> InstructData:
+  """`prepare_instruct_data` for the hosted clients only (see its docstring)."""
+  from fedlora.data.clients import hosted_examples, stack_client_rows
+  from fedlora.data.partition import describe
+  train_idx, test_idx, parts = _split_and_partition(data_cfg, cats)
+  need, local = hosted_examples(parts, hosted)         # indices into train_idx
+  src = keep[train_idx[need]]
+  train_ex, cut_p, cut_r = tokenize_examples_flags([prompts[i] for i in src], [responses[i] for i in src],
+                                                   tokenizer, data_cfg.max_length, eos_id, templated)
+  rows = pack_rows if data_cfg.packing else pad_rows
+  per_client = [rows([train_ex[j] for j in lp], data_cfg.max_length, pad_id) for lp in local]
+  clients = stack_client_rows(per_client)
+  src = keep[test_idx]
+  test_ex, stats = tokenize_examples([prompts[i] for i in src], [responses[i] for i in src], tokenizer,
+                                     data_cfg.max_length, eos_id, templated)
+  test = pad_rows(test_ex, data_cfg.max_length, pad_id)
+  if max_new_tokens:
+    test.update(generation_arrays(test_ex, data_cfg.max_length, pad_id, eos_id, max_new_tokens))
+  stats.update(examples=int(len(keep)), train_examples=int(len(train_idx)),
+               test_examples=int(len(test_idx)), train_rows=0, response_tokens=0)
+  stats["per_client"] = {
+      "truncated_prompts": np.array([int(cut_p[lp].sum()) for lp in local], np.int64),
+      "truncated_responses": np.array([int(cut_r[lp].sum()) for lp in local], np.int64),
+      "train_rows": np.asarray(clients.num_examples, np.int64),
+      "response_tokens": np.array([int(a["loss_mask"].sum()) for a in per_client], np.int64)}
+  stats["hosted_examples"] = int(need.size)
   return InstructData(clients, test, parts, names, describe(parts, cats[train_idx], len(names)), stats)

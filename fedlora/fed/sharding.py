@@ -6,6 +6,13 @@ batches carry a `NamedSharding(mesh, P('clients'))` constraint on their leading 
 over 'model'); the frozen base is replicated (`mesh.shard_frozen=False`) or each leaf's largest axis
 divisible by the 'model' size is split over 'model' (XLA gathers a layer's weights where it is
 used). A chunk of C clients is padded up to a multiple of the 'clients' size (padding has no effect).
+
+Client data across processes: with one process it is replicated (`place`). When the 'clients' axis
+spans several processes, each client array `[N, n_max, ...]` is padded to `[N_pad, n_max, ...]`
+(N_pad = N rounded up to a multiple of the 'clients' size; padded rows are zeros and are never
+sampled: `num_examples` stays `[N]`, the true clients) and sharded over 'clients'; a process hosts
+the client rows of its own devices' shards (`hosted_clients`) and builds only those
+(`place_hosted_clients`).
 """
 from __future__ import annotations
 
@@ -85,6 +92,96 @@ def frozen_shardings(frozen, mesh: Mesh, shard: bool):
         return NamedSharding(mesh, P(*parts))
     return NamedSharding(mesh, P())
   return jax.tree_util.tree_map(spec, frozen)
+
+
+def hosted_clients(num_clients: int, mesh: Mesh | None) -> np.ndarray | None:
+  """The sorted ids `[H]` (< N) of the clients whose rows land on this process's devices when the
+  client arrays `[N_pad, ...]` are sharded over 'clients'; None when this process hosts every client
+  (one process, no mesh, or a 'clients' axis within each process): the replicated path."""
+  if mesh is None or jax.process_count() == 1:
+    return None
+  n_pad = padded_clients(num_clients, mesh)
+  spec = NamedSharding(mesh, P("clients"))
+  rows = set()
+  for idx in spec.addressable_devices_indices_map((n_pad,)).values():
+    rows.update(range(*idx[0].indices(n_pad)))
+  ids = np.array(sorted(r for r in rows if r < num_clients), np.int64)
+  return None if ids.size == num_clients else ids
+
+
+def padded_clients(num_clients: int, mesh: Mesh | None) -> int:
+  """N rounded up to a multiple of the mesh's 'clients' size (the rows of sharded client arrays)."""
+  s = clients_size(mesh)
+  return -(-int(num_clients) // s) * s
+
+
+def place_hosted_clients(local, hosted: np.ndarray, num_examples: np.ndarray, mesh: Mesh):
+  """ClientData on the mesh from this process's rows only.
+
+  local: ClientData of the hosted clients, arrays `[H, n_max, ...]` in the order of `hosted` (n_max
+    the GLOBAL largest client); hosted: `[H]` client ids; num_examples: `[N]` every client's size.
+  Returns arrays `[N_pad, n_max, ...]` sharded over 'clients' (each device's shard filled from
+  `local`, padded rows >= N zeros) and `num_examples [N]` replicated. A shard row this process does
+  not host is an error (the hosted set comes from `hosted_clients` on the same mesh)."""
+  n = int(np.shape(num_examples)[0])
+  n_pad = padded_clients(n, mesh)
+  spec = NamedSharding(mesh, P("clients"))
+  pos = {int(c): i for i, c in enumerate(hosted)}
+
+  def put(x):
+    x = np.asarray(x)
+
+    def shard(idx):
+      rows = range(*idx[0].indices(n_pad))
+      out = np.zeros((len(rows),) + x.shape[1:], x.dtype)
+      for j, r in enumerate(rows):
+        if r < n:
+          if r not in pos:
+            raise ValueError(f"client {r} lands on this process's devices but was not built here "
+                             f"(hosted: {sorted(pos)[:10]}...)")
+          out[j] = x[pos[r]]
+      return out[(slice(None),) + tuple(idx[1:])]
+    return jax.make_array_from_callback((n_pad,) + x.shape[1:], spec, shard)
+  arrays = {k: put(v) for k, v in local.arrays.items()}
+  return type(local)(arrays=arrays, num_examples=place(np.asarray(num_examples, np.int32), mesh))
+
+
+def assemble_hosted(data, hosted: np.ndarray, num_clients: int, mesh: Mesh):
+  """The task's data of this process's hosted clients -> the run's sharded client data.
+
+  data: fedlora.tasks.TaskData from `prepare_data(..., hosted=ids)`: `clients` arrays `[H', n_h, ...]`
+    and `num_examples [H']` of `ids` (= `hosted`, or client 0 alone when this process hosts no real
+    client: only its shapes are used); `info['client_stats']` (optional) `{key: [H']}` counts.
+  Collective (every process calls it): the sizes of all clients are gathered from the processes that
+  host them (`num_examples [N]`, n_max = their max, so the rows are those of a single-process run),
+  the local rows are padded to n_max and placed (`place_hosted_clients`), and each client_stats key
+  is summed over all N clients into `info['stats'][key]`. `info['hosted_clients']` = `hosted`."""
+  from fedlora.data.clients import repad_clients
+  from fedlora.run.processes import gather_rows
+  n, h = int(num_clients), int(hosted.size)
+  local = data.clients
+  if int(local.num_examples.shape[0]) != max(h, 1):
+    raise ValueError(f"the task built {local.num_examples.shape[0]} clients for the {h} hosted ones")
+
+  def spread(v):  # [H] values of the hosted clients -> [N] over all clients (max over processes)
+    out = np.zeros((n,), np.int64)
+    out[hosted] = np.asarray(v, np.int64)[:h]
+    return gather_rows(out.astype(np.int32)).max(0).astype(np.int64)
+  num_examples = spread(local.num_examples)
+  if (num_examples < 1).any():
+    raise ValueError(f"client(s) {np.flatnonzero(num_examples < 1)[:10].tolist()} were built by no "
+                     "process (or are empty)")
+  local = repad_clients(local, int(num_examples.max()))
+  clients = place_hosted_clients(local, hosted, num_examples.astype(np.int32), mesh)
+  info = dict(data.info, hosted_clients=hosted.tolist())
+  if h == 0:
+    info["hosted_examples"] = 0
+  per_client = info.pop("client_stats", None)
+  if per_client:
+    info["stats"] = dict(info.get("stats", {}))
+    for k, v in per_client.items():
+      info["stats"][k] = int(info["stats"].get(k, 0)) + int(spread(v).sum())
+  return data._replace(clients=clients, info=info)
 
 
 def place(tree, mesh: Mesh | None, shardings=None):

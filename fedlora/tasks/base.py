@@ -26,7 +26,14 @@ class Task(NamedTuple):
     is a clear error before training.
   batch: what one client batch holds: key -> shape/dtype (leaves `[B, ...]`; `[E, B, ...]` per round).
   validate: (config) -> None; raises ConfigError naming bad task-specific keys.
-  prepare_data: (config, tokenizer, hf_config dict) -> TaskData (source -> tokenised arrays -> clients).
+  prepare_data: (config, tokenizer, hf_config dict, hosted=None) -> TaskData (source -> tokenised
+    arrays -> clients). Multi-process runs pass `hosted` (`[H]` sorted client ids, see
+    fedlora.fed.sharding.hosted_clients): the client partition is still computed for ALL clients
+    (from labels/categories only, so every process gets the same one), but only the hosted clients'
+    training examples are tokenised; `clients` then holds those H clients (arrays `[H, n_h, ...]`,
+    `num_examples [H]`, in the order of `hosted`; the trainer pads rows to the global n_max) and
+    `info['hosted_examples']` counts the training examples tokenised. Everything else (test split,
+    histogram, label names) is the same as without `hosted`.
   model_kwargs: (config, TaskData) -> extra `load_pretrained` kwargs (e.g. num_labels, pooling).
   make_loss: (parts, config, penalty, penalty_weight) -> loss_fn(trainable, frozen, batch, key)
     -> (loss, aux) with aux holding at least 'ce' and 'acc' (per-client means are logged).

@@ -155,14 +155,20 @@ def validate_config(c) -> None:
   check(c.eval.temperature >= 0, "eval.temperature", c.eval.temperature, ">= 0 (0 = greedy)")
 
 
-def prepare_data(config, tokenizer, hf_config):
+def prepare_data(config, tokenizer, hf_config, hosted=None):
+  """Instruction data -> clients (`hosted`: only those clients' examples, see fedlora.tasks.base;
+  their own counts go to `info['client_stats']` `{key: [H]}`, summed over clients by the trainer)."""
   from fedlora.data.instruct import prepare_instruct_data
   from fedlora.tasks.base import TaskData
   pad_id, eos_id = special_ids(config, tokenizer, hf_config)
   d = prepare_instruct_data(config.data, tokenizer, pad_id=pad_id, eos_id=eos_id,
-                            max_new_tokens=config.eval.max_new_tokens)
+                            max_new_tokens=config.eval.max_new_tokens, hosted=hosted)
+  stats = dict(d.stats)
+  hosted_info = {} if hosted is None else {"client_stats": stats.pop("per_client"),
+                                           "hosted_examples": stats.pop("hosted_examples")}
   return TaskData(d.clients, d.test, {"label_names": d.categories, "histogram": d.histogram,
-                                      "parts": d.parts, "stats": d.stats, "pad_id": pad_id, "eos_id": eos_id})
+                                      "parts": d.parts, "stats": stats, "pad_id": pad_id, "eos_id": eos_id,
+                                      **hosted_info})
 
 
 def print_samples(exp, trainable) -> None:

@@ -85,8 +85,9 @@ def validate_config(c) -> None:
     raise ConfigError(f"config.data.source={c.data.source!r} is not allowed: one of {SOURCES}")
 
 
-def prepare_data(config, tokenizer, hf_config):
-  """Dataset (with the optional stratified `data.max_examples` subset) -> split -> tokenise -> clients."""
+def prepare_data(config, tokenizer, hf_config, hosted=None):
+  """Dataset (with the optional stratified `data.max_examples` subset) -> split -> tokenise -> clients
+  (`hosted`: only those clients' examples are tokenised and stacked, see fedlora.tasks.base)."""
   from fedlora.data.clients import prepare_federated_data
   from fedlora.data.sources import load_dataset_with_report
   from fedlora.data.split import split_indices
@@ -96,9 +97,11 @@ def prepare_data(config, tokenizer, hf_config):
     labels = np.asarray(ds["label"])
     _, keep = split_indices(labels, config.data.max_examples / len(ds), config.data.split_seed)
     ds = ds.select(np.sort(keep))
-  fd = prepare_federated_data(config.data, tokenizer, ds=ds)
+  fd = prepare_federated_data(config.data, tokenizer, ds=ds, hosted=hosted)
   return TaskData(fd.clients, fd.test, {"label_names": fd.label_names, "histogram": fd.histogram,
-                                        "parts": fd.parts, "data_dropped": dropped})
+                                        "parts": fd.parts, "data_dropped": dropped,
+                                        **({} if hosted is None else
+                                           {"hosted_examples": fd.hosted_examples})})
 
 
 def _task():

@@ -304,3 +304,38 @@ def test_prepare_federated_data_end_to_end(bbc, tok):
     assert int(fd.clients.num_examples.sum()) == n_train == int(fd.histogram.sum())
     assert fd.clients.num_examples.min() >= 5
     assert fd.label_names == sorted(BBC_COUNTS)
+
+
+class _CountingTokenizer:
+    """Delegates to a tokenizer and counts the texts it was asked to tokenise."""
+
+    def __init__(self, tok):
+        self.tok, self.texts = tok, 0
+
+    def __call__(self, texts, **kw):
+        self.texts += len(texts)
+        return self.tok(texts, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+
+def test_hosted_clients_tokenise_only_their_examples_and_match_the_full_rows(bbc, tok):
+    """`hosted=[1, 3]` (what a process of a multi-process run builds): the same partition, only those
+    clients' training examples (+ the test split) are tokenised, and their rows, sizes and n_max are
+    exactly those of the full build (so sharding them equals the single-process data)."""
+    ds = bbc.select(range(300))
+    cfg = _cfg(max_length=16, num_clients=5, partition="dirichlet", dirichlet_alpha=0.5, min_examples_per_client=3)
+    full = prepare_federated_data(cfg, tok, ds=ds)
+    counting = _CountingTokenizer(tok)
+    part = prepare_federated_data(cfg, counting, ds=ds, hosted=np.array([1, 3]))
+    sizes = [len(p) for p in full.parts]
+    assert [len(p) for p in part.parts] == sizes and part.hosted_examples == sizes[1] + sizes[3]
+    assert counting.texts == part.hosted_examples + part.test["labels"].shape[0] < 300
+    assert part.clients.n_max == full.clients.n_max == max(sizes)
+    np.testing.assert_array_equal(part.clients.num_examples, full.clients.num_examples[[1, 3]])
+    for k in full.clients.arrays:
+        np.testing.assert_array_equal(part.clients.arrays[k], full.clients.arrays[k][[1, 3]])
+    np.testing.assert_array_equal(part.histogram, full.histogram)
+    for k in full.test:
+        np.testing.assert_array_equal(part.test[k], full.test[k])

@@ -151,6 +151,34 @@ def test_sources_columns_and_category_partitions(tmp_path):
                                     response_column="a"), tok, pad_id=0, eos_id=2)
 
 
+def test_hosted_clients_pack_only_their_examples_and_sum_to_the_full_stats(tmp_path):
+  """Packed rows, 3 clients: building each client alone (`hosted=[k]`, as a process of a
+  multi-process run does) gives that client's rows of the full build once padded to the global n_max
+  (`repad_clients`), and the test part + every client's own counts add up to the full stats."""
+  from fedlora.data.clients import repad_clients
+  tok = _tok()
+  rows = [{"q": f"what is {i % 7} + 1? " + "x " * (i % 5) + "z" * 40 * (i % 10 == 0),
+           "a": str(i % 7 + 1) + " y" * (i % 3)} for i in range(60)]
+  (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  cfg = _data_cfg(source="json", path=str(tmp_path / "d.jsonl"), prompt_column="q", response_column="a",
+                  partition="quantity", num_clients=3, max_length=48, packing=True)
+  full = prepare_instruct_data(cfg, tok, pad_id=0, eos_id=2, max_new_tokens=3)
+  assert full.stats["truncated_prompts"] > 0 and full.stats["train_rows"] < full.stats["train_examples"]
+  summed = {}
+  for k in range(3):
+    one = prepare_instruct_data(cfg, tok, pad_id=0, eos_id=2, max_new_tokens=3, hosted=np.array([k]))
+    assert one.stats["hosted_examples"] == len(full.parts[k])
+    got = repad_clients(one.clients, full.clients.n_max)
+    assert int(got.num_examples[0]) == int(full.clients.num_examples[k])
+    for key in full.clients.arrays:
+      np.testing.assert_array_equal(got.arrays[key][0], full.clients.arrays[key][k])
+    for key, v in one.stats["per_client"].items():
+      summed[key] = summed.get(key, one.stats[key]) + int(v.sum())
+    for key in full.test:
+      np.testing.assert_array_equal(one.test[key], full.test[key])
+  assert summed == {key: full.stats[key] for key in summed}
+
+
 def test_messages_column_plain_and_chat_template(tmp_path):
   conv = [{"role": "user", "content": "upper: cat"}, {"role": "assistant", "content": "CAT"}]
 

@@ -172,6 +172,37 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_step(tmp_path, tin
          [r["train_loss"] for r in read_metrics(str(tmp_path / "full/metrics.jsonl"))]
 
 
+def test_corrupt_checkpoint_is_moved_by_process_0_only(tmp_path, monkeypatch):
+  """Multi-process gating, simulated in one process: a process other than 0 that cannot read the
+  newest step neither moves nor reports it; it waits at the barrier (where process 0 moves it) and
+  then falls back to the previous step like process 0."""
+  import shutil
+  from fedlora.utils import checkpoint
+  w, fp = tmp_path / "w", {"hash": "h", "items": {}}
+  ck = Checkpointer(str(w), 3, fp)
+  for step in (1, 2):
+    ck.save(step, {"a": np.full((4,), float(step), np.float32)})
+  ck.close()
+  for root, _, files in os.walk(w / "checkpoints" / "2" / "state"):  # truncate every array file
+    for f in files:
+      open(os.path.join(root, f), "w").close()
+  waited = []
+
+  def barrier(name):  # process 0 moves the folder while the others wait here
+    waited.append((name, (w / "checkpoints" / "2").exists()))
+    shutil.move(str(w / "checkpoints" / "2"), str(tmp_path / "moved_by_process_0"))
+  monkeypatch.setattr(checkpoint, "is_lead", lambda: False)
+  monkeypatch.setattr(checkpoint, "barrier", barrier)
+  ck = Checkpointer(str(w), 3, fp)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", RunWarning)  # only process 0 reports it
+    step, state = ck.restore_latest({"a": np.zeros((4,), np.float32)})
+  ck.close()
+  assert step == 1 and np.asarray(state["a"]).tolist() == [1.0] * 4
+  assert waited == [("fedlora_corrupt_checkpoint_2", True)]  # still in place when it reached the barrier
+  assert not (w / "checkpoints_corrupt").exists()
+
+
 def test_checkpoint_of_another_config_is_a_fingerprint_mismatch(tmp_path, tiny_exp):
   _train(tiny_exp, workdir=str(tmp_path / "w"), **{"fed.rounds": 1})
   other = fingerprint(tiny_config(**{"seed": 3}))

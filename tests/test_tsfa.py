@@ -361,6 +361,34 @@ def test_offline_stage_in_the_run_pilots_chooses_and_resumes(tmp_path, monkeypat
     pilot.offline_stage(c)
 
 
+def test_offline_stage_on_other_processes_writes_and_reads_nothing(tmp_path, monkeypatch):
+  """Multi-process gating, simulated in one process: a process other than 0 runs the (collective)
+  pilot but writes no file, and applies the recorded choice process 0 broadcasts without reading it."""
+  import json
+  from collections import namedtuple
+  from conftest import tiny_config
+  from fedlora.tsfa import pilot
+  wd = tmp_path / "w"
+  c = tiny_config(**{"workdir": str(wd), "method.name": "soft", "wireless.enabled": True,
+                     "tsfa.offline.enabled": True, "tsfa.offline.pilot_rounds": 1, "tsfa.offline.r_max": 4})
+  res = namedtuple("Res", "rank V rho_min table notes")(2, 0.5, 0.25, {"rank": np.array([1, 2, 4])}, ())
+  consts = namedtuple("Consts", "drift")(0.1)
+  monkeypatch.setattr(pilot, "is_lead", lambda: False)
+  monkeypatch.setattr(pilot, "run_pilot", lambda config: {"rounds": 1, "r_max": 4})
+  monkeypatch.setattr(pilot, "choose_from_pilot", lambda config, p: (res, consts))
+  out = pilot.offline_stage(c)
+  assert (out.lora.rank, out.tsfa.online.V, out.tsfa.online.rho_min) == (2, 0.5, 0.25)
+  assert not wd.exists()  # nothing written (process 0 writes tsfa_offline.json)
+  wd.mkdir()
+  text = json.dumps({"chosen": {"rank": 4, "V": 0.125, "rho_min": 0.5}, "pilot": {"r_max": 4, "rounds": 1}})
+  (wd / pilot.FILE).write_text("not what process 0 holds")
+  seen = []
+  monkeypatch.setattr(pilot, "broadcast_text", lambda t: seen.append(t) or text)
+  monkeypatch.setattr(pilot, "run_pilot", lambda config: (_ for _ in ()).throw(AssertionError))
+  out = pilot.offline_stage(c)
+  assert seen == [None] and (out.lora.rank, out.tsfa.online.V, out.tsfa.online.rho_min) == (4, 0.125, 0.5)
+
+
 def test_covariance_ratio_matches_a_loop():
   from fedlora.tsfa.pilot import covariance_ratio
   rng = np.random.default_rng(0)

@@ -26,6 +26,9 @@
      `<workdir>/tsfa_offline.json` (and printed); the returned config has `lora.rank = r`,
      `tsfa.online.V = V`, `tsfa.online.rho_min = ρ_min`. The pilot's own uplink is reported there
      (`pilot.uplink_bits`), not added to the main run's totals.
+Multi-process runs: every process runs the (collective) pilot; process 0 alone reads and writes
+`tsfa_offline.json` and `pilot/metrics.jsonl`, and the file it read is broadcast, so all processes
+apply the same choice.
 """
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from fedlora.run.processes import broadcast_text, is_lead
 
 FILE = "tsfa_offline.json"
 
@@ -98,8 +103,10 @@ def run_pilot(config) -> dict:
   pc.method.ratio = 1.0
   pc.workdir = os.path.join(config.workdir, "pilot")
   exp = train.build(pc)
-  os.makedirs(pc.workdir, exist_ok=True)
-  writer = MetricsWriter(pc.workdir, 0)
+  writer = None
+  if is_lead():  # multi-process: the pilot runs on every process, process 0 alone writes its metrics
+    os.makedirs(pc.workdir, exist_ok=True)
+    writer = MetricsWriter(pc.workdir, 0)
   state = train.init_state(exp)
   tr, cstates, server = state["trainable"], state["client_states"], state["server"]
   profiles, ratios_c, up_bits = [], [], 0.0
@@ -118,9 +125,10 @@ def run_pilot(config) -> dict:
     profiles.append(prof)
     ratios_c.append(ratio_c)
     up_bits += float(jnp.sum(out.bits))
-    writer.write({"round": t, "clients": ids, "train_loss": float(out.metrics["loss"].mean()),
-                  "uplink_bits": out.bits, "covariance_ratio": ratio_c,
-                  "profile": prof.mean(0)})
+    if writer is not None:
+      writer.write({"round": t, "clients": ids, "train_loss": float(out.metrics["loss"].mean()),
+                    "uplink_bits": out.bits, "covariance_ratio": ratio_c,
+                    "profile": prof.mean(0)})
   c0, c1 = exp.method.compressor.payload(exp.parts.trainable)
   dense = dense_bits_of(exp.parts.trainable, pc.compress.bits_per_value)
   tokens = pc.fed.local_steps * pc.fed.batch_size * pc.data.max_length
@@ -169,9 +177,13 @@ def offline_stage(config):
     return config
   path = os.path.join(config.workdir, FILE)
   o = config.tsfa.offline
-  if os.path.exists(path):
+  text = None
+  if is_lead() and os.path.exists(path):
     with open(path) as f:
-      rec = json.load(f)
+      text = f.read()
+  text = broadcast_text(text)  # multi-process: process 0's file decides for every process
+  if text is not None:
+    rec = json.loads(text)
     if rec["pilot"]["r_max"] != o.r_max or rec["pilot"]["rounds"] != o.pilot_rounds:
       raise ValueError(f"{path} was written with r_max={rec['pilot']['r_max']}, pilot_rounds="
                        f"{rec['pilot']['rounds']}; this config has r_max={o.r_max}, pilot_rounds="
@@ -183,6 +195,8 @@ def offline_stage(config):
   chosen = {"rank": res.rank, "V": res.V, "rho_min": res.rho_min}
   rec = {"chosen": chosen, "table": {k: v.tolist() for k, v in res.table.items()},
          "notes": list(res.notes), "constants": consts._asdict(), "pilot": pilot}
+  if not is_lead():  # every process ran the same pilot and choice; process 0 alone writes it
+    return _apply(config, chosen)
   os.makedirs(config.workdir, exist_ok=True)
   tmp = path + ".tmp"
   with open(tmp, "w") as f:

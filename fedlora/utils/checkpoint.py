@@ -8,7 +8,9 @@ and continuing gives exactly the uninterrupted run. Each step holds two items: `
   run (`like`), then places every leaf as `like`'s is placed (its sharding when committed, the default
   device otherwise), so a run saved on one mesh (1-D, 2-D, one device) resumes on any other;
 - a step that cannot be read (corrupt or partial files) is reported, moved to
-  `<workdir>/checkpoints_corrupt/` (kept, not deleted) and the previous step is tried.
+  `<workdir>/checkpoints_corrupt/` (kept, not deleted) and the previous step is tried. Multi-process:
+  restoring is collective; when any process cannot read the step all treat it as corrupt, process 0
+  alone moves it (and warns) and the others wait for the move (`fedlora.run.processes`).
 Saving defers Ctrl-C until the step is complete, so the newest step is always whole.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ import orbax.checkpoint as ocp
 from fedlora.run.errors import RunError, warn
 from fedlora.run.fingerprint import describe_differences, differences
 from fedlora.run.interrupt import deferred_sigint
+from fedlora.run.processes import all_true, barrier, is_lead
 
 
 def _host(x):
@@ -104,19 +107,27 @@ class Checkpointer:
       if not steps:
         return 0, like
       step = steps[-1]
+      state, error = None, None
       try:
-        return step, self.restore(step, like)
+        state = self.restore(step, like)
       except RunError:
         raise
       except Exception as e:  # noqa: BLE001 - any read failure of this step's files
-        dest = os.path.join(self.workdir, "checkpoints_corrupt", f"{step}-{int(time.time())}")
+        error = e
+      if all_true(error is None):  # multi-process: every process read it, or all treat it as corrupt
+        return step, state
+      self._mgr.close()
+      dest = os.path.join(self.workdir, "checkpoints_corrupt", f"{step}-{int(time.time())}")
+      if is_lead():  # one process moves the folder; the others wait for it before listing the steps
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        self._mgr.close()
         shutil.move(os.path.join(self.directory, str(step)), dest)
-        self._mgr = self._open()
-        prev = [s for s in steps if s < step]
-        warn(f"checkpoint {self.directory}/{step} is unreadable ({type(e).__name__}: "
-             f"{' '.join(str(e).split())[:200]}); moved it to {dest} and "
+      barrier(f"fedlora_corrupt_checkpoint_{step}")
+      self._mgr = self._open()
+      prev = [s for s in steps if s < step]
+      if is_lead():
+        why = (f"{type(error).__name__}: {' '.join(str(error).split())[:200]}" if error is not None
+               else "unreadable on another process")
+        warn(f"checkpoint {self.directory}/{step} is unreadable ({why}); moved it to {dest} and "
              + (f"falling back to step {prev[-1]}" if prev else "starting from round 0 (no other step)"))
 
   def close(self) -> None:

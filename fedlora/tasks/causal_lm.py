@@ -187,6 +187,8 @@ def print_samples(exp, trainable) -> None:
   k = min(n, test["prompt_ids"].shape[0])
   toks = np.asarray(gen(trainable, exp.parts.frozen, test["prompt_ids"][:k], test["prompt_mask"][:k],
                         jax.random.PRNGKey(exp.config.seed)))
+  if jax.process_index() != 0:  # multi-process: every process generates (collective), process 0 prints
+    return
   for i in range(k):
     p = test["prompt_ids"][i][test["prompt_mask"][i] > 0]
     g = toks[i]

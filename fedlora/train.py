@@ -541,6 +541,8 @@ def main(argv=None) -> int:
     return code
   finally:
     warnings.showwarning = old_show
+  if "process_index" in summary:  # multi-process: a process other than 0 wrote and reports nothing
+    return 0
   head = summary.get("headline", "test_accuracy")
   print(json.dumps({k: summary.get(k) for k in ("method", "rounds", f"final_{head}",
                                                 "cum_uplink_bytes", "wall_seconds_this_invocation")}))

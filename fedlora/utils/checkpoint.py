@@ -66,6 +66,10 @@ class Checkpointer:
 
   def save(self, step: int, state) -> None:
     run = {"round": int(step), "fingerprint": self.fingerprint}
+    if jax.process_count() > 1:  # a process-local array (one device, e.g. a scalar the host made)
+      # cannot be serialised by a multi-process save; it is the same on every process: save it as numpy
+      state = jax.tree_util.tree_map(
+          lambda x: np.asarray(x) if isinstance(x, jax.Array) and x.is_fully_addressable else x, state)
     with deferred_sigint():
       self._mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                    run=ocp.args.JsonSave(run)))

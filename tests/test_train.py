@@ -309,3 +309,55 @@ def test_two_processes_two_devices_each_equal_single_device(tmp_path):
   assert all(r["shape5"] == [8, 3, 2] and r["n5"] == 5 for r in outs)
   assert [{int(k): v for k, v in r["pad"].items()} for r in outs] == [{0: 1, 1: 2, 2: 3, 3: 4},
                                                                        {4: 5, 5: 0, 6: 0, 7: 0}]
+
+
+def _two_process_cli(tmp_path, args, tag):
+  """Runs `python -m fedlora.train ARGS` as 2 local processes × 2 CPU devices; (stdout, stderr) each."""
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = str(s.getsockname()[1])
+  procs, logs = [], []
+  for i in range(2):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+               FEDLORA_COORDINATOR="127.0.0.1:" + port, FEDLORA_NUM_PROCESSES="2", FEDLORA_PROCESS_ID=str(i))
+    out, err = tmp_path / f"{tag}.out{i}", tmp_path / f"{tag}.err{i}"
+    logs.append((out, err))
+    with open(out, "w") as o, open(err, "w") as e:
+      procs.append(subprocess.Popen([sys.executable, "-m", "fedlora.train", *args], cwd=ROOT, env=env,
+                                    stdout=o, stderr=e, text=True))
+  try:
+    for p, (out, err) in zip(procs, logs):
+      p.wait(timeout=600)
+      assert p.returncode == 0, err.read_text()[-2000:]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  return [(o.read_text(), e.read_text()) for o, e in logs]
+
+
+@pytest.mark.slow
+def test_two_process_cli_run_equals_single_process_resumes_and_moves_corrupt_step_once(tmp_path):
+  """The CLI as 2 processes × 2 devices (client data sharded, each process building its own clients):
+  the same metrics as one process; process 0 alone writes and reports; a corrupt newest checkpoint is
+  moved once (by process 0) and both processes resume from the previous step."""
+  base = ["--config", "configs/bbc_minilm.py:tiny", "--config.progress=False"]
+  w = tmp_path / "mp"
+  outs = _two_process_cli(tmp_path, base + ["--config.fed.rounds=2", f"--config.workdir={w}"], "a")
+  assert "final test accuracy" in outs[0][0] and "final" not in outs[1][0]
+  p = subprocess.run([sys.executable, "-m", "fedlora.train", *base, "--config.fed.rounds=2",
+                      f"--config.workdir={tmp_path / 'one'}"], cwd=ROOT, capture_output=True, text=True,
+                     env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=600)
+  assert p.returncode == 0, p.stderr[-2000:]
+  mp, one = read_metrics(str(w / "metrics.jsonl")), read_metrics(str(tmp_path / "one/metrics.jsonl"))
+  assert [r["clients"] for r in mp] == [r["clients"] for r in one]
+  assert [r.get("test_accuracy") for r in mp] == [r.get("test_accuracy") for r in one]
+  np.testing.assert_allclose([r["train_loss"] for r in mp], [r["train_loss"] for r in one], rtol=1e-5)
+  for root, _, files in os.walk(w / "checkpoints" / "2" / "state"):  # truncate every array file
+    for f in files:
+      open(os.path.join(root, f), "w").close()
+  outs = _two_process_cli(tmp_path, base + ["--config.fed.rounds=3", f"--config.workdir={w}"], "b")
+  assert "checkpoints/2 is unreadable" in outs[0][1] and "unreadable" not in outs[1][1]
+  assert len(os.listdir(w / "checkpoints_corrupt")) == 1
+  assert json.load(open(w / "summary.json"))["resumed_from_round"] == 1

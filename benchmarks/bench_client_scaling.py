@@ -100,9 +100,13 @@ def worker(spec: dict) -> dict:
     ids = jnp.arange(k, dtype=jnp.int32)
     ratios = jnp.ones((k,), jnp.float32)
 
-    def call():  # fresh per-client states each call: the trainer's client phase donates them
-      st = fns.init_client_states(g, exp.clients.num_clients)
-      return fns.client_phase(g, frozen, exp.clients, ids, key, ratios, st, ctx)[0].delta
+    # the per-client states are carried from call to call, as the trainer carries them from round
+    # to round (the client phase donates them): building them is not part of a round's cost
+    states = [jax.tree_util.tree_map(jnp.array, fns.init_client_states(g, exp.clients.num_clients))]
+
+    def call():
+      out, states[0] = fns.client_phase(g, frozen, exp.clients, ids, key, ratios, states[0], ctx)
+      return out.delta
     client_steps = k * steps
   else:
     m = min(k, spec["loop_clients"])

@@ -96,17 +96,20 @@ def frozen_shardings(frozen, mesh: Mesh, shard: bool):
 
 def hosted_clients(num_clients: int, mesh: Mesh | None) -> np.ndarray | None:
   """The sorted ids `[H]` (< N) of the clients whose rows land on this process's devices when the
-  client arrays `[N_pad, ...]` are sharded over 'clients'; None when this process hosts every client
-  (one process, no mesh, or a 'clients' axis within each process): the replicated path."""
+  client arrays `[N_pad, ...]` are sharded over 'clients' (H may be 0: a process outside the mesh).
+  None (the replicated path) when every process holds every 'clients' row: one process, no mesh, or
+  a 'clients' axis whose every row spans the same processes. Decided from the mesh alone, so every
+  process takes the same path."""
   if mesh is None or jax.process_count() == 1:
     return None
+  rows = [{d.process_index for d in np.ravel(r)} for r in mesh.devices]  # processes per 'clients' row
+  if all(r == rows[0] for r in rows):
+    return None
   n_pad = padded_clients(num_clients, mesh)
-  spec = NamedSharding(mesh, P("clients"))
-  rows = set()
-  for idx in spec.addressable_devices_indices_map((n_pad,)).values():
-    rows.update(range(*idx[0].indices(n_pad)))
-  ids = np.array(sorted(r for r in rows if r < num_clients), np.int64)
-  return None if ids.size == num_clients else ids
+  mine = set()
+  for idx in NamedSharding(mesh, P("clients")).addressable_devices_indices_map((n_pad,)).values():
+    mine.update(range(*idx[0].indices(n_pad)))
+  return np.array(sorted(r for r in mine if r < num_clients), np.int64)
 
 
 def padded_clients(num_clients: int, mesh: Mesh | None) -> int:

@@ -241,6 +241,9 @@ local = ClientData(arrays={'input_ids': np.repeat(h5[:, None, None] + 1, 3, 1).r
 p5 = place_hosted_clients(local, h5, np.full((5,), 3, np.int32), mesh)
 pad = {r: int(np.asarray(s.data[j]).max()) for s in p5.input_ids.addressable_shards
        for j, r in enumerate(range(*s.index[0].indices(8)))}
+from fedlora.run.processes import all_true, broadcast_text
+agree = [broadcast_text('h\u00e9llo' if pid == 0 else 'other'), broadcast_text(None),
+         all_true(True), all_true(pid == 0)]
 ids = exp.clients.input_ids  # [N_pad, n_max, L] sharded over 'clients': this process's rows only
 rows = {}
 for s in ids.addressable_shards:
@@ -250,6 +253,7 @@ print('RESULT ' + json.dumps({'devices': jax.device_count(), 'local': jax.local_
                               'vec': vec.tolist(), 'shape': list(ids.shape), 'rows': rows,
                               'hosted_clients': exp.info['hosted_clients'], 'h5': h5.tolist(),
                               'pad': pad, 'shape5': list(p5.input_ids.shape), 'n5': p5.num_clients,
+                              'agree': agree,
                               'hosted_examples': exp.info['hosted_examples'],
                               'part_sizes': [len(p) for p in exp.info['parts']],
                               'num_examples': np.asarray(exp.clients.num_examples).tolist()}), flush=True)
@@ -304,6 +308,7 @@ def test_two_processes_two_devices_each_equal_single_device(tmp_path):
     assert {int(k): v for k, v in r["rows"].items()} == {k: int(full[k].sum()) for k in mine}
     assert r["hosted_examples"] == sum(r["part_sizes"][k] for k in mine) < sum(r["part_sizes"])
     assert r["num_examples"] == np.asarray(exp.clients.num_examples).tolist() == r["part_sizes"]
+  assert all(r["agree"] == ["h\u00e9llo", None, True, False] for r in outs)  # process 0's text, consensus
   # 5 clients: rows padded to 8 (zeros, never sampled: num_clients stays 5), client k's row = k + 1
   assert [r["h5"] for r in outs] == [[0, 1, 2, 3], [4]]
   assert all(r["shape5"] == [8, 3, 2] and r["n5"] == 5 for r in outs)

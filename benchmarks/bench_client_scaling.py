@@ -1,6 +1,8 @@
 """Clients per round vs throughput and peak memory: the chunked vmapped client phase vs the Python loop.
 
-  python benchmarks/bench_client_scaling.py [budget_gb=3 repeats=3 steps=1 quick=0]
+  python benchmarks/bench_client_scaling.py [budget_gb=3 repeats=3 steps=1 quick=0 only=a,b skip=c]
+(`only`/`skip`: measure only the rows whose names contain / do not contain these; the other rows
+of an earlier results file are kept)
 
 Every measurement runs in a FRESH subprocess (peak RSS from getrusage is monotonic over a process, so
 one process per configuration gives each its own peak), one after the other:
@@ -39,17 +41,13 @@ REGIMES = {"small": {"fed.batch_size": 2, "data.max_length": 32},
            "default": {"fed.batch_size": 8, "data.max_length": 128}}
 YNN_SINGLE_DOT = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
 FINDING = (
-    "HLO of the vmapped local step (jit(vmap(one_client)).lower(...).compile().as_text(), MiniLM, "
-    "K=4, B=8x128): every frozen-weight matmul already is ONE [K*B*L, d] @ [d, d'] dot (f32[4096,384], "
-    "f32[4096,1536]); the frozen weights are never broadcast or copied per client; the per-client "
-    "LoRA products are batched rank-8 dots ([K,1024,8]x[K,8,384]) and are a few % of the FLOPs. The "
-    "difference from the loop is in XLA:CPU's YNNPACK fusion pass: in the vmapped program it merges a "
-    "layer's backward (4-5 frozen dots + the batched LoRA dot + ~40 elementwise ops of the LayerNorm/"
-    "GELU backward) into one multi-dot ynn_fusion, which ran ~30% slower per client than the same dots "
-    "as separate single-dot fusions in the per-client program (profile, jax.profiler perfetto trace: "
-    "ynn fusions 1589 vs 1205 ms per client-step under load). XLA_FLAGS="
-    "--xla_cpu_experimental_ynn_fusion_type=individual_dot restores single-dot fusions for the "
-    "vmapped step; the runs tagged 'ynn-single-dot' measure it.")
+    "HLO of the vmapped local step (jit(vmap(one_client)), MiniLM, B=8x128): every frozen-weight "
+    "matmul is ONE [K*B*L, d] @ [d, d'] dot, the frozen weights are never copied per client, and the "
+    "per-client rank-8 LoRA products are batched dots, a few % of the FLOPs. On the idle 2-core CPU "
+    "both the vmapped phase and the loop spend ~0.8 CPU-s per default-regime client step (compute-"
+    "bound); large chunks touch GBs of fresh memory per call (per_call minor page faults / system "
+    "time) and lose most under contention. The YNNPACK single-dot flag (rows tagged 'ynn-single-dot') "
+    "left the vmapped phase unchanged and slowed the loop in the idle run.")
 
 
 def step_flops(config, frozen_shapes: dict, adapters: list) -> float:
@@ -120,7 +118,17 @@ def worker(spec: dict) -> dict:
       return [one(g, frozen, per[c], keys[c], jnp.float32(1.0), row, ctx)[0].delta for c in range(m)]
     client_steps = m * steps
     res["loop_measured_clients"] = m
-  first, med, all_t = timed(call, repeats=spec["repeats"])
+  import resource
+  t0 = time.perf_counter()
+  jax.block_until_ready(call())  # compile + first run (also the warm-up), apart
+  first = time.perf_counter() - t0
+  r0 = resource.getrusage(resource.RUSAGE_SELF)
+  _, med, all_t = timed(call, repeats=spec["repeats"], warmup=0)  # its first call: the warm-up
+  r1 = resource.getrusage(resource.RUSAGE_SELF)  # apart too; `med` is over the repeats after it
+  calls = 1 + spec["repeats"]
+  res["per_call"] = {"minor_page_faults": (r1.ru_minflt - r0.ru_minflt) / calls,
+                     "system_cpu_s": (r1.ru_stime - r0.ru_stime) / calls,
+                     "user_cpu_s": (r1.ru_utime - r0.ru_utime) / calls}
   shapes = {"/".join(str(getattr(p, "key", p)) for p in path): tuple(x.shape)
             for path, x in jax.tree_util.tree_leaves_with_path(frozen)}
   adapters = [(a.shape[0], b.shape[1], a.shape[1]) for _, a, b in adapter_pairs(g)]
@@ -143,7 +151,7 @@ def matmul_peak(dtype_name: str = "float32", repeats: int = 5) -> dict:
   best = {}
   f = jax.jit(lambda a, b: a @ b)
   for n in (512, 1024, 2048):
-    a = jnp.ones((n, n), dt)
+    a = jax.random.normal(jax.random.PRNGKey(n), (n, n), dt)
     _, med, _ = timed(f, a, a, repeats=repeats)
     best[n] = 2 * n ** 3 / med
   return {"dtype": dtype_name, "flops_per_s_by_size": best, "peak_flops_per_s": max(best.values())}
@@ -177,6 +185,8 @@ def plan(args: dict) -> list[tuple[str, dict, dict]]:
     loop_m = args["loop_clients"] * (3 if regime == "small" else 1)
     runs.append((f"{regime}/loop", dict(base, regime=regime, K=10, mode="loop", loop_clients=loop_m), {}))
   d10 = dict(base, regime="default", K=10, mode="vmap")
+  for c in (1, 2, 5):  # the chunk size itself: on a CPU, smaller chunks touch less fresh memory
+    runs.append((f"default/K=10/chunk={c}", dict(d10, chunk=c), {}))
   runs.append(("default/K=10/bf16", dict(d10, chunk=10, extra={"model.compute_dtype": "bfloat16",
                                                       "model.param_dtype": "bfloat16"}), {}))
   runs.append(("default/K=10/remat-block", dict(d10, chunk=10, extra={"model.remat": "block"}), {}))
@@ -190,12 +200,13 @@ def plan(args: dict) -> list[tuple[str, dict, dict]]:
 
 def main(argv):
   from benchmarks.common import parse_overrides, write_result
-  args = {"budget_gb": 3.0, "repeats": 3, "steps": 1, "loop_clients": 4, "quick": 0, "only": ""}
+  args = {"budget_gb": 3.0, "repeats": 3, "steps": 1, "loop_clients": 4, "quick": 0, "only": "",
+          "skip": ""}
   args.update(parse_overrides(argv))
   rows = {}
   peaks = {}
   prev = os.path.join(ROOT, "benchmarks", "results", "client_scaling.json")
-  if args["only"] and os.path.exists(prev):  # re-measure some rows, keep the others
+  if (args["only"] or args["skip"]) and os.path.exists(prev):  # re-measure some rows, keep the others
     with open(prev) as f:
       rows = json.load(f)["runs"]
   for dt in ("float32", "bfloat16"):
@@ -204,10 +215,10 @@ def main(argv):
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     peaks[dt] = json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
   for name, spec, env in plan(args):
-    if args["only"] and args["only"] not in name:
+    if not wanted(name, args):
       continue
     t0 = time.time()
-    rows[name] = run_sub(spec, env)
+    rows[name] = dict(run_sub(spec, env), matmul_peak=peaks)  # the peak of THIS invocation
     write_result("client_scaling", {"args": args, "matmul_peak": peaks, "runs": rows,
                                     "summary": summarise(rows, peaks), "partial": True})
     r = rows[name]
@@ -225,6 +236,13 @@ def main(argv):
   print(f"-> {path}")
 
 
+def wanted(name: str, args: dict) -> bool:
+  """`only=a,b`: rows whose name contains one of them; `skip=c,d`: not those (substrings)."""
+  subs = lambda v: [x for x in (v if isinstance(v, (tuple, list)) else str(v).split(",")) if x]  # noqa: E731
+  only, skip = subs(args["only"]), subs(args["skip"])
+  return (not only or any(o in name for o in only)) and not any(x in name for x in skip)
+
+
 def summarise(rows: dict, peaks: dict) -> dict:
   ok = {k: v for k, v in rows.items() if "error" not in v}
   s = {}
@@ -240,8 +258,9 @@ def summarise(rows: dict, peaks: dict) -> dict:
                 and not v["spec"]["extra"] and "env" not in v),
                key=lambda v: v["achieved_flops_per_s"], default=None)
     if best:
-      s[f"{regime}_best_fraction_of_f32_matmul_peak"] = (best["achieved_flops_per_s"]
-                                                          / peaks["float32"]["peak_flops_per_s"])
+      s[f"{regime}_best_fraction_of_f32_matmul_peak"] = (
+          best["achieved_flops_per_s"]  # against the peak measured in the row's own invocation
+          / best.get("matmul_peak", peaks)["float32"]["peak_flops_per_s"])
   un = ok.get("default/K=10/vmap-unchunked")
   for tag in ("bf16", "remat-block"):
     v = ok.get(f"default/K=10/{tag}")
@@ -249,6 +268,13 @@ def summarise(rows: dict, peaks: dict) -> dict:
       s[f"default_{tag}_speed_over_f32"] = v["client_steps_per_s"] / un["client_steps_per_s"]
       s[f"default_{tag}_peak_rss_over_f32"] = (v["memory"]["host_peak_rss_bytes"]
                                                / un["memory"]["host_peak_rss_bytes"])
+  loop = ok.get("default/loop")
+  sweep = {k: v for k, v in ok.items() if k.startswith("default/K=10/") and not v["spec"]["extra"]
+           and "env" not in v}
+  if loop and sweep:
+    name, best = max(sweep.items(), key=lambda kv: kv[1]["client_steps_per_s"])
+    s["default_best_K10_chunk"] = best["chunk"]
+    s["default_best_K10_vmapped_over_loop"] = best["client_steps_per_s"] / loop["client_steps_per_s"]
   a, b = ok.get("default/K=10/vmap-chunked/ynn-single-dot"), ok.get("default/loop/ynn-single-dot")
   if a and b:
     s["default_vmapped_over_loop_K10_ynn_single_dot"] = a["client_steps_per_s"] / b["client_steps_per_s"]

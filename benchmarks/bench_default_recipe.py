@@ -1,13 +1,13 @@
 """Does a recipe hold up under label skew on the DEFAULT experiment (configs/bbc_minilm.py: MiniLM-L6,
 128 tokens, 20 clients, 10 per round, 20 rounds)? Runs the recipe under IID and Dirichlet(0.1)
-(and FedAvg under Dirichlet(0.1) as the reference), prints final / best test accuracy, balanced
+(and FedAvg, today's recipe, under both as the reference), over seeds (mean ± std), prints final / best test accuracy, balanced
 accuracy, uplink and wall time, and the ratio skewed / IID (the target is >= 0.95 with the IID
 accuracy no worse than FedAvg's), writing benchmarks/results/default_recipe.json after every run.
 
-  python benchmarks/bench_default_recipe.py [recipe=client.scaffold=True runs=iid,dir01,fedavg_dir01
-                                             fed.rounds=20 ...]
+  python benchmarks/bench_default_recipe.py [recipe=client.scaffold=True seeds=0,1,2
+                                             runs=dir01,iid,fedavg_dir01,fedavg_iid fed.rounds=20 ...]
 `recipe` is a ';'-separated list of key=value overrides (the recipe under test); other key=value
-arguments override every run. Run folders: runs/default_recipe/<run> (finished runs are reused).
+arguments override every run. Run folders: runs/default_recipe/<run>/s<seed> (finished runs are reused).
 """
 from __future__ import annotations
 
@@ -24,11 +24,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import bbc_minilm  # noqa: E402
+import numpy as np  # noqa: E402
 from benchmarks.common import apply_overrides, parse_overrides, write_result  # noqa: E402
 from fedlora.train import run  # noqa: E402
 
 SKEW = {"data.partition": "dirichlet", "data.dirichlet_alpha": 0.1}
 IID = {"data.partition": "iid"}
+FEDAVG = {"client.scaffold": False, "client.prox_mu": 0.0, "client.logit_adjust": "none",
+          "server.name": "fedavg", "server.lr": 1.0}  # plain FedAvg, whatever the default recipe is
 
 
 def parse_recipe(text: str) -> dict:
@@ -42,42 +45,62 @@ def parse_recipe(text: str) -> dict:
   return out
 
 
+def mean_std(vals):
+  vals = [v for v in vals if v is not None]
+  return (float(np.mean(vals)), float(np.std(vals))) if vals else (None, None)
+
+
 def main(argv):
   ov = parse_overrides([a for a in argv if not a.startswith("recipe=")])
   recipe = parse_recipe(next((a.split("=", 1)[1] for a in argv if a.startswith("recipe=")),
                              "client.scaffold=True"))
-  runs = str(ov.pop("runs", "dir01,iid,fedavg_dir01")).split(",")
+  runs = str(ov.pop("runs", "dir01,iid,fedavg_dir01,fedavg_iid")).split(",")
+  seeds = ov.pop("seeds", 0)  # `seeds=0,1,2` arrives parsed as a tuple
+  seeds = [int(x) for x in (seeds if isinstance(seeds, (tuple, list)) else (seeds,))]
   out_root = str(ov.pop("out", os.path.join(ROOT, "runs/default_recipe")))
-  plan = {"dir01": {**recipe, **SKEW}, "iid": {**recipe, **IID}, "fedavg_dir01": dict(SKEW),
-          "fedavg_iid": dict(IID)}
-  rows = {}
-  for name in runs:
-    c = bbc_minilm.get_config()
-    apply_overrides(c, plan[name])
-    apply_overrides(c, ov)
-    c.progress = False
-    c.workdir = os.path.join(out_root, name)
-    t0 = time.time()
-    s = run(c)
-    rows[name] = {k: s.get(k) for k in ("final_test_accuracy", "best_test_accuracy",
-                                        "final_test_balanced_accuracy",
-                                        "final_test_client_accuracy_worst10", "cum_uplink_bytes",
-                                        "train_seconds_all_rounds", "resumed_from_round")}
-    rows[name]["wall_seconds"] = time.time() - t0
-    rows[name]["overrides"] = {**plan[name], **ov}
-    ratio = None
-    if "dir01" in rows and "iid" in rows:
-      ratio = rows["dir01"]["final_test_accuracy"] / rows["iid"]["final_test_accuracy"]
-    path = write_result("default_recipe", {"recipe": recipe, "overrides": ov, "runs": rows,
-                                           "skewed_over_iid": ratio,
-                                           "command": "python benchmarks/bench_default_recipe.py "
-                                                      + " ".join(argv)})
-    r = rows[name]
-    print(f"{name:<14} final {100 * r['final_test_accuracy']:.2f}%  best "
-          f"{100 * r['best_test_accuracy']:.2f}%  balanced {100 * r['final_test_balanced_accuracy']:.2f}%"
-          f"  uplink {r['cum_uplink_bytes'] / 1e6:.1f} MB  {r['wall_seconds']:.0f} s", flush=True)
+  plan = {"dir01": {**recipe, **SKEW}, "iid": {**recipe, **IID}, "fedavg_dir01": {**FEDAVG, **SKEW},
+          "fedavg_iid": {**FEDAVG, **IID}}
+  rows: dict[str, list] = {}
+  summary: dict[str, dict] = {}
+  ratio = None
+  path = None
+  for seed in seeds:  # seed-major: after each pass every run has one more seed
+    for name in runs:
+      c = bbc_minilm.get_config()
+      apply_overrides(c, plan[name])
+      apply_overrides(c, ov)
+      c.seed = seed
+      c.data.split_seed = seed  # the partition and test split vary with the seed too
+      c.progress = False
+      c.workdir = os.path.join(out_root, name, f"s{seed}")
+      t0 = time.time()
+      s = run(c)  # a finished workdir resumes at its last round: nothing is trained again
+      r = {k: s.get(k) for k in ("final_test_accuracy", "best_test_accuracy",
+                                 "final_test_balanced_accuracy", "final_test_client_accuracy_worst10",
+                                 "cum_uplink_bytes", "train_seconds_all_rounds", "resumed_from_round")}
+      r.update(seed=seed, wall_seconds=time.time() - t0, overrides={**plan[name], **ov})
+      rows.setdefault(name, []).append(r)
+      summary = {n: {k: mean_std([x[k] for x in rs]) for k in
+                     ("final_test_accuracy", "best_test_accuracy", "final_test_balanced_accuracy",
+                      "cum_uplink_bytes")} | {"seeds": [x["seed"] for x in rs]}
+                 for n, rs in rows.items()}
+      if "dir01" in summary and "iid" in summary:
+        ratio = summary["dir01"]["final_test_accuracy"][0] / summary["iid"]["final_test_accuracy"][0]
+      path = write_result("default_recipe", {"recipe": recipe, "overrides": ov, "seeds": seeds,
+                                             "runs": rows, "summary": summary,
+                                             "skewed_over_iid_of_means": ratio,
+                                             "command": "python benchmarks/bench_default_recipe.py "
+                                                        + " ".join(argv)})
+      print(f"{name:<14} seed {seed}  final {100 * r['final_test_accuracy']:.2f}%  best "
+            f"{100 * r['best_test_accuracy']:.2f}%  balanced {100 * r['final_test_balanced_accuracy']:.2f}%"
+            f"  uplink {r['cum_uplink_bytes'] / 1e6:.1f} MB  {r['wall_seconds']:.0f} s", flush=True)
+  print(f"\n{'run':<14}{'seeds':>6}{'final acc %':>18}{'best acc %':>18}{'balanced %':>18}")
+  for n, sm in summary.items():
+    f = lambda v: f"{100 * v[0]:.2f} ± {100 * v[1]:.2f}"  # noqa: E731
+    print(f"{n:<14}{len(sm['seeds']):>6}{f(sm['final_test_accuracy']):>18}"
+          f"{f(sm['best_test_accuracy']):>18}{f(sm['final_test_balanced_accuracy']):>18}")
   if ratio is not None:
-    print(f"skewed / IID final accuracy: {ratio:.3f} (target >= 0.95)")
+    print(f"skewed / IID final accuracy (means): {ratio:.3f} (target >= 0.95)")
   print(f"-> {path}")
 
 

@@ -1,6 +1,8 @@
 """Clients per round vs throughput and peak memory: the chunked vmapped client phase vs the Python loop.
 
-  python benchmarks/bench_client_scaling.py [budget_gb=3 repeats=3 steps=1 quick=0]
+  python benchmarks/bench_client_scaling.py [budget_gb=3 repeats=3 steps=1 quick=0 only=a,b skip=c]
+(`only`/`skip`: measure only the rows whose names contain / do not contain these; the other rows
+of an earlier results file are kept)
 
 Every measurement runs in a FRESH subprocess (peak RSS from getrusage is monotonic over a process, so
 one process per configuration gives each its own peak), one after the other:
@@ -38,17 +40,13 @@ REGIMES = {"small": {"fed.batch_size": 2, "data.max_length": 32},
            "default": {"fed.batch_size": 8, "data.max_length": 128}}
 YNN_SINGLE_DOT = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
 FINDING = (
-    "HLO of the vmapped local step (jit(vmap(one_client)).lower(...).compile().as_text(), MiniLM, "
-    "K=4, B=8x128): every frozen-weight matmul already is ONE [K*B*L, d] @ [d, d'] dot (f32[4096,384], "
-    "f32[4096,1536]); the frozen weights are never broadcast or copied per client; the per-client "
-    "LoRA products are batched rank-8 dots ([K,1024,8]x[K,8,384]) and are a few % of the FLOPs. The "
-    "difference from the loop is in XLA:CPU's YNNPACK fusion pass: in the vmapped program it merges a "
-    "layer's backward (4-5 frozen dots + the batched LoRA dot + ~40 elementwise ops of the LayerNorm/"
-    "GELU backward) into one multi-dot ynn_fusion, which ran ~30% slower per client than the same dots "
-    "as separate single-dot fusions in the per-client program (profile, jax.profiler perfetto trace: "
-    "ynn fusions 1589 vs 1205 ms per client-step under load). XLA_FLAGS="
-    "--xla_cpu_experimental_ynn_fusion_type=individual_dot restores single-dot fusions for the "
-    "vmapped step; the runs tagged 'ynn-single-dot' measure it.")
+    "HLO of the vmapped local step (jit(vmap(one_client)), MiniLM, B=8x128): every frozen-weight "
+    "matmul is ONE [K*B*L, d] @ [d, d'] dot, the frozen weights are never copied per client, and the "
+    "per-client rank-8 LoRA products are batched dots, a few % of the FLOPs. On the idle 2-core CPU "
+    "both the vmapped phase and the loop spend ~0.8 CPU-s per default-regime client step (compute-"
+    "bound); large chunks touch GBs of fresh memory per call (per_call minor page faults / system "
+    "time) and lose most under contention. The YNNPACK single-dot flag (rows tagged 'ynn-single-dot') "
+    "left the vmapped phase unchanged and slowed the loop in the idle run.")
 
 
 def step_flops(config, frozen_shapes: dict, adapters: list) -> float:
@@ -201,12 +199,13 @@ def plan(args: dict) -> list[tuple[str, dict, dict]]:
 
 def main(argv):
   from benchmarks.common import parse_overrides, write_result
-  args = {"budget_gb": 3.0, "repeats": 3, "steps": 1, "loop_clients": 4, "quick": 0, "only": ""}
+  args = {"budget_gb": 3.0, "repeats": 3, "steps": 1, "loop_clients": 4, "quick": 0, "only": "",
+          "skip": ""}
   args.update(parse_overrides(argv))
   rows = {}
   peaks = {}
   prev = os.path.join(ROOT, "benchmarks", "results", "client_scaling.json")
-  if args["only"] and os.path.exists(prev):  # re-measure some rows, keep the others
+  if (args["only"] or args["skip"]) and os.path.exists(prev):  # re-measure some rows, keep the others
     with open(prev) as f:
       rows = json.load(f)["runs"]
   for dt in ("float32", "bfloat16"):
@@ -215,10 +214,10 @@ def main(argv):
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     peaks[dt] = json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
   for name, spec, env in plan(args):
-    if args["only"] and args["only"] not in name:
+    if not wanted(name, args):
       continue
     t0 = time.time()
-    rows[name] = run_sub(spec, env)
+    rows[name] = dict(run_sub(spec, env), matmul_peak=peaks)  # the peak of THIS invocation
     write_result("client_scaling", {"args": args, "matmul_peak": peaks, "runs": rows,
                                     "summary": summarise(rows, peaks), "partial": True})
     r = rows[name]
@@ -236,6 +235,13 @@ def main(argv):
   print(f"-> {path}")
 
 
+def wanted(name: str, args: dict) -> bool:
+  """`only=a,b`: rows whose name contains one of them; `skip=c,d`: not those (substrings)."""
+  subs = lambda v: [x for x in (v if isinstance(v, (tuple, list)) else str(v).split(",")) if x]  # noqa: E731
+  only, skip = subs(args["only"]), subs(args["skip"])
+  return (not only or any(o in name for o in only)) and not any(x in name for x in skip)
+
+
 def summarise(rows: dict, peaks: dict) -> dict:
   ok = {k: v for k, v in rows.items() if "error" not in v}
   s = {}
@@ -251,8 +257,9 @@ def summarise(rows: dict, peaks: dict) -> dict:
                 and not v["spec"]["extra"] and "env" not in v),
                key=lambda v: v["achieved_flops_per_s"], default=None)
     if best:
-      s[f"{regime}_best_fraction_of_f32_matmul_peak"] = (best["achieved_flops_per_s"]
-                                                          / peaks["float32"]["peak_flops_per_s"])
+      s[f"{regime}_best_fraction_of_f32_matmul_peak"] = (
+          best["achieved_flops_per_s"]  # against the peak measured in the row's own invocation
+          / best.get("matmul_peak", peaks)["float32"]["peak_flops_per_s"])
   un = ok.get("default/K=10/vmap-unchunked")
   for tag in ("bf16", "remat-block"):
     v = ok.get(f"default/K=10/{tag}")

@@ -29,6 +29,8 @@ from fedlora.train import run  # noqa: E402
 
 SKEW = {"data.partition": "dirichlet", "data.dirichlet_alpha": 0.1}
 IID = {"data.partition": "iid"}
+FEDAVG = {"client.scaffold": False, "client.prox_mu": 0.0, "client.logit_adjust": "none",
+          "server.name": "fedavg", "server.lr": 1.0}  # plain FedAvg, whatever the default recipe is
 
 
 def parse_recipe(text: str) -> dict:
@@ -52,10 +54,11 @@ def main(argv):
   recipe = parse_recipe(next((a.split("=", 1)[1] for a in argv if a.startswith("recipe=")),
                              "client.scaffold=True"))
   runs = str(ov.pop("runs", "dir01,iid,fedavg_dir01,fedavg_iid")).split(",")
-  seeds = [int(x) for x in str(ov.pop("seeds", "0")).split(",")]
+  seeds = ov.pop("seeds", 0)  # `seeds=0,1,2` arrives parsed as a tuple
+  seeds = [int(x) for x in (seeds if isinstance(seeds, (tuple, list)) else (seeds,))]
   out_root = str(ov.pop("out", os.path.join(ROOT, "runs/default_recipe")))
-  plan = {"dir01": {**recipe, **SKEW}, "iid": {**recipe, **IID}, "fedavg_dir01": dict(SKEW),
-          "fedavg_iid": dict(IID)}
+  plan = {"dir01": {**recipe, **SKEW}, "iid": {**recipe, **IID}, "fedavg_dir01": {**FEDAVG, **SKEW},
+          "fedavg_iid": {**FEDAVG, **IID}}
   rows: dict[str, list] = {}
   summary: dict[str, dict] = {}
   ratio = None

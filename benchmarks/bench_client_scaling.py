@@ -31,11 +31,10 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "configs"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import ROOT, script_setup  # noqa: E402
+
+script_setup()
 
 REGIMES = {"small": {"fed.batch_size": 2, "data.max_length": 32},
            "default": {"fed.batch_size": 8, "data.max_length": 128}}

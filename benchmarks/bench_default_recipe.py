@@ -17,15 +17,14 @@ import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "configs"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import (ROOT, apply_overrides, parse_overrides, script_setup,  # noqa: E402
+                               write_result)
+
+script_setup()
 
 import bbc_minilm  # noqa: E402
 import numpy as np  # noqa: E402
-from benchmarks.common import apply_overrides, parse_overrides, write_result  # noqa: E402
 from fedlora.train import run  # noqa: E402
 
 SKEW = {"data.partition": "dirichlet", "data.dirichlet_alpha": 0.1}

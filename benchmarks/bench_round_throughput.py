@@ -16,15 +16,15 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+from benchmarks.common import (apply_overrides, parse_overrides, script_setup, timed,  # noqa: E402
+                               write_result)
+
+script_setup()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import bbc_minilm  # noqa: E402
-from benchmarks.common import apply_overrides, parse_overrides, timed, write_result  # noqa: E402
 from fedlora.train import build  # noqa: E402
 
 

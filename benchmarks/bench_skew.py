@@ -23,17 +23,16 @@ import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "configs"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import (RESULTS, ROOT, apply_overrides, parse_overrides,  # noqa: E402
+                               script_setup, write_result)
+
+script_setup()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import skewed  # noqa: E402
-from benchmarks.common import RESULTS, apply_overrides, parse_overrides, write_result  # noqa: E402
 from fedlora.train import run  # noqa: E402
 from fedlora.utils.metrics import read_metrics  # noqa: E402
 

@@ -1,17 +1,31 @@
-"""Shared helpers for the benchmark scripts: timing discipline and result files."""
+"""Shared helpers for the benchmark scripts: script set-up, timing discipline and result files."""
 from __future__ import annotations
 
 import json
 import os
 import platform
 import statistics
+import sys
 import time
 
 import jax
 
 from fedlora.utils.overrides import apply_overrides  # noqa: F401  (re-exported for the scripts)
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+
+
+def script_setup() -> str:
+  """Set-up of a script run as `python benchmarks/<name>.py` (after it put ROOT on sys.path to import
+  this module): configs/ importable (`import bbc_minilm`), Hugging Face offline unless the caller's
+  environment says otherwise (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE default 1). Returns ROOT."""
+  configs = os.path.join(ROOT, "configs")
+  if configs not in sys.path:
+    sys.path.insert(0, configs)
+  os.environ.setdefault("HF_HUB_OFFLINE", "1")
+  os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+  return ROOT
 
 
 def timed(fn, *args, repeats: int = 3, warmup: int = 1):

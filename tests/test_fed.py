@@ -121,7 +121,8 @@ def test_chunked_client_phase_equals_unchunked_with_error_feedback_state(scaffol
   from fedlora.train import build
   over = {"method.name": "randk", "method.ratio": 0.25, "compress.error_feedback": True,
           "optim.name": "sgd", "optim.lr": 0.5,  # SGD: no Adam amplification of 1-ulp differences
-          "fed.clients_per_round": 3, "client.scaffold": scaffold}  # SCAFFOLD: c_i is one more key
+          "fed.clients_per_round": 3, "client.scaffold": scaffold,  # SCAFFOLD: c_i is one more key
+          "model.num_layers": 1}  # one layer: chunking does not depend on depth (faster compile)
   runs = {}
   for chunk in (2, 3):
     exp = build(tiny_config(**over, **{"fed.client_chunk": chunk}))
@@ -156,7 +157,8 @@ def test_chunked_guard_keeps_a_nonfinite_clients_whole_state_row():
   from conftest import tiny_config
   from fedlora.train import build
   over = {"method.name": "randk", "method.ratio": 0.25, "compress.error_feedback": True,
-          "optim.name": "sgd", "optim.lr": 0.5, "fed.clients_per_round": 3}
+          "optim.name": "sgd", "optim.lr": 0.5, "fed.clients_per_round": 3,
+          "model.num_layers": 1}  # one layer: the guard does not depend on depth (faster compile)
   ids = jnp.array([0, 1, 3])
   res = {}
   for chunk in (2, 3):
@@ -205,9 +207,11 @@ def test_remat_is_exact_and_bf16_keeps_trainable_float32():
   from conftest import tiny_config
   from fedlora.train import build
   outs = {}
+  # one encoder layer (one remat block) and a fixed chunk of K=2 (no auto-chunk compile): faster
+  small = {"model.num_layers": 1, "fed.client_chunk": 2}
   for name, over in (("f32", {}), ("remat", {"model.remat": "block"}),
                      ("bf16", {"model.compute_dtype": "bfloat16", "model.param_dtype": "bfloat16"})):
-    exp = build(tiny_config(**over))
+    exp = build(tiny_config(**over, **small))
     g = exp.parts.trainable
     st = exp.round_fns.init_client_states(g, 4)
     out, _ = exp.round_fns.client_phase(g, exp.parts.frozen, exp.clients, jnp.array([0, 2]),

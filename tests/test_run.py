@@ -278,9 +278,10 @@ from fedlora.run.workdir import open_workdir, write_run_files
 from fedlora.utils.checkpoint import Checkpointer
 from fedlora.utils.metrics import read_metrics
 d = sys.argv[1]
-exp = train.build(tiny_config(**{"fed.rounds": 3}))
+FIXED = {"fed.client_chunk": 2}  # K=2 in one chunk (as auto-chunking picks, without its compile)
+exp = train.build(tiny_config(**{"fed.rounds": 3}, **FIXED))
 def run(workdir, rounds):
-  c = tiny_config(**{"fed.rounds": rounds, "workdir": workdir})
+  c = tiny_config(**{"fed.rounds": rounds, "workdir": workdir}, **FIXED)
   with open_workdir(c) as fp:
     write_run_files(c, fp)
     return train.train(exp._replace(config=c), fp, time.time())

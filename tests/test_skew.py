@@ -306,9 +306,13 @@ def test_skewed_run_resumes_and_counts_scaffold_bits(tmp_path, monkeypatch):
   variate; the skew metrics are written."""
   over = {"fed.rounds": 3, "server.name": "fedyogi", "server.lr": 0.05, "server.lr_schedule": "cosine",
           "client.scaffold": True, "client.prox_mu": 0.01, "client.logit_adjust": "fedlc",
-          "client.lr_schedule": "warmup", "client.lr_warmup_rounds": 2}
+          "client.lr_schedule": "warmup", "client.lr_warmup_rounds": 2,
+          "fed.client_chunk": 2}  # K=2 in one chunk, as auto-chunking picks (without its compile)
   c_full = tiny_config(**over, workdir=str(tmp_path / "full"))
+  real_build, built = train.build, []
+  monkeypatch.setattr(train, "build", lambda c: built.append(real_build(c)) or built[-1])
   s_full = train.run(c_full)
+  exp = built[0]
   c_int = tiny_config(**over, workdir=str(tmp_path / "int"))
   real = train.run_round
 
@@ -316,13 +320,16 @@ def test_skewed_run_resumes_and_counts_scaffold_bits(tmp_path, monkeypatch):
     if t == 3:
       raise KeyboardInterrupt("simulated")
     return real(exp, state, t)
+  # the interrupted run reuses the full run's build (same config but the workdir: the same jitted
+  # functions, no second compile); the resumed run below builds afresh, as a rerun does
+  monkeypatch.setattr(train, "build", lambda c: exp._replace(config=c))
   monkeypatch.setattr(train, "run_round", crash)
   with pytest.raises(KeyboardInterrupt):
     train.run(c_int)
   monkeypatch.setattr(train, "run_round", real)
+  monkeypatch.setattr(train, "build", real_build)
   s_int = train.run(c_int)
   assert s_int["resumed_from_round"] == 2
-  exp = train.build(c_full)
   like = train.init_state(exp)
   states = []
   for c in (c_full, c_int):
@@ -362,17 +369,20 @@ def test_scaffold_bits_skip_leaves_the_method_freezes(tiny_exp):
     assert float(jnp.abs(x).max()) == (0.0 if "lora_a" in jax.tree_util.keystr(p) else 1.0)
 
 
-def test_all_options_combine_with_soft_tsfa_over_the_channel(tmp_path):
+def test_all_options_combine_with_soft_tsfa_over_the_channel(tmp_path, monkeypatch):
   """SOFT + TSFA over the wireless uplink with FedAvgM, SCAFFOLD, FedProx, FedRS and a cosine client
   lr: each upload is SOFT's payload at its planned ratio plus the dense Δc_i, and the run finishes
   with finite accuracy."""
   c = tiny_config(**{"workdir": str(tmp_path / "w"), "method.name": "soft", "wireless.enabled": True,
                      "server.name": "fedavgm", "server.lr": 0.5, "client.scaffold": True,
                      "client.prox_mu": 0.01, "client.logit_adjust": "fedrs",
-                     "client.lr_schedule": "cosine", "checkpoint.every": 10})
+                     "client.lr_schedule": "cosine", "checkpoint.every": 10,
+                     "fed.client_chunk": 2})  # K=2 in one chunk, as auto-chunking picks (no compile)
+  real_build, built = train.build, []
+  monkeypatch.setattr(train, "build", lambda c: built.append(real_build(c)) or built[-1])
   s = train.run(c)
   assert 0.0 <= s["final_test_accuracy"] <= 1.0
-  exp = train.build(c)
+  exp = built[0]  # the run's own experiment
   c0, c1 = exp.method.compressor.payload(exp.parts.trainable)  # SOFT's own payload model
   extra = exp.round_fns.drift.scaffold_bits
   assert extra > 0

@@ -331,8 +331,12 @@ def test_offline_stage_in_the_run_pilots_chooses_and_resumes(tmp_path, monkeypat
   wd = tmp_path / "w"
   c = tiny_config(**{"workdir": str(wd), "method.name": "soft", "wireless.enabled": True,
                      "tsfa.offline.enabled": True, "tsfa.offline.pilot_rounds": 1,
-                     "tsfa.offline.r_max": 4, "fed.rounds": 1, "checkpoint.every": 10})
+                     "tsfa.offline.r_max": 4, "fed.rounds": 1, "checkpoint.every": 10,
+                     "fed.client_chunk": 2})  # K=2 in one chunk, as auto-chunking picks (no compile)
+  real_build, built = train.build, []
+  monkeypatch.setattr(train, "build", lambda cfg: built.append(real_build(cfg)) or built[-1])
   s = train.run(c)
+  monkeypatch.setattr(train, "build", real_build)
   rec = json.load(open(wd / "tsfa_offline.json"))
   assert rec["table"]["rank"] == [1, 2, 4]
   assert rec["chosen"]["rank"] in (1, 2, 4) and s["lora_rank"] == rec["chosen"]["rank"]
@@ -346,7 +350,8 @@ def test_offline_stage_in_the_run_pilots_chooses_and_resumes(tmp_path, monkeypat
   assert eff["tsfa"]["online"]["V"] == rec["chosen"]["V"]
   assert eff["tsfa"]["online"]["rho_min"] == rec["chosen"]["rho_min"]
   # the main run's adapters have the chosen rank
-  exp = train.build(pilot.offline_stage(c))
+  assert len(built) == 2  # the pilot's experiment, then the main run's
+  exp = built[1]
   ck = Checkpointer(str(wd), 2)
   st = ck.restore(ck.latest_step(), train.init_state(exp))
   ck.close()

@@ -18,12 +18,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from fedlora.models.layers import (Embed, LayerNorm, Linear, activation, dot_product_attention,
-                                   init_kv_cache, remat_call, segment_mask, site_key)
+                                   init_kv_cache, remat_call, segment_mask, site_key,
+                                   write_kv_cache)
 
 MODEL_TYPES = ("gpt2",)
 
@@ -79,14 +79,9 @@ class GPT2Attention(nnx.Module):
     b, l, h = x.shape
     q, k, v = jnp.split(self.c_attn(x, key=site_key(key, 0)), 3, axis=-1)
     q, k, v = (t.reshape(b, l, self.n_head, self.head_dim) for t in (q, k, v))
-    new = None
-    if cache is not None:
-      ck, cv, index = cache
-      k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, index, 0, 0))
-      v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, index, 0, 0))
-      new = (k, v)
+    k, v = write_kv_cache(k, v, cache)
     out = self.c_proj(dot_product_attention(q, k, v, mask).reshape(b, l, h), key=site_key(key, 1))
-    return out if cache is None else (out, new)
+    return out if cache is None else (out, (k, v))
 
 
 class GPT2MLP(nnx.Module):

@@ -312,6 +312,17 @@ def segment_mask(attention_mask, cache=None):
   return (causal[None] & same)[:, None], (q_slot, k_slot), index, kv_seg
 
 
+def write_kv_cache(k, v, cache):
+  """This step's k, v `[B, L, Hkv, D]` written at slot `index` of a layer's cache `(ck, cv, index)`
+  (ck, cv `[B, S, Hkv, D]`, cast to their dtype). Returns (k, v) `[B, S, Hkv, D]` (the keys/values
+  to attend over, also the layer's new cache entries); without a cache (None) k, v as given."""
+  if cache is None:
+    return k, v
+  ck, cv, index = cache
+  return (jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, index, 0, 0)),
+          jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, index, 0, 0)))
+
+
 def init_kv_cache(num_layers, batch, max_len, num_kv_heads, head_dim, dtype=jnp.float32):
   """An empty KV cache: k, v `[layers, B, S, Hkv, D]`, segment ids `mask [B, S]` (0), `index` 0."""
   shape = (num_layers, batch, max_len, num_kv_heads, head_dim)

@@ -23,13 +23,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from fedlora.models.layers import (Embed, Linear, RMSNorm, activation, apply_rope, dot_product_attention,
                                    init_kv_cache, remat_call, rope_cos_sin, rope_inv_freq, segment_mask,
-                                   site_key)
+                                   site_key, write_kv_cache)
 
 CAUSAL_LM_TYPES = ("llama", "mistral", "qwen2")
 ROPE_TYPES = ("default", "linear", "llama3")
@@ -151,15 +150,10 @@ class LlamaAttention(nnx.Module):
     k = self.k_proj(x, key=site_key(key, _S_K)).reshape(b, l, self.num_kv_heads, self.head_dim)
     v = self.v_proj(x, key=site_key(key, _S_V)).reshape(b, l, self.num_kv_heads, self.head_dim)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    new = None
-    if cache is not None:
-      ck, cv, index = cache
-      k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, index, 0, 0))
-      v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, index, 0, 0))
-      new = (k, v)
+    k, v = write_kv_cache(k, v, cache)
     ctx = dot_product_attention(q, k, v, mask).reshape(b, l, self.num_heads * self.head_dim)
     out = self.o_proj(ctx, key=site_key(key, _S_O))
-    return out if cache is None else (out, new)
+    return out if cache is None else (out, (k, v))
 
 
 class LlamaMLP(nnx.Module):

@@ -1,20 +1,17 @@
-"""'fedadam': FedAdam of Reddi et al. 2021 on the pseudo-gradient -Δ̄ (arithmetic and state in
-fedlora/server/adaptive.py). 
-
-Keys (section `server`):
-  b1   0.9    first-moment decay β1 in [0, 1) (0 = no server momentum)
-  b2   0.99   second-moment decay β2 in [0, 1)
-  tau  1e-3   adaptivity τ > 0 (the paper's ε; v starts at τ²)
-Typical server lr: 1e-2 … 1e-1 (the step is ~lr per coordinate, unlike fedavg's lr·Δ̄).
+"""'fedadam': FedAdam of Reddi et al. 2021 on the pseudo-gradient g = -Δ̄: v is an exponential
+moving average of g². Keys b1, b2, tau, the m / direction arithmetic and the state:
+fedlora/server/adaptive.py.
 """
 from __future__ import annotations
 
-import optax
-
-from fedlora.server.adaptive import build_adaptive
+from fedlora.server.adaptive import adaptive_build
 
 DEFAULTS = {"b1": 0.9, "b2": 0.99, "tau": 1e-3}
 
 
-def build(cfg) -> optax.GradientTransformation:
-  return build_adaptive("adam", cfg, DEFAULTS)
+def second_moment(v, g2, b2):
+  """v <- β2·v + (1 - β2)·g² (v, g2: one trainable leaf, same shape)."""
+  return b2 * v + (1.0 - b2) * g2
+
+
+build = adaptive_build(second_moment, DEFAULTS)

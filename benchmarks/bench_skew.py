@@ -47,6 +47,7 @@ RECIPES = {
     "fedlc": {"client.logit_adjust": "fedlc", "client.fedlc_tau": 1.0},
     "fedrs": {"client.logit_adjust": "fedrs", "client.fedrs_alpha": 0.5},
 }
+FEDAVG = {"client.scaffold": False}  # the default config's recipe is SCAFFOLD: the sweep's base is FedAvg
 GROUPS = {"server": ("fedavgm", "fedadam", "fedyogi", "fedadagrad"), "drift": ("fedprox", "scaffold"),
           "loss": ("fedlc", "fedrs")}
 # the sweep's run-size defaults (a shared 2-core CPU); any config key can be overridden
@@ -108,6 +109,7 @@ def write_tables(rows, meta, name="skew"):
 def one_run(setting, label, over, seed, size, out_root, collect_only=False):
   c = skewed.get_config(setting)
   apply_overrides(c, size)
+  apply_overrides(c, FEDAVG)  # every recipe starts from plain FedAvg, whatever the default recipe is
   apply_overrides(c, over)
   c.seed = seed
   c.data.split_seed = seed

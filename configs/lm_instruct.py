@@ -23,6 +23,7 @@ def get_config(arg=None):
   c = bbc_minilm.get_config()
   c.name = "lm_instruct"  # experiment name: the default workdir is runs/lm_instruct-<method>-s<seed>
   c.task.name = "causal_lm"  # next-token loss on the response tokens only (fedlora/tasks/causal_lm.py)
+  c.client.scaffold = False  # FedAvg: the SCAFFOLD default is measured on classification only
 
   c.model.path = ""  # REQUIRED: local HF-format folder (config.json, *.safetensors, tokenizer files)
   c.model.package = ""  # no packaged decoder checkpoint exists offline

@@ -21,6 +21,7 @@ def get_config(arg=None):
   c = bbc_minilm.get_config(arg)
   c.name = "wireless_compare" + ("_tiny" if arg == "tiny" else "")  # names the default workdir
   c.method.name = "soft"  # SOFT sparsification + TSFA allocation
+  c.client.scaffold = False  # FedAvg: SCAFFOLD's dense Δc_i upload would swamp the compressed bits compared
   c.method.allocation = "default"  # each method's own: tsfa for SOFT, fixed for the baselines
   c.method.ratio = 0.25  # fixed ratio of the baselines (and of SOFT with allocation='fixed')
   c.lora.init = "orthogonal"  # SOFT starts from orthonormal A (the regulariser keeps it close)

@@ -24,12 +24,12 @@ compressor in any other module registers when that module is imported.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Callable, NamedTuple
 
 from fedlora.compress.base import (CompressOut, Compressor, adapter_pairs, check_bits_per_value,
                                    check_bool, check_choice, cfg_get, dense_leaves, is_adapter,
                                    map_adapters, map_dense, num_keep, top_mask)
+from fedlora.utils.plugins import import_if_present
 
 COMMON_DEFAULTS = {"bits_per_value": 32, "simulate_quantization": True, "error_feedback": False}
 
@@ -65,12 +65,7 @@ def register(name: str, defaults: dict | None = None):
 
 def _lookup(name: str) -> Registered | None:
   if name not in _REGISTRY and isinstance(name, str):
-    module = _BUILTIN.get(name, f"fedlora.compress.{name}")
-    try:
-      importlib.import_module(module)
-    except ModuleNotFoundError as e:
-      if e.name != module:  # the module exists but one of its imports is missing: say so
-        raise
+    import_if_present(_BUILTIN.get(name, f"fedlora.compress.{name}"))
   return _REGISTRY.get(name)
 
 

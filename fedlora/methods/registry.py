@@ -25,7 +25,6 @@ this folder needs no other edit); a method in any other module registers when it
 """
 from __future__ import annotations
 
-import importlib
 import re
 from typing import Callable, NamedTuple
 
@@ -34,6 +33,7 @@ import jax.numpy as jnp
 from fedlora.compress import get_compressor
 from fedlora.compress.base import Compressor, CompressOut
 from fedlora.methods.base import Method, deliver_all, fixed_ratio_plan, no_plot, no_state
+from fedlora.utils.plugins import import_if_present
 
 ALLOCATIONS = ("default", "tsfa", "fixed")
 BUILTIN = ("ideal", "soft", "topk", "randk", "svd", "ffa")
@@ -65,12 +65,7 @@ def register_method(spec: MethodSpec) -> MethodSpec:
 
 def get_spec(name: str) -> MethodSpec | None:
   if name not in _REGISTRY and isinstance(name, str) and re.fullmatch(r"\w+", name):
-    module = f"fedlora.methods.{name}"
-    try:
-      importlib.import_module(module)
-    except ModuleNotFoundError as e:
-      if e.name != module:
-        raise
+    import_if_present(f"fedlora.methods.{name}")
   return _REGISTRY.get(name)
 
 

@@ -96,6 +96,7 @@ def get_config(arg=None):
   #   -> fixed) | 'tsfa' (online ρ_k, b_k with the method's payload model) | 'fixed' (method.ratio, equal b)
   c.method.ratio = 0.25  # sparsification ratio for 'fixed' allocation (and without wireless)
   c.method.ortho_weight = 1e-2  # weight of SOFT's near-orthogonality regulariser (method 'soft'; >= 0)
+  c.method.ortho_b = "gram"  # its B term: 'gram' ‖offdiag(BBᵀ)‖² | 'cosine' (scale-free; docs/method.md)
 
   c.compress = ml_collections.ConfigDict()
   c.compress.bits_per_value = 32  # bits per uploaded value (32 = fp32, 16 = bf16 accounting)

@@ -135,6 +135,22 @@ def test_method_registry_declares_everything():
     build_method(tiny_config(**{"method.allocation": "greedy"}))
   with pytest.raises(ValueError, match="method.ortho_weight=-1"):
     build_method(tiny_config(**{"method.name": "soft", "method.ortho_weight": -1.0}))
+  with pytest.raises(ValueError, match="method.ortho_b='orth'"):
+    build_method(tiny_config(**{"method.name": "soft", "method.ortho_b": "orth"}))
+
+
+def test_soft_penalty_follows_method_ortho_b():
+  """The loss gets the regulariser the config names: 'cosine' sees B's direction, not its size."""
+  import jax
+  import jax.numpy as jnp
+  from fedlora.methods import build_method
+  from fedlora.soft import ortho_penalty
+  rng = jax.random.split(jax.random.PRNGKey(0), 2)
+  tree = {"l": {"lora_a": jax.random.normal(rng[0], (6, 3)), "lora_b": 1e-3 * jax.random.normal(rng[1], (3, 5))}}
+  for b_term in ("gram", "cosine"):
+    m = build_method(tiny_config(**{"method.name": "soft", "method.ortho_b": b_term}))
+    assert float(m.penalty(tree)) == float(ortho_penalty(tree, b_term))
+  assert float(ortho_penalty(tree, "cosine")) > float(ortho_penalty(tree, "gram")) + 1e-3
 
 
 def test_every_option_is_settable_from_the_command_line():

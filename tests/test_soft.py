@@ -263,6 +263,48 @@ def test_ortho_penalty_gradient_only_touches_adapters():
   assert float(g["enc"]["v"]["lora_b"][1, 2]) == pytest.approx(fd, rel=1e-2, abs=1e-3)
 
 
+def np_ortho_cosine(tree, eps=1e-4):
+  """Slow reference of the 'cosine' B term: loops over pairs of B rows."""
+  tot = 0.0
+  for name in tree["enc"]:
+    a = np.asarray(tree["enc"][name]["lora_a"], np.float64)
+    b = np.asarray(tree["enc"][name]["lora_b"], np.float64)
+    tot += np.sum((a.T @ a - np.eye(a.shape[1])) ** 2)
+    for i in range(b.shape[0]):
+      for j in range(b.shape[0]):
+        if i != j:
+          ni, nj = math.sqrt(b[i] @ b[i] + eps ** 2), math.sqrt(b[j] @ b[j] + eps ** 2)
+          tot += (b[i] @ b[j] / (ni * nj)) ** 2
+  return tot
+
+
+def test_ortho_cosine_b_term_is_scale_free_where_gram_vanishes():
+  """'cosine' equals the pairwise-loop reference, does not change when B shrinks 100x (the 'gram'
+  term shrinks 1e8x: LoRA's small B escapes it), is 0 for orthogonal rows and finite at B = 0."""
+  from fedlora.soft import make_ortho_penalty
+  tree = make_tree(5, scale=0.3)
+  cos = make_ortho_penalty("cosine")
+  assert float(cos(tree)) == pytest.approx(np_ortho_cosine(tree), rel=1e-5)
+  a_only = float(ortho_penalty({"enc": {k: {"lora_a": v["lora_a"], "lora_b": 0 * v["lora_b"]}
+                                        for k, v in tree["enc"].items()}}))
+  small = {"enc": {k: {"lora_a": v["lora_a"], "lora_b": 1e-2 * v["lora_b"]}
+                   for k, v in tree["enc"].items()}, "head": tree["head"]}
+  assert float(cos(small)) == pytest.approx(float(cos(tree)), rel=1e-3)
+  assert float(cos(small)) - a_only > 0.5                              # rows still penalised
+  assert float(ortho_penalty(small)) - a_only < 1e-6                   # 'gram' no longer sees them
+  rng = np.random.default_rng(1)
+  v, _ = np.linalg.qr(rng.normal(size=(12, 4)))
+  orth = {"l": {"lora_a": jnp.asarray(np.linalg.qr(rng.normal(size=(9, 4)))[0], jnp.float32),
+                "lora_b": jnp.asarray(rng.uniform(1e-3, 1.0, 4)[:, None] * v.T, jnp.float32)}}
+  assert float(cos(orth)) == pytest.approx(0.0, abs=1e-5)
+  zero_b = {"l": {"lora_a": orth["l"]["lora_a"], "lora_b": jnp.zeros((4, 12), jnp.float32)}}
+  g = jax.grad(cos)(zero_b)
+  assert float(cos(zero_b)) == pytest.approx(0.0, abs=1e-5)
+  assert np.all(np.isfinite(np.asarray(g["l"]["lora_b"])))
+  with pytest.raises(ValueError, match="ortho_b='cos'.*'gram', 'cosine'"):
+    make_ortho_penalty("cos")
+
+
 # -------------------------------------------------------------------------------------- importance
 
 def test_rank_scores_and_profile():

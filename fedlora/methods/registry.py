@@ -46,6 +46,8 @@ class MethodSpec(NamedTuple):
   freeze: str | None = None         # regex over trainable leaf paths kept frozen (never sent)
   penalty: Callable | None = None   # trainable -> scalar, added to the local loss
   penalty_key: str | None = None    # config.method key holding the penalty weight
+  make_penalty: Callable | None = None  # (opt: key -> value) -> penalty; replaces `penalty` when the
+                                        #   regulariser has options of its own (SOFT's ortho_b)
   rank_grid: bool = False           # the compressor keeps whole rank components (ρ -> m/r)
   allocation: str = "fixed"         # default allocation with the wireless uplink: 'tsfa' | 'fixed'
   dense: bool = False               # uploads are dense: the ratio is 1 whatever method.ratio says
@@ -110,11 +112,14 @@ def build_method(config, trainable=None) -> Method:
   if spec.validate is not None:
     spec.validate(config.method)
   weight = 0.0
-  if spec.penalty is not None:
+  if spec.penalty is not None or spec.make_penalty is not None:
     weight = method_opt(config, spec, spec.penalty_key)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
       raise ValueError(f"config.method.{spec.penalty_key}={weight!r} is not allowed: a number >= 0")
     weight = float(weight)
+  penalty = spec.penalty
+  if spec.make_penalty is not None:
+    penalty = spec.make_penalty(lambda key: method_opt(config, spec, key))
   allocation = config.method.allocation
   if allocation not in ALLOCATIONS:
     raise ValueError(f"config.method.allocation={allocation!r} is not allowed: one of {ALLOCATIONS}")
@@ -146,7 +151,7 @@ def build_method(config, trainable=None) -> Method:
   uses_profile = bool(config.wireless.enabled) and allocation == "tsfa"
   profile_bits = 32.0 * config.lora.rank if uses_profile else 0.0
 
-  common = dict(name=name, compressor=comp, freeze=spec.freeze, penalty=spec.penalty,
+  common = dict(name=name, compressor=comp, freeze=spec.freeze, penalty=penalty,
                 penalty_weight=weight, broadcast_bits=broadcast_bits, broadcast_once_bits=once_bits,
                 profile_bits=profile_bits, allocation=allocation)
   if not config.wireless.enabled:

@@ -7,9 +7,9 @@
 """
 from fedlora.soft.importance import (dropped_mass, importance_profile, product_scores, rank_scores,
                                      score_tree)
-from fedlora.soft.ortho import adapter_ortho_penalty, ortho_penalty
+from fedlora.soft.ortho import adapter_ortho_penalty, make_ortho_penalty, ortho_penalty
 from fedlora.soft.sparsify import adapter_bits, soft_compressor, soft_mask, sparsify_adapter
 
 __all__ = ["adapter_bits", "adapter_ortho_penalty", "dropped_mass", "importance_profile",
-           "ortho_penalty", "product_scores", "rank_scores", "score_tree", "soft_compressor", "soft_mask",
+           "make_ortho_penalty", "ortho_penalty", "product_scores", "rank_scores", "score_tree", "soft_compressor", "soft_mask",
            "sparsify_adapter"]

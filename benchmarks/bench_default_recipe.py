@@ -18,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (ROOT, apply_overrides, parse_overrides, script_setup,  # noqa: E402
+from benchmarks.common import (ROOT, apply_overrides, parse_overrides, pop_list, script_setup,  # noqa: E402
                                write_result)
 
 script_setup()
@@ -53,9 +53,8 @@ def main(argv):
   ov = parse_overrides([a for a in argv if not a.startswith("recipe=")])
   recipe = parse_recipe(next((a.split("=", 1)[1] for a in argv if a.startswith("recipe=")),
                              "client.scaffold=True"))
-  runs = str(ov.pop("runs", "dir01,iid,fedavg_dir01,fedavg_iid")).split(",")
-  seeds = ov.pop("seeds", 0)  # `seeds=0,1,2` arrives parsed as a tuple
-  seeds = [int(x) for x in (seeds if isinstance(seeds, (tuple, list)) else (seeds,))]
+  runs = pop_list(ov, "runs", "dir01,iid,fedavg_dir01,fedavg_iid")
+  seeds = pop_list(ov, "seeds", 0, int)
   out_root = str(ov.pop("out", os.path.join(ROOT, "runs/default_recipe")))
   plan = {"dir01": {**recipe, **SKEW}, "iid": {**recipe, **IID}, "fedavg_dir01": {**FEDAVG, **SKEW},
           "fedavg_iid": {**FEDAVG, **IID}}

@@ -19,7 +19,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (RESULTS, ROOT, apply_overrides, parse_overrides,  # noqa: E402
+from benchmarks.common import (RESULTS, ROOT, apply_overrides, parse_overrides, pop_list,  # noqa: E402
                                script_setup, write_result)
 
 script_setup()
@@ -44,7 +44,7 @@ RUNS = {
 
 def main(argv):
   ov = parse_overrides(argv)
-  chosen = str(ov.pop("methods", ",".join(RUNS))).split(",")
+  chosen = pop_list(ov, "methods", ",".join(RUNS))
   out_root = str(ov.pop("out", os.path.join(ROOT, "runs/e2e")))
   rows = {}
   for label in chosen:

@@ -24,7 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (RESULTS, ROOT, apply_overrides, parse_overrides,  # noqa: E402
+from benchmarks.common import (RESULTS, ROOT, apply_overrides, parse_overrides, pop_list,  # noqa: E402
                                script_setup, write_result)
 
 script_setup()
@@ -132,10 +132,10 @@ def one_run(setting, label, over, seed, size, out_root, collect_only=False):
 
 def main(argv):
   ov = parse_overrides(argv)
-  settings = str(ov.pop("settings", "dir01,iid,dir005,quantity")).split(",")
-  seeds = [int(s) for s in str(ov.pop("seeds", "0,1,2")).split(",")]
-  recipes = str(ov.pop("recipes", ",".join(RECIPES))).split(",")
-  others = str(ov.pop("others", "fedavg,fedlc,combo")).split(",")  # recipes on settings[1:]
+  settings = pop_list(ov, "settings", "dir01,iid,dir005,quantity")
+  seeds = pop_list(ov, "seeds", "0,1,2", int)
+  recipes = pop_list(ov, "recipes", ",".join(RECIPES))
+  others = pop_list(ov, "others", "fedavg,fedlc,combo")  # recipes on settings[1:]
   out_root = str(ov.pop("out", os.path.join(ROOT, "runs/skew")))
   name = str(ov.pop("name", "skew"))  # result file benchmarks/results/<name>.json/.md
   collect_only = bool(ov.pop("collect_only", 0))  # only tabulate finished runs, train nothing

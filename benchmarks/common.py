@@ -60,6 +60,14 @@ def write_result(name: str, payload: dict) -> str:
   return path
 
 
+def pop_list(ov: dict, key: str, default, cast=str) -> list:
+  """`key=a,b,c` from `parse_overrides` as a list of `cast(item)`: a comma list arrives parsed as a
+  tuple (`seeds=0,1,2` -> (0, 1, 2)), a single item as a scalar, text as a string."""
+  v = ov.pop(key, default)
+  items = v if isinstance(v, (tuple, list)) else str(v).split(",")
+  return [cast(x) for x in items if str(x) != ""]
+
+
 def parse_overrides(argv: list[str]) -> dict:
   """`key.sub=value` command-line overrides (values parsed as Python literals when possible)."""
   import ast

@@ -4,15 +4,18 @@ Every run is configs/wireless_compare.py (2 MHz uplink, τ̄ = 1 s) with one met
 all runs of a seed share data, clients, channel draws and the model init. Groups:
 
   main      no deadline drops (wireless.deadline_factor = inf: the paper's latency constraint is a
-            long-term average): ideal, SOFT at fixed ρ ∈ {1/8, 1/4, 1/2}, SOFT + TSFA, top-k,
-            random-k, SVD truncation (ρ = 1/4), FFA-LoRA
+            long-term average): ideal, SOFT at fixed ρ ∈ {1/8, 1/4, 1/2}, SOFT + TSFA at τ̄ = 1 s and
+            at τ̄ = 0.55 s (the latency the fixed-ρ = 1/4 rows spend), top-k, random-k, SVD
+            truncation (ρ = 1/4), FFA-LoRA
   robust    the same methods with deadline drops (deadline = wireless_compare's 2·τ̄)
   tsfa_all  ablation: the baselines under TSFA allocation (each with its own payload model and
             importance profile) and SOFT + TSFA with score_on='product'
-  score     ablation: SOFT ρ = 1/4 scoring the update ('delta'), the updated factors, the product
+  score     ablation: SOFT ρ = 1/4 scoring the update ('delta'), the updated factors, the product,
+            each with the regulariser's B term 'gram' and 'cosine' (method.ortho_b)
   ortho     ablation: SOFT ρ = 1/4 with ortho_weight ∈ {0, 1e-3, 1e-2, 1e-1}
   init      ablation: SOFT ρ = 1/4 with lora.init ∈ {orthogonal, kaiming, gaussian}
-  ef        ablation: SOFT ρ = 1/4 with error feedback off / on
+  ef        ablation: error feedback on (off: the score and main groups) for SOFT ρ = 1/4 (three
+            regulariser/score pairs) and for top-k, random-k and SVD at ρ = 1/4
   rank      the offline stage's check: SOFT + TSFA at lora.rank ∈ {2, 4, 8, 16, 32} under the same
             latency budget, and one run with tsfa.offline.enabled (pilot at r_max = 32 picks the rank;
             its choice is printed with the table) — the choice should be within one grid step of
@@ -21,9 +24,10 @@ all runs of a seed share data, clients, channel draws and the model init. Groups
   python benchmarks/sweep_methods.py [groups=main,score] [runs=soft_r4,svd_r4] [seeds=0,1,2]
          [rounds=20] [max_length=128] [eval_every=5] [stop_at=HH:MM] [out=runs/sweep] [key=value ...]
 
-Each run's folder is <out>/<group>/<label>/seed<k> (a run identical to an earlier one of the grid
-shares its folder); a run whose summary.json exists is skipped (so the script is resumable per run;
-an interrupted run resumes from its checkpoint). Groups (and runs=..., if given) run in the order given. `stop_at` (UTC
+Each run's folder is <out>/<method>-<config hash>/seed<k> (runs of one config share it, whatever their
+labels; the results file maps labels to folders); a finished run of the same config (its fingerprint.json) is skipped, so the script
+is resumable per run (an interrupted run resumes from its checkpoint); a finished run of another config
+in that folder stops the script, naming the keys that differ. Groups (and runs=..., if given) run in the order given. `stop_at` (UTC
 HH:MM): no new run starts after that time. Other `key=value` pairs are config overrides for every
 run. Results (from every finished run found, also those of earlier invocations):
 benchmarks/results/sweep_methods.{json,md,png}.
@@ -38,7 +42,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import (RESULTS, ROOT, apply_overrides, parse_overrides,  # noqa: E402
-                               script_setup, write_result)
+                               pop_list, script_setup, write_result)
 
 script_setup()
 
@@ -63,6 +67,9 @@ def grid() -> list:
       "topk_r4": ("topk", {**FIXED, "method.ratio": 0.25}),
       "randk_r4": ("randk", {**FIXED, "method.ratio": 0.25}),
       "soft_tsfa": ("soft", TSFA),
+      # TSFA at the latency the fixed-ρ = 1/4 rows spend (≈ 0.53-0.58 s per round with an equal
+      # split, measured): the same-latency comparison (τ̄ = 1 s lets TSFA spend about twice as long)
+      "soft_tsfa_t055": ("soft", {**TSFA, "tsfa.online.latency_budget": 0.55}),
       "ffa": ("ffa", FIXED),
       "soft_r8": _soft(0.125), "soft_r2": _soft(0.5),
   }
@@ -76,14 +83,20 @@ def grid() -> list:
   out.append(("tsfa_all", "soft_tsfa_product", "soft", {**TSFA, **nodl, "compress.score_on": "product"}))
   for m in ("svd", "topk", "randk"):
     out.append(("tsfa_all", f"{m}_tsfa", m, {**TSFA, **nodl}))
-  for s in ("delta", "updated", "product"):
-    out.append(("score", f"score_{s}", *_soft(0.25, **{"compress.score_on": s, **nodl})))
+  for b in ("gram", "cosine"):  # every key explicit: the labels hold whatever the defaults are
+    for s in ("delta", "updated", "product"):
+      out.append(("score", f"{b}_{s}", *_soft(0.25, **{"method.ortho_b": b, "compress.score_on": s,
+                                                       **nodl})))
   for w in (0.0, 1e-3, 1e-2, 1e-1):
     out.append(("ortho", f"ortho_{w:g}", *_soft(0.25, **{"method.ortho_weight": w, **nodl})))
   for i in ("orthogonal", "kaiming", "gaussian"):
     out.append(("init", f"init_{i}", *_soft(0.25, **{"lora.init": i, **nodl})))
-  for ef in (False, True):
-    out.append(("ef", f"ef_{ef}", *_soft(0.25, **{"compress.error_feedback": ef, **nodl})))
+  for b, sc in (("gram", "delta"), ("cosine", "product"), ("cosine", "updated")):
+    out.append(("ef", f"ef_{b}_{sc}", *_soft(0.25, **{"compress.error_feedback": True, "method.ortho_b": b,
+                                                     "compress.score_on": sc, **nodl})))
+  for m in ("topk", "randk", "svd"):
+    out.append(("ef", f"ef_{m}", m, {**FIXED, "method.ratio": 0.25, "compress.error_feedback": True,
+                                     **nodl}))
   for r in (2, 4, 8, 16, 32):
     out.append(("rank", f"rank_{r}", "soft", {**TSFA, **nodl, "lora.rank": r}))
   out.append(("rank", "offline", "soft", {**TSFA, **nodl, "tsfa.offline.enabled": True,
@@ -91,24 +104,21 @@ def grid() -> list:
   return out
 
 
-def run_dirs(out_root) -> dict:
-  """`{(group, label): workdir}`; a run identical to an earlier one (same method and overrides after
-  the defaults, e.g. score_delta == main/soft_r4) shares that run's folder instead of re-running."""
-  import wireless_compare
-  first, dirs = {}, {}
+def run_dirs(out_root, common) -> dict:
+  """`{(group, label): folder}`, the folder named by the run's config: `<method>-<hash>` with the
+  hash of its fingerprint (every result-shaping key, `common` included, seed 0). Runs of the same
+  config share a folder whatever their labels (score/gram_delta == main/soft_r4 while those are the
+  defaults), and a changed default or override gives new folders: nothing is re-labelled or lost."""
+  from fedlora.run.fingerprint import fingerprint
+  dirs = {}
   for group, label, method, ov in grid():
-    c = wireless_compare.get_config()
-    c.method.name = method
-    apply_overrides(c, ov)
-    key = c.to_json_best_effort(sort_keys=True)
-    first.setdefault(key, os.path.join(out_root, group, label))
-    dirs[(group, label)] = first[key]
+    h = fingerprint(run_config(method, ov, common, "", 0))["hash"]
+    dirs[(group, label)] = os.path.join(out_root, f"{method}-{h[:12]}")
   return dirs
 
 
-def run_one(method, ov, common, workdir, seed):
+def run_config(method, ov, common, workdir, seed):
   import wireless_compare
-  from fedlora.train import run
   c = wireless_compare.get_config()
   c.method.name = method
   apply_overrides(c, ov)
@@ -116,7 +126,29 @@ def run_one(method, ov, common, workdir, seed):
   c.seed = seed
   c.workdir = workdir
   c.progress = False
-  return run(c)
+  return c
+
+
+def check_finished(config) -> bool:
+  """True when `config.workdir` holds a finished run OF THIS CONFIG; a finished run of another config
+  (e.g. written before a default changed) is an error naming the keys that differ, never a result."""
+  from fedlora.run.fingerprint import describe_differences, differences, fingerprint
+  if not os.path.exists(os.path.join(config.workdir, "summary.json")):
+    return False
+  if json.load(open(os.path.join(config.workdir, "summary.json")))["rounds"] < config.fed.rounds:
+    return False  # finished fewer rounds than asked: the run resumes and continues
+  old = json.load(open(os.path.join(config.workdir, "fingerprint.json")))
+  new = fingerprint(config)
+  if old["hash"] != new["hash"]:
+    raise SystemExit(f"{config.workdir} holds a finished run of another config "
+                     f"({describe_differences(differences(old['items'], new['items']))}); move it "
+                     "away or pass another out=")
+  return True
+
+
+def run_one(method, ov, common, workdir, seed):
+  from fedlora.train import run
+  return run(run_config(method, ov, common, workdir, seed))
 
 
 def summarise(workdir) -> dict | None:
@@ -164,17 +196,18 @@ def aggregate(runs: dict) -> dict:
           "curve": curve}
 
 
-def collect(out_root, seeds) -> dict:
+def collect(out_root, seeds, common) -> dict:
   res = {}
-  dirs = run_dirs(out_root)
+  dirs = run_dirs(out_root, common)
   for group, label, method, ov in grid():
     runs = {}
     for seed in seeds:
-      s = summarise(os.path.join(dirs[(group, label)], f"seed{seed}"))
-      if s is not None:
-        runs[seed] = s
+      wd = os.path.join(dirs[(group, label)], f"seed{seed}")
+      if check_finished(run_config(method, ov, common, wd, seed)):
+        runs[seed] = summarise(wd)
     if runs:
-      res.setdefault(group, {})[label] = {"method": method, "overrides": ov, **aggregate(runs),
+      res.setdefault(group, {})[label] = {"method": method, "overrides": ov,
+                                          "folder": dirs[(group, label)], **aggregate(runs),
                                           "per_seed": runs}
       chosen = [json.load(open(p))["chosen"]["rank"] for p in
                 (os.path.join(dirs[(group, label)], f"seed{s}", "tsfa_offline.json") for s in runs)
@@ -184,21 +217,37 @@ def collect(out_root, seeds) -> dict:
   return res
 
 
+def paired(r: dict, ref: dict | None):
+  """(mean, std, n) over the seeds both finished of `r`'s final accuracy minus `ref`'s, in points.
+  Runs of one seed share data, clients, channel draws and init, so the per-seed difference removes
+  most of the seed-to-seed spread the two means carry."""
+  if ref is None:
+    return None
+  common = sorted(set(r["per_seed"]) & set(ref["per_seed"]))
+  if not common:
+    return None
+  d = np.array([100 * (r["per_seed"][s]["final_test_accuracy"] - ref["per_seed"][s]["final_test_accuracy"])
+                for s in common])
+  return float(d.mean()), float(d.std()), len(common)
+
+
 def markdown(res: dict, header: str) -> str:
   lines = [header, ""]
+  ideal = res.get("main", {}).get("ideal")
   for group, rows in res.items():
-    ideal = res.get("main", {}).get("ideal")
     lines += [f"### {group}", "",
-              "| run | seeds | final acc % (mean ± std) | uplink Mbit | vs ideal bits | mean ρ | "
-              "mean τ (s) | misses | attempted Mbit | profile kbit |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| run | seeds | final acc % (mean ± std) | Δ vs ideal, paired (pts, n) | uplink Mbit | "
+              "vs ideal bits | mean ρ | mean τ (s) | misses | attempted Mbit | profile kbit |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, r in rows.items():
       if "offline_chosen_rank" in r:
         label = f"{label} (chose r = {r['offline_chosen_rank']})"
       frac = f"{r['uplink_bits_mean'] / ideal['uplink_bits_mean']:.3f}" if ideal else "-"
       lat = "-" if r["mean_round_latency_s"] is None else f"{r['mean_round_latency_s']:.3f}"
+      p = paired(r, ideal)
+      dp = "-" if p is None else f"{p[0]:+.2f} ± {p[1]:.2f} ({p[2]})"
       lines.append(f"| {label} | {len(r['seeds'])} | {100 * r['acc_mean']:.2f} ± "
-                   f"{100 * r['acc_std']:.2f} | {r['uplink_bits_mean'] / 1e6:.1f} | {frac} | "
+                   f"{100 * r['acc_std']:.2f} | {dp} | {r['uplink_bits_mean'] / 1e6:.1f} | {frac} | "
                    f"{r['mean_ratio']:.3f} | {lat} | {r['deadline_misses']:.1f} | "
                    f"{r['uplink_attempted_bits_mean'] / 1e6:.1f} | {r['profile_bits_mean'] / 1e3:.1f} |")
     lines.append("")
@@ -228,10 +277,9 @@ def plot(res: dict, out_png: str) -> None:
 
 def main(argv):
   ov = parse_overrides(argv)
-  groups = str(ov.pop("groups", "main,robust,tsfa_all,score,ortho,init,ef,rank")).split(",")
-  only = ov.pop("runs", None)
-  only = None if only is None else str(only).split(",")
-  seeds = [int(s) for s in str(ov.pop("seeds", "0,1,2")).split(",")]
+  groups = pop_list(ov, "groups", "main,robust,tsfa_all,score,ortho,init,ef,rank")
+  only = pop_list(ov, "runs", "") or None
+  seeds = pop_list(ov, "seeds", "0,1,2", int)
   out_root = str(ov.pop("out", os.path.join(ROOT, "runs/sweep")))
   stop_at = ov.pop("stop_at", None)
   common = {}
@@ -245,11 +293,11 @@ def main(argv):
                 key=lambda x: (order[x[0]], 0 if only is None else only.index(x[1])))
   if only is not None:  # runs=... also sets the launch order
     todo.sort(key=lambda x: only.index(x[1]))
-  dirs = run_dirs(out_root)
+  dirs = run_dirs(out_root, common)
   for seed in seeds:
     for group, label, method, run_ov in todo:
       wd = os.path.join(dirs[(group, label)], f"seed{seed}")
-      if os.path.exists(os.path.join(wd, "summary.json")):
+      if check_finished(run_config(method, run_ov, common, wd, seed)):
         continue
       now = dt.datetime.now(dt.timezone.utc).strftime("%H:%M")
       if stop_at is not None and now >= str(stop_at):
@@ -264,7 +312,7 @@ def main(argv):
 
 
 def report(out_root, seeds, common):
-  res = collect(out_root, seeds)
+  res = collect(out_root, seeds, common)
   header = (f"Sweep over configs/wireless_compare.py, overrides {common}, seeds requested {seeds} "
             "(each row says how many finished). Main table: no deadline (wireless.deadline_factor"
             "=inf); robust: deadline 2·τ̄.")

@@ -6,9 +6,9 @@ Only the off-diagonal of the B Gram matrix is penalised (lora_b starts at 0 and 
 
 `b_term` (config `method.ortho_b`, ours) chooses the B term:
   'gram'   ‖offdiag(b bᵀ)‖_F², as above. It scales with ‖b‖⁴: LoRA's B rows have norms ~1e-1, so
-           the term is ~1e-4 of the A term and leaves B's rows almost parallel (measured: row
-           cosines up to 0.97 after 4 rounds), and s_i = ‖a_i‖·‖b_i‖ are then NOT the singular
-           values of the product that SOFT's argument needs.
+           the term is ~1e-4 of the A term and leaves B's rows almost parallel, and s_i = ‖a_i‖·‖b_i‖
+           are then NOT the singular values of the product that SOFT's argument needs
+           (benchmarks/bench_soft_alignment.py; figures in docs/method.md).
   'cosine' ‖offdiag(C)‖_F² with C_ij = (b_i·b_j) / (n_i n_j), n_i = sqrt(‖b_i‖² + eps²): the squared
            cosines between B's rows, scale-free, so it acts at any size of B (0 at B = 0).
 Cost O((d_in + d_out)·r²) per adapter; no `lora_a @ lora_b` product.

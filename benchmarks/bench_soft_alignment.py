@@ -1,0 +1,114 @@
+"""Does SOFT's premise hold on trained factors? Its per-rank scores s_i = ‖a_i‖·‖b_i‖ against the SVD.
+
+SOFT keeps the m rank components with the largest s_i, which is Eckart–Young's best rank-m
+approximation only when A's columns and B's rows are orthogonal. This script reads the final
+checkpoint of finished runs of `benchmarks/sweep_methods.py` (by default its `score` group, which trains
+SOFT with the regulariser's B term 'gram' or 'cosine', `method.ortho_b`; the folders are those
+`benchmarks/results/sweep_methods.json` names) and, for every adapter
+of the global model `(a [d_in, r], b [r, d_out])`, computes with numpy:
+  b_cos      largest |cosine| between two rows of b;
+  a_off      largest |off-diagonal| of aᵀa;
+  s_err      ‖sort(s) − σ‖ / ‖σ‖, σ the top-r singular values of a @ b;
+  captured   ‖Σ_{i in top-m by s} a_i b_iᵀ‖_F² / Σ_{j ≤ m} σ_j²: the energy SOFT's pick keeps relative
+             to the best rank-m approximation (1 = as good as the SVD), at m = ceil(ρ·r).
+Prints the median / worst over adapters per run (and the mean over seeds) and writes
+`benchmarks/results/soft_alignment.json`.
+
+  python benchmarks/bench_soft_alignment.py [group=score] [labels=gram_delta,cosine_delta,...]
+         [ratio=0.25]
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import (RESULTS, parse_overrides, pop_list, script_setup,  # noqa: E402
+                               write_result)
+
+script_setup()
+
+import numpy as np  # noqa: E402
+
+
+def adapters(tree, path=""):
+  """Yield `(path, a [d_in, r], b [r, d_out])` for every dict node holding lora_a and lora_b."""
+  if isinstance(tree, dict):
+    if "lora_a" in tree and "lora_b" in tree:
+      yield path, np.asarray(tree["lora_a"], np.float64), np.asarray(tree["lora_b"], np.float64)
+    for k, v in tree.items():
+      yield from adapters(v, f"{path}/{k}")
+
+
+def measure(a: np.ndarray, b: np.ndarray, ratio: float) -> dict:
+  r = a.shape[1]
+  m = max(1, min(r, math.ceil(ratio * r)))
+  nb = np.linalg.norm(b, axis=1)
+  cos = (b @ b.T) / np.maximum(np.outer(nb, nb), 1e-30)
+  ga = a.T @ a
+  off = lambda g: float(np.max(np.abs(g - np.diag(np.diag(g))))) if r > 1 else 0.0  # noqa: E731
+  s = np.linalg.norm(a, axis=0) * nb
+  sig = np.linalg.svd(a @ b, compute_uv=False)[:r]
+  keep = np.argsort(-s, kind="stable")[:m]
+  kept = np.sum(np.square(a[:, keep] @ b[keep, :]))
+  best = float(np.sum(np.square(sig[:m])))
+  return {"b_cos": off(cos), "a_off": off(ga),
+          "s_err": float(np.linalg.norm(np.sort(s)[::-1] - sig) / max(np.linalg.norm(sig), 1e-30)),
+          "captured": float(kept / best) if best > 0 else 1.0}
+
+
+def final_state(workdir: str):
+  import orbax.checkpoint as ocp
+  steps = sorted(int(os.path.basename(p)) for p in glob.glob(os.path.join(workdir, "checkpoints", "*"))
+                 if os.path.basename(p).isdigit())
+  if not steps:
+    return None, None
+  path = os.path.join(workdir, "checkpoints", str(steps[-1]), "state")
+  return steps[-1], ocp.StandardCheckpointer().restore(os.path.abspath(path))
+
+
+def main(argv):
+  ov = parse_overrides(argv)
+  group = str(ov.pop("group", "score"))
+  labels = pop_list(ov, "labels", "gram_delta,gram_updated,gram_product,cosine_delta,cosine_updated,"
+                    "cosine_product")
+  ratio = float(ov.pop("ratio", 0.25))
+  if ov:
+    raise SystemExit(f"unknown arguments {sorted(ov)}; allowed: group, labels, ratio")
+  sweep = json.load(open(os.path.join(RESULTS, "sweep_methods.json")))["groups"].get(group, {})
+  rows = {}
+  print(f"{'run':<16}{'seed':>5}{'round':>6}{'B cos med/max':>16}{'AᵀA off med':>13}"
+        f"{'s_err med/max':>16}{'captured med/min':>18}")
+  for label in labels:
+    if label not in sweep:
+      print(f"{label}: no finished run in group {group!r} of benchmarks/results/sweep_methods.json")
+      continue
+    d = sweep[label]["folder"]
+    per_seed = {}
+    for wd in sorted(glob.glob(os.path.join(d, "seed*"))):
+      step, state = final_state(wd)
+      if state is None:
+        continue
+      ms = [measure(a, b, ratio) for _, a, b in adapters(state["trainable"])]
+      agg = {k: (float(np.median([m[k] for m in ms])), float(np.max([m[k] for m in ms])),
+                 float(np.min([m[k] for m in ms]))) for k in ms[0]}
+      seed = os.path.basename(wd)
+      per_seed[seed] = {"round": step, "adapters": len(ms),
+                        **{k: {"median": v[0], "max": v[1], "min": v[2]} for k, v in agg.items()}}
+      print(f"{label:<16}{seed[4:]:>5}{step:>6}{agg['b_cos'][0]:>9.3f}/{agg['b_cos'][1]:.3f}"
+            f"{agg['a_off'][0]:>13.3f}{agg['s_err'][0]:>9.3f}/{agg['s_err'][1]:.3f}"
+            f"{agg['captured'][0]:>11.3f}/{agg['captured'][2]:.3f}")
+    if per_seed:
+      rows[label] = {"workdir": d, "per_seed": per_seed,
+                     "mean_over_seeds": {k: float(np.mean([s[k]["median"] for s in per_seed.values()]))
+                                         for k in ("b_cos", "a_off", "s_err", "captured")}}
+  if not rows:
+    raise SystemExit(f"no finished run with checkpoints in group {group!r} for labels {labels}")
+  write_result("soft_alignment", {"group": group, "ratio": ratio, "runs": rows})
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

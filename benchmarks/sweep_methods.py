@@ -24,11 +24,12 @@ all runs of a seed share data, clients, channel draws and the model init. Groups
   python benchmarks/sweep_methods.py [groups=main,score] [runs=soft_r4,svd_r4] [seeds=0,1,2]
          [rounds=20] [max_length=128] [eval_every=5] [stop_at=HH:MM] [out=runs/sweep] [key=value ...]
 
-Each run's folder is <out>/<method>-<config hash>/seed<k> (runs of one config share it, whatever their
-labels; the results file maps labels to folders); a finished run of the same config (its fingerprint.json) is skipped, so the script
-is resumable per run (an interrupted run resumes from its checkpoint); a finished run of another config
-in that folder stops the script, naming the keys that differ. Groups (and runs=..., if given) run in the order given. `stop_at` (UTC
-HH:MM): no new run starts after that time. Other `key=value` pairs are config overrides for every
+Each run's folder is <out>/<method>-<config hash>/seed<k> (runs of one config share it, whatever
+their labels; the results file maps labels to folders). A finished run of the same config (its
+fingerprint.json) is skipped, so the script is resumable per run (an interrupted run resumes from its
+checkpoint, a run of fewer rounds continues); a finished run of another config in that folder stops
+the script, naming the keys that differ. Groups (and runs=..., if given) run in the order given.
+`stop_at` (UTC HH:MM): no new run starts after that time. Other `key=value` pairs are config overrides for every
 run. Results (from every finished run found, also those of earlier invocations):
 benchmarks/results/sweep_methods.{json,md,png}.
 """
@@ -135,15 +136,14 @@ def check_finished(config) -> bool:
   from fedlora.run.fingerprint import describe_differences, differences, fingerprint
   if not os.path.exists(os.path.join(config.workdir, "summary.json")):
     return False
-  if json.load(open(os.path.join(config.workdir, "summary.json")))["rounds"] < config.fed.rounds:
-    return False  # finished fewer rounds than asked: the run resumes and continues
   old = json.load(open(os.path.join(config.workdir, "fingerprint.json")))
   new = fingerprint(config)
   if old["hash"] != new["hash"]:
     raise SystemExit(f"{config.workdir} holds a finished run of another config "
                      f"({describe_differences(differences(old['items'], new['items']))}); move it "
                      "away or pass another out=")
-  return True
+  # fewer rounds than asked (fed.rounds is not in the fingerprint): the run resumes and continues
+  return json.load(open(os.path.join(config.workdir, "summary.json")))["rounds"] >= config.fed.rounds
 
 
 def run_one(method, ov, common, workdir, seed):

@@ -45,6 +45,9 @@ def test_a_finished_run_of_another_config_is_refused(tmp_path):
   cos = sweep.run_config("soft", {"method.allocation": "fixed", "method.ortho_b": "cosine"}, COMMON, wd, 0)
   with pytest.raises(SystemExit, match="method.ortho_b: 'gram' -> 'cosine'"):
     sweep.check_finished(cos)
+  cos.fed.rounds = 30                                # ... also when it would be resumed
+  with pytest.raises(SystemExit, match="another config"):
+    sweep.check_finished(cos)
 
 
 def test_pop_list_reads_comma_lists_as_parsed():

@@ -46,8 +46,8 @@ class MethodSpec(NamedTuple):
   freeze: str | None = None         # regex over trainable leaf paths kept frozen (never sent)
   penalty: Callable | None = None   # trainable -> scalar, added to the local loss
   penalty_key: str | None = None    # config.method key holding the penalty weight
-  make_penalty: Callable | None = None  # (opt: key -> value) -> penalty; replaces `penalty` when the
-                                        #   regulariser has options of its own (SOFT's ortho_b)
+  make_penalty: Callable | None = None  # (opt: key -> value) -> penalty, for a regulariser with
+                                        #   options of its own (SOFT's ortho_b); instead of `penalty`
   rank_grid: bool = False           # the compressor keeps whole rank components (ρ -> m/r)
   allocation: str = "fixed"         # default allocation with the wireless uplink: 'tsfa' | 'fixed'
   dense: bool = False               # uploads are dense: the ratio is 1 whatever method.ratio says

@@ -7,9 +7,9 @@ Config keys (section `method`):
                           #   (scale-free; fedlora/soft/ortho.py says why)
 """
 from fedlora.methods.registry import MethodSpec, register_method
-from fedlora.soft.ortho import make_ortho_penalty, ortho_penalty
+from fedlora.soft.ortho import make_ortho_penalty
 
-register_method(MethodSpec(name="soft", compressor="soft", penalty=ortho_penalty,
+register_method(MethodSpec(name="soft", compressor="soft",
                            make_penalty=lambda opt: make_ortho_penalty(opt("ortho_b")),
                            penalty_key="ortho_weight", rank_grid=True, allocation="tsfa",
                            defaults={"ortho_weight": 1e-2, "ortho_b": "gram"}))

@@ -61,13 +61,16 @@ def measure(a: np.ndarray, b: np.ndarray, ratio: float) -> dict:
 
 
 def final_state(workdir: str):
+  """(last saved round, its state as numpy), or (None, None) without checkpoints. The run's own
+  Checkpointer finds the step; the state is read without a `like` tree (shapes from the files)."""
   import orbax.checkpoint as ocp
-  steps = sorted(int(os.path.basename(p)) for p in glob.glob(os.path.join(workdir, "checkpoints", "*"))
-                 if os.path.basename(p).isdigit())
-  if not steps:
+  from fedlora.utils.checkpoint import Checkpointer
+  ck = Checkpointer(workdir, keep=1)
+  step = ck.latest_step()
+  ck.close()
+  if step is None:
     return None, None
-  path = os.path.join(workdir, "checkpoints", str(steps[-1]), "state")
-  return steps[-1], ocp.StandardCheckpointer().restore(os.path.abspath(path))
+  return step, ocp.StandardCheckpointer().restore(os.path.join(ck.directory, str(step), "state"))
 
 
 def main(argv):

@@ -176,7 +176,7 @@ def auto_chunk(config, round_fns: RoundFns, parts, clients: ClientData, mesh) ->
   est = memory.one_client_bytes(round_fns.one_client, parts.trainable, parts.frozen, batches, row, ctx)
   out_bytes = k * (lora.tree_bytes(parts.trainable) + 4096)
   fixed = (lora.tree_bytes(parts.frozen) + lora.tree_bytes(clients) + lora.tree_bytes(states)
-           + out_bytes)
+           + out_bytes + est["shared"])
   budget, source = memory.memory_budget(config.fed.memory_budget_gb)
   devices = mesh.shape["clients"] if mesh is not None else 1
   return memory.choose_chunk(k, est["total"], fixed, budget * devices, source, devices)

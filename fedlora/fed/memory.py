@@ -1,10 +1,12 @@
 """Memory: the budget, XLA's estimate of one client's step, the automatic client chunk, the peak.
 
 `choose_chunk` sizes the client phase's chunk C so that C clients' activations fit the budget:
-  per-client bytes = XLA's `memory_analysis()` of ONE client's jitted step (`one_client`):
-                     temporaries + outputs + its own arguments (batches, state row), frozen excluded;
+  per-client bytes = XLA's `memory_analysis()` of the jitted client step vmapped over 2 clients minus
+                     that over 1 (`one_client_bytes`): one more client's temporaries + outputs + own
+                     arguments (batches, state row);
   fixed bytes      = the frozen base + the stacked client data + the per-client state rows [N, ...]
-                     + the K outputs of the round (counted once, shared by all chunks);
+                     + the K outputs of the round (counted once, shared by all chunks) + the step's
+                     shared temporaries (1-client bytes minus per-client bytes);
   C_max = floor((budget - fixed) / per-client), rounded down to a multiple of the devices on the
       'clients' axis (each device runs C / D clients of a chunk), clipped to [D, K]; then the
       chunks are balanced: n = ceil(K / C_max) chunks of C = ceil(K / n) (rounded up to the
@@ -26,8 +28,8 @@ from fedlora.lora.count import tree_bytes
 
 class ChunkChoice(NamedTuple):
   chunk: int                # C
-  per_client_bytes: int     # XLA estimate of one client's step (frozen excluded)
-  fixed_bytes: int          # frozen + client data + state rows + outputs
+  per_client_bytes: int     # XLA estimate of one more client in the step (frozen excluded)
+  fixed_bytes: int          # frozen + client data + state rows + outputs + the step's shared bytes
   budget_bytes: int
   budget_source: str        # 'config' | 'device' | '70% of RAM'
   reason: str               # the one line the trainer prints
@@ -57,21 +59,37 @@ def abstract(tree):
   return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), tree)
 
 
-def one_client_bytes(one_client, global_tr, frozen, batches, client_state, ctx=None) -> dict:
-  """XLA's memory analysis of one client's jitted step; shapes only (nothing runs).
-
-  batches: one client's `[E, B, ...]` (arrays or ShapeDtypeStructs); client_state: one row;
-  ctx: the round-wide client inputs (`RoundFns.context`), passed when not None.
-  """
-  args = (abstract(global_tr), abstract(frozen), abstract(batches),
-          jax.ShapeDtypeStruct((2,), jnp.uint32), jax.ShapeDtypeStruct((), jnp.float32),
-          abstract(client_state)) + (() if ctx is None else (abstract(ctx),))
-  ma = jax.jit(one_client).lower(*args).compile().memory_analysis()
+def _step_bytes(one_client, global_tr, frozen, batches, client_state, ctx, n: int) -> dict:
+  """XLA's memory analysis of `n` clients' step vmapped as in the client phase (shapes only)."""
+  from fedlora.fed.round import CLIENT_IN_AXES
+  rows = lambda t: jax.tree_util.tree_map(  # noqa: E731
+      lambda x: jax.ShapeDtypeStruct((n,) + tuple(np.shape(x)), x.dtype), t)
+  args = (abstract(global_tr), abstract(frozen), rows(batches),
+          jax.ShapeDtypeStruct((n, 2), jnp.uint32), jax.ShapeDtypeStruct((n,), jnp.float32),
+          rows(client_state), abstract(ctx))
+  ma = jax.jit(jax.vmap(one_client, in_axes=CLIENT_IN_AXES)).lower(*args).compile().memory_analysis()
   temp = int(getattr(ma, "temp_size_in_bytes", 0) or 0)
   out = int(getattr(ma, "output_size_in_bytes", 0) or 0)
   arg = int(getattr(ma, "argument_size_in_bytes", 0) or 0)
   own_args = max(0, arg - tree_bytes(frozen) - tree_bytes(global_tr))
   return {"temp": temp, "output": out, "own_args": own_args, "total": temp + out + own_args}
+
+
+def one_client_bytes(one_client, global_tr, frozen, batches, client_state, ctx=None) -> dict:
+  """Per-client and shared bytes of the client step, from XLA's memory analysis of the step vmapped
+  over 1 and over 2 clients (shapes only; nothing runs): per client = the second client's extra
+  bytes (temporaries + outputs + its own arguments: batches, state row), shared = what one client
+  needs beyond that (e.g. remat's stacked block weights, `layers.run_blocks`: not batched, one copy
+  per chunk). Frozen base and global trainable arguments are excluded (counted as fixed).
+
+  batches: one client's `[E, B, ...]` (arrays or ShapeDtypeStructs); client_state: one row;
+  ctx: the round-wide client inputs (`RoundFns.context`).
+  """
+  one = _step_bytes(one_client, global_tr, frozen, batches, client_state, ctx, 1)
+  two = _step_bytes(one_client, global_tr, frozen, batches, client_state, ctx, 2)
+  per = max(1, two["total"] - one["total"])
+  return {"one": one, "two": two, "per_client": per, "shared": max(0, one["total"] - per),
+          "total": per}
 
 
 def choose_chunk(k: int, per_client: int, fixed: int, budget: int, source: str,
@@ -83,9 +101,9 @@ def choose_chunk(k: int, per_client: int, fixed: int, budget: int, source: str,
   c = -(-k // n)  # balanced: the same number of chunks, as little padding as possible
   c = -(-c // devices) * devices
   mb = lambda b: f"{b / 2**20:.0f} MB"  # noqa: E731
-  why = (f"client_chunk={c} of K={k} ({-(-k // c)} chunk(s)): one client's step needs "
+  why = (f"client_chunk={c} of K={k} ({-(-k // c)} chunk(s)): each client in the step needs "
          f"{mb(per_client)} (XLA memory_analysis), budget {budget / 2**30:.2f} GB ({source}) minus "
-         f"{mb(fixed)} fixed (frozen base, client data, per-client states, round outputs) fits {fit}")
+         f"{mb(fixed)} fixed (frozen base, client data, per-client states, round outputs, the step's shared temporaries) fits {fit}")
   if fit < devices:
     why += f"; below the minimum, using {c} (may not fit)"
   return ChunkChoice(c, per_client, fixed, budget, source, why)

@@ -31,6 +31,11 @@ from fedlora.server import ServerOptimizer, build_server
 from fedlora.tasks.label_skew import client_label_counts
 
 
+# how `one_client`'s arguments map over the clients of a chunk (global, frozen, batches, key, ratio,
+# client state, round context): per-client batches, keys, ratios and state rows, the rest shared
+CLIENT_IN_AXES = (None, None, 0, 0, 0, 0, None)
+
+
 class ClientOut(NamedTuple):
   """Per sampled client (leading axis `[K]` after vmap)."""
   delta: Any          # sparsified update the server receives (trainable-tree structure)
@@ -134,7 +139,7 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
                                                  (counts.shape[0], local_steps, num_classes))
     return batches
 
-  vclient = jax.vmap(one_client, in_axes=(None, None, 0, 0, 0, 0, None))
+  vclient = jax.vmap(one_client, in_axes=CLIENT_IN_AXES)
 
   def run_chunk(global_tr, frozen, client_data, states, ctx, ids_c, idx_c, keys_c, ratios_c):
     """One chunk: ids_c `[C]` (N = padding), idx_c `[C, E, B]` -> (ClientOut [C, ...], states)."""

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fedlora.models.layers import (Embed, LayerNorm, Linear, activation, dot_product_attention, dropout,
-                                   remat_call, site_key)
+                                   run_blocks, site_key)
 
 POOLINGS = ("mean", "cls")
 
@@ -154,9 +154,8 @@ class BertEncoder(nnx.Module):
     self.layers = nnx.List([BertLayer(cfg, rngs=rngs) for _ in range(cfg.num_hidden_layers)])
 
   def __call__(self, x, mask, *, rate: float = 0.0, key=None):
-    for i, layer in enumerate(self.layers):
-      x = remat_call(layer, getattr(self, "remat", None), x, mask, rate=rate, key=site_key(key, i))
-    return x
+    return run_blocks(self.layers, getattr(self, "remat", None),
+                      lambda layer, h, k: layer(h, mask, rate=rate, key=k), x, key)
 
 
 class BertPooler(nnx.Module):

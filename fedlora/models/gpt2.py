@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fedlora.models.layers import (Embed, LayerNorm, Linear, activation, dot_product_attention,
-                                   init_kv_cache, remat_call, segment_mask, site_key,
+                                   init_kv_cache, run_blocks, segment_mask, site_key,
                                    write_kv_cache)
 
 MODEL_TYPES = ("gpt2",)
@@ -136,17 +136,15 @@ class GPT2LMHeadModel(nnx.Module):
       position_ids = jnp.maximum(jnp.cumsum((attention_mask > 0).astype(jnp.int32), axis=1) - 1, 0)
     mask, _, index, kv_seg = segment_mask(attention_mask, cache)
     x = t.wte(input_ids) + t.wpe(position_ids)
-    ks, vs = [], []
-    for i, block in enumerate(t.h):
-      if cache is None:
-        x = remat_call(block, getattr(t, "remat", None), x, mask, site_key(key, i))
-      else:  # with a KV cache (generation: no backward pass) blocks are never rematerialised
-        x, (k, v) = block(x, mask, site_key(key, i), (cache["k"][i], cache["v"][i], index))
-        ks.append(k)
-        vs.append(v)
-    logits = t.wte.attend(t.ln_f(x))
     if cache is None:
-      return logits
+      x = run_blocks(t.h, getattr(t, "remat", None), lambda block, h, k: block(h, mask, k), x, key)
+      return t.wte.attend(t.ln_f(x))
+    ks, vs = [], []  # with a KV cache (generation: no backward pass) blocks are never rematerialised
+    for i, block in enumerate(t.h):
+      x, (k, v) = block(x, mask, site_key(key, i), (cache["k"][i], cache["v"][i], index))
+      ks.append(k)
+      vs.append(v)
+    logits = t.wte.attend(t.ln_f(x))
     return logits, {"k": jnp.stack(ks), "v": jnp.stack(vs), "mask": kv_seg,
                     "index": index + input_ids.shape[1]}
 

@@ -260,7 +260,7 @@ def check_dtype(key: str, name: str):
 def set_precision(model: nnx.Module, compute_dtype: str = "float32", remat: str = "none") -> nnx.Module:
   """Build-time: every `Linear` computes its matmuls in `compute_dtype` ('float32' leaves the
   reference path untouched), and every module with a block loop (`remat` attribute, read by
-  `remat_call`) recomputes its blocks' activations in the backward pass per `remat`.
+  `run_blocks`) recomputes its blocks' activations in the backward pass per `remat`.
   Returns the model for chaining."""
   cd = check_dtype("model.compute_dtype", compute_dtype)
   check_remat(remat)
@@ -272,20 +272,39 @@ def set_precision(model: nnx.Module, compute_dtype: str = "float32", remat: str 
   return model
 
 
-def remat_call(block: nnx.Module, remat: str | None, *args, **kwargs):
-  """`block(*args, **kwargs)`, under `jax.checkpoint` when `remat` is 'block' (save nothing inside the
-  block) or a `jax.checkpoint_policies` name; plain call for None/'none'. Array keyword arguments
-  (e.g. a PRNG key) are traced inputs; other keyword arguments (rates) stay static."""
-  if remat in (None, "none"):
-    return block(*args, **kwargs)
-  policy = None if remat == "block" else getattr(jax.checkpoint_policies, remat)
-  graphdef, state = nnx.split(block)
-  arr = {k: v for k, v in kwargs.items() if isinstance(v, jax.Array)}
-  static = {k: v for k, v in kwargs.items() if k not in arr}
+def run_blocks(blocks, remat: str | None, step, x, key=None):
+  """`x` through every block in order: `x = step(block, x, site_key(key, i))` for block i.
 
-  def run(state, args, arr):
-    return nnx.merge(graphdef, state)(*args, **arr, **static)
-  return jax.checkpoint(run, policy=policy)(state, args, arr)
+  remat 'none' (or None): a Python loop, the reference path. 'block' (save nothing inside a block)
+  or a `jax.checkpoint_policies` name: each run of consecutive blocks with the same structure (nnx
+  graphdef; e.g. Qwen2's sliding-window and full-attention layers differ) is ONE `lax.scan` over
+  the blocks' stacked states, with the scan body under `jax.checkpoint`. The scan is what makes
+  remat save memory: with a Python loop of `jax.checkpoint`ed blocks, XLA (measured on CPU) merges
+  each block's recomputation with its forward pass, so nothing is recomputed and the step's
+  temporaries stay those of no remat; inside the scan's backward loop the recomputation of block i
+  can only happen at iteration i. Cost: the stacked weights are one copy of the blocks' weights
+  per call (outside any vmap over clients: they are not batched).
+  """
+  if remat in (None, "none"):
+    for i, block in enumerate(blocks):
+      x = step(block, x, site_key(key, i))
+    return x
+  policy = None if remat == "block" else getattr(jax.checkpoint_policies, remat)
+  splits = [nnx.split(b) for b in blocks]
+  i = 0
+  while i < len(splits):
+    graphdef = splits[i][0]
+    j = i + 1
+    while j < len(splits) and splits[j][0] == graphdef:
+      j += 1
+    stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[st for _, st in splits[i:j]])
+
+    def body(h, inp, graphdef=graphdef):
+      state, idx = inp
+      return step(nnx.merge(graphdef, state), h, site_key(key, idx)), None
+    x, _ = jax.lax.scan(jax.checkpoint(body, policy=policy), x, (stacked, jnp.arange(i, j)))
+    i = j
+  return x
 
 
 # --- decoder helpers: segment-id masks and the KV cache (shared by the causal-LM families) ----------

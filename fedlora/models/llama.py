@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fedlora.models.layers import (Embed, Linear, RMSNorm, activation, apply_rope, dot_product_attention,
-                                   init_kv_cache, remat_call, rope_cos_sin, rope_inv_freq, segment_mask,
+                                   init_kv_cache, rope_cos_sin, rope_inv_freq, run_blocks, segment_mask,
                                    site_key, write_kv_cache)
 
 CAUSAL_LM_TYPES = ("llama", "mistral", "qwen2")
@@ -213,8 +213,8 @@ class LlamaModel(nnx.Module):
     cos, sin = rope_cos_sin(position_ids, inv)
     x = self.embed_tokens(input_ids)
     if cache is None:
-      for i, layer in enumerate(self.layers):
-        x = remat_call(layer, getattr(self, "remat", None), x, cos, sin, mask, site_key(key, i))
+      x = run_blocks(self.layers, getattr(self, "remat", None),
+                     lambda layer, h, k: layer(h, cos, sin, mask, k), x, key)
       return self.norm(x)
     # with a KV cache (generation: no backward pass) blocks are never rematerialised
     ks, vs = [], []

@@ -30,8 +30,9 @@ fingerprint.json) is skipped, so the script is resumable per run (an interrupted
 checkpoint, a run of fewer rounds continues); a finished run of another config in that folder stops
 the script, naming the keys that differ. Groups (and runs=..., if given) run in the order given.
 `stop_at` (UTC HH:MM): no new run starts after that time. Other `key=value` pairs are config overrides for every
-run. Results (from every finished run found, also those of earlier invocations):
-benchmarks/results/sweep_methods.{json,md,png}.
+run. Results (from every finished run found, also those of earlier invocations, and the rows of the
+results file already there when its common overrides are the same and the run's folder is gone, e.g.
+in a fresh clone): benchmarks/results/sweep_methods.{json,md,png}.
 """
 from __future__ import annotations
 
@@ -71,7 +72,8 @@ def grid() -> list:
       # TSFA at the latency the fixed-ρ = 1/4 rows spend (≈ 0.53-0.58 s per round with an equal
       # split, measured): the same-latency comparison (τ̄ = 1 s lets TSFA spend about twice as long)
       "soft_tsfa_t055": ("soft", {**TSFA, "tsfa.online.latency_budget": 0.55}),
-      "soft_tsfa_t050": ("soft", {**TSFA, "tsfa.online.latency_budget": 0.50}),  # a tighter budget
+      "soft_tsfa_t050": ("soft", {**TSFA, "tsfa.online.latency_budget": 0.50}),  # tighter budgets
+      "soft_tsfa_t045": ("soft", {**TSFA, "tsfa.online.latency_budget": 0.45}),
       "ffa": ("ffa", FIXED),
       "soft_r8": _soft(0.125), "soft_r2": _soft(0.5),
   }
@@ -99,6 +101,9 @@ def grid() -> list:
   for m in ("topk", "randk", "svd"):
     out.append(("ef", f"ef_{m}", m, {**FIXED, "method.ratio": 0.25, "compress.error_feedback": True,
                                      **nodl}))
+  for t in (0.5, 0.45):
+    out.append(("ef", f"ef_soft_tsfa_t{round(100 * t):03d}", "soft",
+                {**TSFA, **nodl, "tsfa.online.latency_budget": t, "compress.error_feedback": True}))
   for r in (2, 4, 8, 16, 32):
     out.append(("rank", f"rank_{r}", "soft", {**TSFA, **nodl, "lora.rank": r}))
   out.append(("rank", "offline", "soft", {**TSFA, **nodl, "tsfa.offline.enabled": True,
@@ -161,7 +166,10 @@ def summarise(workdir) -> dict | None:
   s = json.load(open(p))
   recs = read_metrics(os.path.join(workdir, "metrics.jsonl"))
   lat = [r["round_latency"] for r in recs if "round_latency" in r]
+  offline = os.path.join(workdir, "tsfa_offline.json")
+  chosen = {"offline_chosen_rank": json.load(open(offline))["chosen"]["rank"]} if os.path.exists(offline) else {}
   return {
+      **chosen,
       "final_test_accuracy": s["final_test_accuracy"],
       "uplink_bits": 8 * s["cum_uplink_bytes"],
       "uplink_attempted_bits": 8 * s.get("cum_uplink_attempted_bytes", s["cum_uplink_bytes"]),
@@ -197,22 +205,46 @@ def aggregate(runs: dict) -> dict:
           "curve": curve}
 
 
-def collect(out_root, seeds, common) -> dict:
+def earlier_runs(path, common) -> dict:
+  """`{(config folder name, seed): summary}` from an earlier results file written with the same
+  common overrides, so a fresh checkout (no runs/ folder) that adds rows keeps the committed ones."""
+  if not os.path.exists(path):
+    return {}
+  old = json.load(open(path))
+  if old.get("common_overrides") != json.loads(json.dumps(common)):
+    return {}
+  out = {}
+  for rows in old.get("groups", {}).values():
+    for r in rows.values():
+      ranks = dict(zip(sorted(r.get("per_seed", {}), key=int), r.get("offline_chosen_rank", [])))
+      for seed, summary in r.get("per_seed", {}).items():
+        extra = {"offline_chosen_rank": ranks[seed]} if seed in ranks else {}
+        out[(os.path.basename(r["folder"]), int(seed))] = {**extra, **summary}
+  return out
+
+
+def collect(out_root, seeds, common, earlier=None) -> dict:
+  """Every row with a finished seed: read from its folder, else (same config folder name, same
+  common overrides) from `earlier` (`earlier_runs`); such seeds are listed under "from_results_file"."""
   res = {}
   dirs = run_dirs(out_root, common)
+  earlier = earlier or {}
   for group, label, method, ov in grid():
-    runs = {}
+    runs, kept = {}, []
     for seed in seeds:
       wd = os.path.join(dirs[(group, label)], f"seed{seed}")
       if check_finished(run_config(method, ov, common, wd, seed)):
         runs[seed] = summarise(wd)
+      elif (os.path.basename(dirs[(group, label)]), seed) in earlier:
+        runs[seed] = earlier[(os.path.basename(dirs[(group, label)]), seed)]
+        kept.append(seed)
     if runs:
       res.setdefault(group, {})[label] = {"method": method, "overrides": ov,
                                           "folder": dirs[(group, label)], **aggregate(runs),
                                           "per_seed": runs}
-      chosen = [json.load(open(p))["chosen"]["rank"] for p in
-                (os.path.join(dirs[(group, label)], f"seed{s}", "tsfa_offline.json") for s in runs)
-                if os.path.exists(p)]
+      if kept:
+        res[group][label]["from_results_file"] = kept
+      chosen = [runs[s]["offline_chosen_rank"] for s in runs if "offline_chosen_rank" in runs[s]]
       if chosen:
         res[group][label]["offline_chosen_rank"] = chosen
   return res
@@ -313,7 +345,7 @@ def main(argv):
 
 
 def report(out_root, seeds, common):
-  res = collect(out_root, seeds, common)
+  res = collect(out_root, seeds, common, earlier_runs(os.path.join(RESULTS, "sweep_methods.json"), common))
   header = (f"Sweep over configs/wireless_compare.py, overrides {common}, seeds requested {seeds} "
             "(each row says how many finished). Main table: no deadline (wireless.deadline_factor"
             "=inf); robust: deadline 2·τ̄.")

@@ -56,3 +56,26 @@ def test_pop_list_reads_comma_lists_as_parsed():
   assert pop_list(ov, "seed1", "", int) == [3]
   assert pop_list(ov, "runs", "") == ["a", "b"] and pop_list(ov, "one", "") == ["x"]
   assert pop_list(ov, "absent", "0,5", int) == [0, 5] and ov == {}
+
+
+def test_rows_of_the_results_file_survive_a_fresh_checkout(tmp_path):
+  """A results file written with the same common overrides keeps its rows when their run folders
+  are gone (a fresh clone adding rows); with other common overrides, or another config behind the
+  same label (another folder name), they are not read."""
+  dirs = sweep.run_dirs(str(tmp_path / "old"), COMMON)
+  summary = {"final_test_accuracy": 0.9, "uplink_bits": 8.0, "uplink_attempted_bits": 8.0,
+             "profile_bits": 0.0, "mean_ratio": 0.25, "mean_round_latency_s": 0.5,
+             "deadline_misses": 0, "curve": [[20, 0.9, 8.0]]}
+  path = str(tmp_path / "sweep_methods.json")
+  with open(path, "w") as f:
+    json.dump({"common_overrides": COMMON, "groups": {"main": {
+        "soft_r4": {"folder": dirs[("main", "soft_r4")], "per_seed": {"1": summary}},
+        "offline": {"folder": "runs/x/soft-000000000000", "per_seed": {"0": summary}}}}}, f)
+  earlier = sweep.earlier_runs(path, COMMON)
+  res = sweep.collect(str(tmp_path / "new"), [0, 1], COMMON, earlier)
+  row = res["main"]["soft_r4"]
+  assert row["seeds"] == [1] and row["from_results_file"] == [1] and row["acc_mean"] == 0.9
+  assert res["score"]["gram_delta"]["from_results_file"] == [1]   # the same config under its other label
+  found = {(g, l) for g, rows in res.items() for l in rows}
+  assert found == {k for k, d in dirs.items() if d == dirs[("main", "soft_r4")]}  # not the unknown folder
+  assert sweep.earlier_runs(path, {**COMMON, "data.max_length": 64}) == {}

@@ -5,7 +5,7 @@ all runs of a seed share data, clients, channel draws and the model init. Groups
 
   main      no deadline drops (wireless.deadline_factor = inf: the paper's latency constraint is a
             long-term average): ideal, SOFT at fixed ρ ∈ {1/8, 1/4, 1/2}, SOFT + TSFA at τ̄ = 1 s, at
-            τ̄ = 0.55 s (the latency the fixed-ρ = 1/4 rows spend) and at 0.5 s, top-k, random-k, SVD
+            τ̄ = 0.55 s (the latency the fixed-ρ = 1/4 rows spend), 0.5 s and 0.45 s, top-k, random-k, SVD
             truncation (ρ = 1/4), FFA-LoRA
   robust    the same methods with deadline drops (deadline = wireless_compare's 2·τ̄)
   tsfa_all  ablation: the baselines under TSFA allocation (each with its own payload model and
@@ -14,8 +14,11 @@ all runs of a seed share data, clients, channel draws and the model init. Groups
             each with the regulariser's B term 'gram' and 'cosine' (method.ortho_b)
   ortho     ablation: SOFT ρ = 1/4 with ortho_weight ∈ {0, 1e-3, 1e-2, 1e-1}
   init      ablation: SOFT ρ = 1/4 with lora.init ∈ {orthogonal, kaiming, gaussian}
+  r8        the baselines at ρ = 1/8 (SOFT's is main/soft_r8), and SOFT ρ = 1/8 with the 'cosine' B term
+            scoring the product: where compression costs more, compressors separate more
   ef        ablation: error feedback on (off: the score and main groups) for SOFT ρ = 1/4 (three
-            regulariser/score pairs) and for top-k, random-k and SVD at ρ = 1/4
+            regulariser/score pairs) and for top-k, random-k and SVD at ρ = 1/4; SOFT + TSFA with it
+            at τ̄ = 0.5 s and 0.45 s
   rank      the offline stage's check: SOFT + TSFA at lora.rank ∈ {2, 4, 8, 16, 32} under the same
             latency budget, and one run with tsfa.offline.enabled (pilot at r_max = 32 picks the rank;
             its choice is printed with the table) — the choice should be within one grid step of
@@ -101,9 +104,13 @@ def grid() -> list:
   for m in ("topk", "randk", "svd"):
     out.append(("ef", f"ef_{m}", m, {**FIXED, "method.ratio": 0.25, "compress.error_feedback": True,
                                      **nodl}))
-  for t in (0.5, 0.45):
+  for t in (0.5, 0.45):  # SOFT + TSFA with error feedback
     out.append(("ef", f"ef_soft_tsfa_t{round(100 * t):03d}", "soft",
                 {**TSFA, **nodl, "tsfa.online.latency_budget": t, "compress.error_feedback": True}))
+  for m in ("svd", "topk", "randk"):  # ρ = 1/8: compression costs more, so compressors separate more
+    out.append(("r8", f"{m}_r8", m, {**FIXED, "method.ratio": 0.125, **nodl}))
+  out.append(("r8", "soft_r8_cosine_product", *_soft(0.125, **{"method.ortho_b": "cosine",
+                                                              "compress.score_on": "product", **nodl})))
   for r in (2, 4, 8, 16, 32):
     out.append(("rank", f"rank_{r}", "soft", {**TSFA, **nodl, "lora.rank": r}))
   out.append(("rank", "offline", "soft", {**TSFA, **nodl, "tsfa.offline.enabled": True,
@@ -310,7 +317,7 @@ def plot(res: dict, out_png: str) -> None:
 
 def main(argv):
   ov = parse_overrides(argv)
-  groups = pop_list(ov, "groups", "main,robust,tsfa_all,score,ortho,init,ef,rank")
+  groups = pop_list(ov, "groups", "main,robust,tsfa_all,score,ortho,init,r8,ef,rank")
   only = pop_list(ov, "runs", "") or None
   seeds = pop_list(ov, "seeds", "0,1,2", int)
   out_root = str(ov.pop("out", os.path.join(ROOT, "runs/sweep")))

@@ -31,7 +31,8 @@ Each run's folder is <out>/<method>-<config hash>/seed<k> (runs of one config sh
 their labels; the results file maps labels to folders). A finished run of the same config (its
 fingerprint.json) is skipped, so the script is resumable per run (an interrupted run resumes from its
 checkpoint, a run of fewer rounds continues); a finished run of another config in that folder stops
-the script, naming the keys that differ. Groups (and runs=..., if given) run in the order given.
+the script, naming the keys that differ. Groups (and runs=..., if given) run in the order given;
+`seeds` says which seeds to run, the report holds every finished seed found.
 `stop_at` (UTC HH:MM): no new run starts after that time. Other `key=value` pairs are config overrides for every
 run. Results (from every finished run found, also those of earlier invocations, and the rows of the
 results file already there when its common overrides are the same and the run's folder is gone, e.g.
@@ -230,15 +231,25 @@ def earlier_runs(path, common) -> dict:
   return out
 
 
+def seeds_found(folder, earlier, name) -> set:
+  """Seeds with a `seed<k>` folder under `folder` or an entry of `earlier` under config `name`."""
+  on_disk = {int(d[4:]) for d in (os.listdir(folder) if os.path.isdir(folder) else [])
+             if d.startswith("seed") and d[4:].isdigit()}
+  return on_disk | {seed for (n, seed) in earlier if n == name}
+
+
 def collect(out_root, seeds, common, earlier=None) -> dict:
   """Every row with a finished seed: read from its folder, else (same config folder name, same
-  common overrides) from `earlier` (`earlier_runs`); such seeds are listed under "from_results_file"."""
+  common overrides) from `earlier` (`earlier_runs`); such seeds are listed under "from_results_file".
+  seeds: the seeds to report, or None for every seed found (on disk or in `earlier`)."""
   res = {}
   dirs = run_dirs(out_root, common)
   earlier = earlier or {}
   for group, label, method, ov in grid():
     runs, kept = {}, []
-    for seed in seeds:
+    folder = dirs[(group, label)]
+    wanted = seeds if seeds is not None else sorted(seeds_found(folder, earlier, os.path.basename(folder)))
+    for seed in wanted:
       wd = os.path.join(dirs[(group, label)], f"seed{seed}")
       if check_finished(run_config(method, ov, common, wd, seed)):
         runs[seed] = summarise(wd)
@@ -347,15 +358,17 @@ def main(argv):
       s = run_one(method, run_ov, common, wd, seed)
       print(f"    final acc {100 * s['final_test_accuracy']:.2f}%  uplink "
             f"{8 * s['cum_uplink_bytes'] / 1e6:.1f} Mbit", flush=True)
-      report(out_root, seeds, common)
-  report(out_root, seeds, common)
+      report(out_root, common)
+  report(out_root, common)
 
 
-def report(out_root, seeds, common):
-  res = collect(out_root, seeds, common, earlier_runs(os.path.join(RESULTS, "sweep_methods.json"), common))
-  header = (f"Sweep over configs/wireless_compare.py, overrides {common}, seeds requested {seeds} "
-            "(each row says how many finished). Main table: no deadline (wireless.deadline_factor"
-            "=inf); robust: deadline 2·τ̄.")
+def report(out_root, common):
+  """Tables and figure from every finished seed found (a run of other seeds never drops rows)."""
+  res = collect(out_root, None, common, earlier_runs(os.path.join(RESULTS, "sweep_methods.json"), common))
+  seeds = sorted({s for rows in res.values() for r in rows.values() for s in r["seeds"]})
+  header = (f"Sweep over configs/wireless_compare.py, overrides {common}, every finished seed found "
+            f"({seeds}; each row says how many; the paired Δ uses the seeds a row shares with the ideal "
+            "run). Main table: no deadline (wireless.deadline_factor=inf); robust: deadline 2·τ̄.")
   md = markdown(res, header)
   os.makedirs(RESULTS, exist_ok=True)
   with open(os.path.join(RESULTS, "sweep_methods.md"), "w") as f:

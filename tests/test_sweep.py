@@ -79,3 +79,5 @@ def test_rows_of_the_results_file_survive_a_fresh_checkout(tmp_path):
   found = {(g, l) for g, rows in res.items() for l in rows}
   assert found == {k for k, d in dirs.items() if d == dirs[("main", "soft_r4")]}  # not the unknown folder
   assert sweep.earlier_runs(path, {**COMMON, "data.max_length": 64}) == {}
+  # the report reads every seed found, whatever seeds its own invocation ran (here: seed 1)
+  assert sweep.collect(str(tmp_path / "new"), None, COMMON, earlier)["main"]["soft_r4"]["seeds"] == [1]

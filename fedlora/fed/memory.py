@@ -105,7 +105,8 @@ def choose_chunk(k: int, per_client: int, fixed: int, budget: int, source: str,
   mb = lambda b: f"{b / 2**20:.0f} MB"  # noqa: E731
   why = (f"client_chunk={c} of K={k} ({-(-k // c)} chunk(s)): each client in the step needs "
          f"{mb(per_client)} (XLA memory_analysis), budget {budget / 2**30:.2f} GB ({source}) minus "
-         f"{mb(fixed)} fixed (frozen base, client data, per-client states, round outputs, the step's shared temporaries) fits {fit}")
+         f"{mb(fixed)} fixed (frozen base, client data, per-client states, round outputs, the "
+         f"step's shared temporaries) fits {fit}")
   if fit < devices:
     why += f"; below the minimum, using {c} (may not fit)"
   return ChunkChoice(c, per_client, fixed, budget, source, why)

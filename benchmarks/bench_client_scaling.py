@@ -252,6 +252,10 @@ def summarise(rows: dict, peaks: dict) -> dict:
     un = ok.get(f"{regime}/K=10/vmap-unchunked")
     if loop and vm:
       s[f"{regime}_vmapped_over_loop_K10"] = vm["client_steps_per_s"] / loop["client_steps_per_s"]
+    if loop:  # no client phase can beat the loop by more: it would run the step's matmul FLOPs at the
+      # best matmul rate of this machine (the loop's own invocation's peak)
+      s[f"{regime}_vmapped_over_loop_bound_at_matmul_peak"] = (
+          loop.get("matmul_peak", peaks)["float32"]["peak_flops_per_s"] / loop["achieved_flops_per_s"])
     if un and vm:
       s[f"{regime}_chunked_over_unchunked_K10"] = vm["client_steps_per_s"] / un["client_steps_per_s"]
     best = max((v for k, v in ok.items() if k.startswith(regime) and v["spec"]["mode"] == "vmap"

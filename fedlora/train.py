@@ -162,10 +162,9 @@ def build(config) -> Experiment:
                     tokenizer=tokenizer, chunk_choice=choice)
 
 
-def auto_chunk(config, round_fns: RoundFns, parts, clients: ClientData, mesh) -> memory.ChunkChoice:
-  """`fed.client_chunk=0`: C from the memory budget and XLA's estimate of one client's step (the
-  batch keys and shapes are the task's own: one client's arrays `[E, B, ...]`)."""
-  k = config.fed.clients_per_round
+def client_step_bytes(round_fns: RoundFns, parts, clients: ClientData) -> dict:
+  """XLA's estimate of the client step (`memory.one_client_bytes`: per client and shared), on the
+  task's own batch keys and shapes (one client's arrays `[E, B, ...]`) and client state row."""
   one = jax.eval_shape(lambda d: round_fns.sample(jax.random.PRNGKey(0), d, jnp.zeros((1,), jnp.int32))[0],
                        clients)  # one client's batches: every key the loss reads, [1, E, B, ...]
   batches = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), one)
@@ -173,7 +172,15 @@ def auto_chunk(config, round_fns: RoundFns, parts, clients: ClientData, mesh) ->
   states = jax.eval_shape(lambda tr: round_fns.init_client_states(tr, n), parts.trainable)
   row = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), states)
   ctx = jax.eval_shape(lambda tr: round_fns.context(round_fns.init_server(tr), 1), parts.trainable)
-  est = memory.one_client_bytes(round_fns.one_client, parts.trainable, parts.frozen, batches, row, ctx)
+  return memory.one_client_bytes(round_fns.one_client, parts.trainable, parts.frozen, batches, row, ctx)
+
+
+def auto_chunk(config, round_fns: RoundFns, parts, clients: ClientData, mesh) -> memory.ChunkChoice:
+  """`fed.client_chunk=0`: C from the memory budget and XLA's estimate of the client step."""
+  k = config.fed.clients_per_round
+  n = int(clients.num_clients)
+  states = jax.eval_shape(lambda tr: round_fns.init_client_states(tr, n), parts.trainable)
+  est = client_step_bytes(round_fns, parts, clients)
   out_bytes = k * (lora.tree_bytes(parts.trainable) + 4096)
   fixed = (lora.tree_bytes(parts.frozen) + lora.tree_bytes(clients) + lora.tree_bytes(states)
            + out_bytes + est["shared"])

@@ -207,20 +207,11 @@ def test_remat_cuts_the_per_client_step_memory():
   Python loop of checkpointed blocks the estimate was byte-identical to no remat (XLA merged each
   recomputation with its forward pass). The stacked block weights count once, as shared bytes."""
   from conftest import tiny_config
-  from fedlora.fed import memory
-  from fedlora.train import build
+  from fedlora.train import build, client_step_bytes
   est = {}
   for r in ("none", "block"):
     exp = build(tiny_config(**{"fed.client_chunk": 2, "model.remat": r}))
-    n = int(exp.clients.num_clients)
-    rf, tr = exp.round_fns, exp.parts.trainable
-    one = jax.eval_shape(lambda d: rf.sample(jax.random.PRNGKey(0), d, jnp.zeros((1,), jnp.int32))[0],
-                         exp.clients)
-    batches = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), one)
-    row = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype),
-                                 jax.eval_shape(lambda t: rf.init_client_states(t, n), tr))
-    ctx = jax.eval_shape(lambda t: rf.context(rf.init_server(t), 1), tr)
-    est[r] = memory.one_client_bytes(rf.one_client, tr, exp.parts.frozen, batches, row, ctx)
+    est[r] = client_step_bytes(exp.round_fns, exp.parts, exp.clients)
   assert est["block"]["per_client"] < 0.75 * est["none"]["per_client"], est
   layers = sum(x.nbytes for x in jax.tree_util.tree_leaves(exp.parts.frozen["encoder"]["layers"]))
   assert est["block"]["shared"] >= layers > est["none"]["shared"]  # one stacked copy, not per client

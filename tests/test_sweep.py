@@ -81,3 +81,19 @@ def test_rows_of_the_results_file_survive_a_fresh_checkout(tmp_path):
   assert sweep.earlier_runs(path, {**COMMON, "data.max_length": 64}) == {}
   # the report reads every seed found, whatever seeds its own invocation ran (here: seed 1)
   assert sweep.collect(str(tmp_path / "new"), None, COMMON, earlier)["main"]["soft_r4"]["seeds"] == [1]
+
+
+def test_update_capture_errors_against_the_obvious_cases():
+  """bench_update_capture.errors: sending the whole update misses nothing; sending nothing misses all
+  of the product change (error 1) and keeps no factor energy; half of B's update is in between."""
+  import numpy as np
+  from benchmarks.bench_update_capture import errors
+  rng = np.random.default_rng(0)
+  a0, b0 = rng.normal(size=(6, 3)), rng.normal(size=(3, 5))
+  da, db = rng.normal(size=(4, 6, 3)), rng.normal(size=(4, 3, 5))
+  assert errors(a0, b0, da, db, da, db) == {"client": 0.0, "kept": 1.0, "aggregate": 0.0}
+  none = errors(a0, b0, da, db, 0 * da, 0 * db)
+  assert none["client"] == pytest.approx(1.0) and none["aggregate"] == pytest.approx(1.0)
+  assert none["kept"] == 0.0
+  half = errors(a0, b0, da, db, da, db * np.array([1, 1, 0])[None, :, None])
+  assert 0.0 < half["client"] < 1.0 and 0.0 < half["kept"] < 1.0

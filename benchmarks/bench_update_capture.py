@@ -1,0 +1,159 @@
+"""What each compressor keeps of a round's update, measured on the product the model uses.
+
+SOFT keeps m = ceil(ρ·r) whole rank components (a_i, b_i) of the client's update; SVD truncation
+keeps the update's projection on the top-m singular directions of the client's product; top-k and
+random-k keep entries. The accuracy sweep (`sweep_methods.py`) cannot separate them beyond seed
+noise, so this script measures the cause directly, on the same client updates for every compressor:
+
+  1. global factors: `init` (the run's initial adapters, B = 0) and `trained` (the last checkpoint
+     of a finished sweep run, `label`/`seed`, default main/soft_r4 seed 0);
+  2. K sampled clients run their local steps DENSELY (method 'ideal'; the sweep's data, seed and
+     common overrides), giving updates (Δa_k, Δb_k) per adapter;
+  3. each compressor at each ratio ρ compresses every client's update (no error feedback) to (Δa'_k, Δb'_k).
+
+Per adapter (a0 [d_in, r], b0 [r, d_out]), with P(a, b) = a @ b:
+  client error     ‖P(a0 + Δa', b0 + Δb') − P(a0 + Δa, b0 + Δb)‖_F / ‖P(a0 + Δa, b0 + Δb) − P(a0, b0)‖_F
+                   (what the client's sent update misses of its own product change; median over k);
+  aggregate error  the same for the server's mean of the K updates (factors averaged separately, as
+                   FedAvg of LoRA does; plain mean: the sweep weights by examples);
+  factor kept      ‖(Δa', Δb')‖² / ‖(Δa, Δb)‖² (energy of the factor update that is sent).
+Prints median / 90th percentile over adapters and writes benchmarks/results/update_capture.json.
+
+  python benchmarks/bench_update_capture.py [label=soft_r4] [group=main] [seed=0] [ratios=0.25,0.125]
+         [clients=10] [compressors=soft,soft_product,svd,topk,randk]
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import (RESULTS, parse_overrides, pop_list, script_setup,  # noqa: E402
+                               write_result)
+
+script_setup()
+
+import numpy as np  # noqa: E402
+
+# name -> (registered compressor, its options)
+COMPRESSORS = {"soft": ("soft", {"score_on": "delta"}), "soft_product": ("soft", {"score_on": "product"}),
+               "soft_updated": ("soft", {"score_on": "updated"}), "svd": ("svd", {}),
+               "topk": ("topk", {}), "randk": ("randk", {})}
+
+
+def pairs(tree, path=""):
+  """Yield `(path, a, b)` for every dict node of `tree` holding lora_a and lora_b (numpy float64)."""
+  if hasattr(tree, "keys"):
+    if "lora_a" in tree and "lora_b" in tree:
+      yield path, np.asarray(tree["lora_a"], np.float64), np.asarray(tree["lora_b"], np.float64)
+    for k in tree:
+      yield from pairs(tree[k], f"{path}/{k}")
+
+
+def errors(a0, b0, da, db, da_s, db_s) -> dict:
+  """Client errors for one adapter: da, db `[K, ...]` dense updates, da_s, db_s the sent ones."""
+  p0 = a0 @ b0
+  out = {"client": [], "kept": []}
+  for k in range(da.shape[0]):
+    full = (a0 + da[k]) @ (b0 + db[k])
+    sent = (a0 + da_s[k]) @ (b0 + db_s[k])
+    out["client"].append(np.linalg.norm(sent - full) / max(np.linalg.norm(full - p0), 1e-30))
+    out["kept"].append((np.sum(da_s[k] ** 2) + np.sum(db_s[k] ** 2))
+                       / max(np.sum(da[k] ** 2) + np.sum(db[k] ** 2), 1e-30))
+  full = (a0 + da.mean(0)) @ (b0 + db.mean(0))
+  sent = (a0 + da_s.mean(0)) @ (b0 + db_s.mean(0))
+  return {"client": float(np.median(out["client"])), "kept": float(np.median(out["kept"])),
+          "aggregate": float(np.linalg.norm(sent - full) / max(np.linalg.norm(full - p0), 1e-30))}
+
+
+def restore_like(like, restored):
+  """`restored` (nested dicts of numpy, a checkpoint read without a target) in `like`'s structure."""
+  import jax
+  import jax.numpy as jnp
+
+  def get(path, _):
+    node = restored
+    for p in path:
+      node = node[str(getattr(p, "key", getattr(p, "idx", p)))]
+    return jnp.asarray(node)
+  return jax.tree_util.tree_map_with_path(get, like)
+
+
+def measure(exp, glob, ids, ratios, names, key) -> dict:
+  """`{ratio: {compressor: median / p90 over adapters of the client and aggregate errors, kept}}`."""
+  import jax
+  import jax.numpy as jnp
+  from fedlora.compress import get_compressor
+  rf = exp.round_fns
+  n = int(exp.clients.num_clients)
+  states = rf.init_client_states(glob, n)
+  out, _ = rf.client_phase(glob, exp.parts.frozen, exp.clients, ids, key, jnp.ones(ids.shape[0]),
+                           states, rf.context(rf.init_server(glob), 1))
+  dense = jax.tree_util.tree_map(np.asarray, out.delta)  # [K, ...]: the ideal method sends all
+  g = {p: (a, b) for p, a, b in pairs(jax.tree_util.tree_map(np.asarray, glob))}
+  d_pairs = {p: (a, b) for p, a, b in pairs(dense)}
+  res = {}
+  for name in names:
+    reg, opts = COMPRESSORS[name]
+    comp = get_compressor(reg, opts)
+    upd = jax.jit(comp.update)
+    for ratio in ratios:
+      sent = []
+      for k in range(ids.shape[0]):
+        d_k = jax.tree_util.tree_map(lambda x, k=k: jnp.asarray(x[k]), dense)
+        o = upd(comp.init(glob), d_k, jnp.float32(ratio), jax.random.fold_in(key, k), glob)
+        sent.append(jax.tree_util.tree_map(np.asarray, o.delta))
+      stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *sent)
+      rows = [errors(*g[p], *d_pairs[p], a_s, b_s) for p, a_s, b_s in pairs(stacked)]
+      res.setdefault(str(ratio), {})[name] = {
+          f"{m}_{q}": float(np.percentile([r[m] for r in rows], 50 if q == "median" else 90))
+          for m in ("client", "aggregate", "kept") for q in ("median", "p90")}
+  return res
+
+
+def main(argv):
+  import jax
+  from benchmarks import sweep_methods as sweep
+  from benchmarks.bench_soft_alignment import final_state
+  from fedlora.train import build
+  ov = parse_overrides(argv)
+  label, group = str(ov.pop("label", "soft_r4")), str(ov.pop("group", "main"))
+  seed, k = int(ov.pop("seed", 0)), int(ov.pop("clients", 10))
+  ratios = pop_list(ov, "ratios", "0.25,0.125", float)
+  names = pop_list(ov, "compressors", ",".join(c for c in COMPRESSORS if c != "soft_updated"))
+  bad = [c for c in names if c not in COMPRESSORS]
+  if bad or ov:
+    raise SystemExit(f"unknown compressors {bad} (allowed: {list(COMPRESSORS)}) or options {sorted(ov)}")
+  sweep_res = json.load(open(os.path.join(RESULTS, "sweep_methods.json")))
+  row = sweep_res["groups"][group][label]
+  common = sweep_res["common_overrides"]
+  wd = os.path.join(row["folder"], f"seed{seed}")
+  step, state = final_state(wd)
+  if step is None:
+    raise SystemExit(f"{wd} holds no checkpoint: run benchmarks/sweep_methods.py runs={label} "
+                     f"seeds={seed} first")
+  exp = build(sweep.run_config("ideal", {"wireless.enabled": False}, common, "", seed))
+  ids = jax.random.choice(jax.random.PRNGKey(seed), int(exp.clients.num_clients),
+                          (min(k, int(exp.clients.num_clients)),), replace=False)
+  key = jax.random.PRNGKey(1000 + seed)
+  out = {}
+  for tag, glob in (("init", exp.parts.trainable),
+                    ("trained", restore_like(exp.parts.trainable, state["trainable"]))):
+    out[tag] = measure(exp, glob, ids, ratios, names, key)
+    for ratio, rows in out[tag].items():
+      print(f"\nglobal factors: {tag}" + (f" ({group}/{label} seed {seed}, round {step})"
+                                          if tag == "trained" else " (round 0)") + f", ratio {ratio}")
+      print(f"{'compressor':<14}{'client err med':>15}{'p90':>7}{'aggregate err med':>19}{'p90':>7}"
+            f"{'factor kept med':>16}")
+      for name, r in rows.items():
+        print(f"{name:<14}{r['client_median']:>15.3f}{r['client_p90']:>7.3f}"
+              f"{r['aggregate_median']:>19.3f}{r['aggregate_p90']:>7.3f}{r['kept_median']:>16.3f}")
+  path = write_result("update_capture", {"label": f"{group}/{label}", "seed": seed, "round": step,
+                                         "ratios": ratios, "clients": int(ids.shape[0]),
+                                         "common_overrides": common, "results": out})
+  print(f"-> {path}")
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

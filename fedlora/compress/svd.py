@@ -1,9 +1,14 @@
-"""'svd': the expensive reference SOFT avoids — sparsify in the singular basis of the client's product.
+"""'svd': sparsify in the singular basis of the client's product (the Eckart–Young choice).
 
 Per adapter, with the round's global factors `(a0, b0)` (ref_tree) and the update `(da, db)`:
-  1. local factors `a_loc = a0 + da: [d_in, r]`, `b_loc = b0 + db: [r, d_out]`; product
-     `M = a_loc @ b_loc: [d_in, d_out]` and its SVD `M = U S Vᵀ` (`jnp.linalg.svd`, thin) — the
-     O(d_in·d_out·r) product plus O(d_in·d_out·min(d_in, d_out)) SVD that SOFT does not need.
+  1. local factors `a_loc = a0 + da: [d_in, r]`, `b_loc = b0 + db: [r, d_out]`; the SVD of their
+     product `M = a_loc @ b_loc = U S Vᵀ` WITHOUT forming M: thin QRs `a_loc = Q T`,
+     `b_locᵀ = Q_b T_b` give `M = Q (T T_bᵀ) Q_bᵀ`, so M's singular values are those of the r×r core
+     `T T_bᵀ = U_c S V_cᵀ` and its top-r left singular vectors `U_r = Q U_c`. Cost
+     O((d_in + d_out)·r² + r³) per adapter, like SOFT's norms up to a factor r (measured:
+     `benchmarks/bench_soft_vs_svd.py`); the full product and its O(d_in·d_out·min(d_in, d_out)) SVD,
+     used before 2026-12-01, gave the same update to float rounding (tests/test_compress.py compares
+     with numpy's SVD of M).
   2. change of basis R: `[r, r]` with `a' = a_loc·R`, `b' = R⁻¹·b_loc`, `a'·b' = M`, component i of
      (a', b') = (u_i, σ_i v_iᵀ) for every nonzero singular value σ_i:
         a_loc = Q T (thin QR),  G = Qᵀ U_r,  W = qr(G).Q (orthogonal r×r),
@@ -56,25 +61,31 @@ def _after(x, token):
 
 def thin_qr(a: jax.Array):
   """Thin QR `a = q @ t` (`a: [n, r]`, `q: [n, r]` orthonormal columns, `t: [r, r]` upper triangular
-  with a non-negative diagonal) by modified Gram-Schmidt with one re-orthogonalisation pass.
+  with a non-negative diagonal) by Gram-Schmidt with one re-orthogonalisation pass ("twice is
+  enough", CGS2), one column per iteration of a `lax.fori_loop` (the columns not yet made are zero,
+  so `qᵀ v` projects on the finished ones only).
 
-  Pure jnp (r static and small): it replaces `jnp.linalg.qr`, whose batched CPU LAPACK kernel
-  deadlocked under `vmap` on a 2-core pool (see `_after`). A zero column gives a zero q column and
+  Pure jnp: it replaces `jnp.linalg.qr`, whose batched CPU LAPACK kernel deadlocked under `vmap` on
+  a 2-core pool (see `_after`). A loop, not a Python-unrolled double loop over columns: unrolled,
+  the compile took 68 s at r = 64 (12 s at r = 32). A zero column gives a zero q column and
   t[j, j] = 0, which `svd_rotation` regularises.
   """
   n, r = a.shape
-  cols, t = [], jnp.zeros((r, r), a.dtype)
-  for j in range(r):
-    v = a[:, j]
-    for _ in range(2):  # "twice is enough" re-orthogonalisation
-      for i, qi in enumerate(cols):
-        c = qi @ v
-        t = t.at[i, j].add(c)
-        v = v - c * qi
+
+  def column(j, qt):
+    q, t = qt
+    v = jax.lax.dynamic_index_in_dim(a, j, axis=1, keepdims=False)
+    c = jnp.zeros((r,), a.dtype)
+    for _ in range(2):
+      ci = q.T @ v
+      v = v - q @ ci
+      c = c + ci
     nv = jnp.linalg.norm(v)
-    t = t.at[j, j].set(nv)
-    cols.append(jnp.where(nv > 0, v / jnp.where(nv > 0, nv, 1.0), 0.0))
-  return jnp.stack(cols, axis=1), t
+    qj = jnp.where(nv > 0, v / jnp.where(nv > 0, nv, 1.0), 0.0)
+    q = jax.lax.dynamic_update_index_in_dim(q, qj, j, axis=1)
+    t = jax.lax.dynamic_update_index_in_dim(t, c.at[j].set(nv), j, axis=1)
+    return q, t
+  return jax.lax.fori_loop(0, r, column, (jnp.zeros((n, r), a.dtype), jnp.zeros((r, r), a.dtype)))
 
 
 def svd_rotation(a_loc: jax.Array, b_loc: jax.Array, rcond: float = 1e-6, token=None):
@@ -83,18 +94,20 @@ def svd_rotation(a_loc: jax.Array, b_loc: jax.Array, rcond: float = 1e-6, token=
   `token`: any array the LAPACK calls here must wait for (see `_after`); the last of them can be
   chained on through `R`.
   """
-  r = a_loc.shape[1]
-  m_full = _after(a_loc @ b_loc, token)                        # [d_in, d_out]
-  u, s, _ = jnp.linalg.svd(m_full, full_matrices=False)      # u [d_in, p], s [p]
-  q, t = thin_qr(_after(a_loc, s))                             # [d_in, r], [r, r]
+  q, t = thin_qr(a_loc)                                        # a_loc = Q T: [d_in, r], [r, r]
+  qb, tb = thin_qr(b_loc.T)                                    # b_locᵀ = Q_b T_b: [d_out, r], [r, r]
+  # M = Q (T T_bᵀ) Q_bᵀ: M's top-r left singular vectors are Q·U_c and its singular values those of
+  # the r×r core (the only LAPACK call here), never forming M [d_in, d_out]
+  u_c, s, _ = jnp.linalg.svd(_after(t @ tb.T, token))          # [r, r], [r]
+  u = q @ u_c                                                  # [d_in, r]
   d = jnp.diagonal(t)
   floor = rcond * jnp.max(jnp.abs(d)) + jnp.finfo(t.dtype).tiny
   d_reg = jnp.where(jnp.abs(d) < floor, jnp.where(d >= 0, 1.0, -1.0) * floor, d)
   t = t + jnp.diag(d_reg - d)
-  w, _ = thin_qr(q.T @ u[:, :r])                               # orthogonal [r, r]
+  w, _ = thin_qr(q.T @ u)                                      # orthogonal [r, r] (= U_c when Q is)
   rot = solve_triangular(t, w, lower=False)                    # T⁻¹ W
   rot_inv = w.T @ t                                            # Wᵀ T
-  return rot, rot_inv, s[:r]
+  return rot, rot_inv, s
 
 
 def svd_sparsify_adapter(da, db, a_loc, b_loc, ratio, bits_per_value: int = 32,

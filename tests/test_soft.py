@@ -166,11 +166,17 @@ def test_soft_path_has_no_svd_and_no_full_product():
       for v in e.outvars:
         shp = tuple(getattr(v.aval, "shape", ()))
         assert not (d_in in shp and d_out in shp), (e.primitive.name, shp)
-  # the walker does see the baseline's SVD / product (so the check above can fail)
-  eqns = prims(get_compressor("svd", {}))
+  # the walker does see an SVD of a full product where there is one (so the check above can fail)
+  eqns = list(_all_eqns(jax.make_jaxpr(lambda a, b: jnp.linalg.svd(a @ b))(
+      jnp.ones((d_in, r)), jnp.ones((r, d_out))).jaxpr))
   assert "svd" in {e.primitive.name for e in eqns}
   assert any(d_in in tuple(v.aval.shape) and d_out in tuple(v.aval.shape)
              for e in eqns for v in e.outvars if hasattr(v.aval, "shape"))
+  # the 'svd' baseline takes the SVD of the r×r core only: it never forms the product either
+  eqns = prims(get_compressor("svd", {}))
+  assert {tuple(v.aval.shape) for e in eqns if e.primitive.name == "svd" for v in e.invars} == {(r, r)}
+  assert not any(d_in in tuple(v.aval.shape) and d_out in tuple(v.aval.shape)
+                 for e in eqns for v in e.outvars if hasattr(v.aval, "shape"))
 
 
 def test_soft_vmap_over_clients_with_different_ratios():

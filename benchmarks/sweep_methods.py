@@ -175,7 +175,8 @@ def summarise(workdir) -> dict | None:
   recs = read_metrics(os.path.join(workdir, "metrics.jsonl"))
   lat = [r["round_latency"] for r in recs if "round_latency" in r]
   offline = os.path.join(workdir, "tsfa_offline.json")
-  chosen = {"offline_chosen_rank": json.load(open(offline))["chosen"]["rank"]} if os.path.exists(offline) else {}
+  chosen = ({"offline_chosen_rank": json.load(open(offline))["chosen"]["rank"]}
+            if os.path.exists(offline) else {})
   return {
       **chosen,
       "final_test_accuracy": s["final_test_accuracy"],
@@ -250,16 +251,15 @@ def collect(out_root, seeds, common, earlier=None) -> dict:
     folder = dirs[(group, label)]
     wanted = seeds if seeds is not None else sorted(seeds_found(folder, earlier, os.path.basename(folder)))
     for seed in wanted:
-      wd = os.path.join(dirs[(group, label)], f"seed{seed}")
+      wd = os.path.join(folder, f"seed{seed}")
       if check_finished(run_config(method, ov, common, wd, seed)):
         runs[seed] = summarise(wd)
-      elif (os.path.basename(dirs[(group, label)]), seed) in earlier:
-        runs[seed] = earlier[(os.path.basename(dirs[(group, label)]), seed)]
+      elif (os.path.basename(folder), seed) in earlier:
+        runs[seed] = earlier[(os.path.basename(folder), seed)]
         kept.append(seed)
     if runs:
-      res.setdefault(group, {})[label] = {"method": method, "overrides": ov,
-                                          "folder": dirs[(group, label)], **aggregate(runs),
-                                          "per_seed": runs}
+      res.setdefault(group, {})[label] = {"method": method, "overrides": ov, "folder": folder,
+                                          **aggregate(runs), "per_seed": runs}
       if kept:
         res[group][label]["from_results_file"] = kept
       chosen = [runs[s]["offline_chosen_rank"] for s in runs if "offline_chosen_rank" in runs[s]]

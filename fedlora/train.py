@@ -162,14 +162,20 @@ def build(config) -> Experiment:
                     tokenizer=tokenizer, chunk_choice=choice)
 
 
-def client_step_bytes(round_fns: RoundFns, parts, clients: ClientData) -> dict:
+def abstract_client_states(round_fns: RoundFns, parts, clients: ClientData):
+  """Shapes of every client's state row `[N, ...]` (nothing is allocated)."""
+  n = int(clients.num_clients)  # static: it is a shape
+  return jax.eval_shape(lambda tr: round_fns.init_client_states(tr, n), parts.trainable)
+
+
+def client_step_bytes(round_fns: RoundFns, parts, clients: ClientData, states=None) -> dict:
   """XLA's estimate of the client step (`memory.one_client_bytes`: per client and shared), on the
-  task's own batch keys and shapes (one client's arrays `[E, B, ...]`) and client state row."""
+  task's own batch keys and shapes (one client's arrays `[E, B, ...]`) and client state row;
+  states: `abstract_client_states` when the caller already has it."""
   one = jax.eval_shape(lambda d: round_fns.sample(jax.random.PRNGKey(0), d, jnp.zeros((1,), jnp.int32))[0],
                        clients)  # one client's batches: every key the loss reads, [1, E, B, ...]
   batches = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), one)
-  n = int(clients.num_clients)  # static: it is a shape
-  states = jax.eval_shape(lambda tr: round_fns.init_client_states(tr, n), parts.trainable)
+  states = abstract_client_states(round_fns, parts, clients) if states is None else states
   row = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), states)
   ctx = jax.eval_shape(lambda tr: round_fns.context(round_fns.init_server(tr), 1), parts.trainable)
   return memory.one_client_bytes(round_fns.one_client, parts.trainable, parts.frozen, batches, row, ctx)
@@ -178,15 +184,14 @@ def client_step_bytes(round_fns: RoundFns, parts, clients: ClientData) -> dict:
 def auto_chunk(config, round_fns: RoundFns, parts, clients: ClientData, mesh) -> memory.ChunkChoice:
   """`fed.client_chunk=0`: C from the memory budget and XLA's estimate of the client step."""
   k = config.fed.clients_per_round
-  n = int(clients.num_clients)
-  states = jax.eval_shape(lambda tr: round_fns.init_client_states(tr, n), parts.trainable)
-  est = client_step_bytes(round_fns, parts, clients)
+  states = abstract_client_states(round_fns, parts, clients)
+  est = client_step_bytes(round_fns, parts, clients, states)
   out_bytes = k * (lora.tree_bytes(parts.trainable) + 4096)
   fixed = (lora.tree_bytes(parts.frozen) + lora.tree_bytes(clients) + lora.tree_bytes(states)
            + out_bytes + est["shared"])
   budget, source = memory.memory_budget(config.fed.memory_budget_gb)
   devices = mesh.shape["clients"] if mesh is not None else 1
-  return memory.choose_chunk(k, est["total"], fixed, budget * devices, source, devices)
+  return memory.choose_chunk(k, est["per_client"], fixed, budget * devices, source, devices)
 
 
 def init_state(exp: Experiment) -> dict:

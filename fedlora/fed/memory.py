@@ -90,8 +90,7 @@ def one_client_bytes(one_client, global_tr, frozen, batches, client_state, ctx=N
   # a second client that XLA fits in for free would make C unbounded: then count all of one client's
   # bytes per client (the estimate before the shared part was measured apart)
   per = two["total"] - one["total"] if two["total"] > one["total"] else max(1, one["total"])
-  return {"one": one, "two": two, "per_client": per, "shared": max(0, one["total"] - per),
-          "total": per}
+  return {"one": one, "two": two, "per_client": per, "shared": max(0, one["total"] - per)}
 
 
 def choose_chunk(k: int, per_client: int, fixed: int, budget: int, source: str,

@@ -42,13 +42,10 @@ COMPRESSORS = {"soft": ("soft", {"score_on": "delta"}), "soft_product": ("soft",
                "topk": ("topk", {}), "randk": ("randk", {})}
 
 
-def pairs(tree, path=""):
-  """Yield `(path, a, b)` for every dict node of `tree` holding lora_a and lora_b (numpy float64)."""
-  if hasattr(tree, "keys"):
-    if "lora_a" in tree and "lora_b" in tree:
-      yield path, np.asarray(tree["lora_a"], np.float64), np.asarray(tree["lora_b"], np.float64)
-    for k in tree:
-      yield from pairs(tree[k], f"{path}/{k}")
+def pairs(tree) -> dict:
+  """`{path: (a, b)}` of every adapter of `tree` (`adapter_pairs`), as numpy float64."""
+  from fedlora.compress.base import adapter_pairs
+  return {p: (np.asarray(a, np.float64), np.asarray(b, np.float64)) for p, a, b in adapter_pairs(tree)}
 
 
 def errors(a0, b0, da, db, da_s, db_s) -> dict:
@@ -91,8 +88,7 @@ def measure(exp, glob, ids, ratios, names, key) -> dict:
   out, _ = rf.client_phase(glob, exp.parts.frozen, exp.clients, ids, key, jnp.ones(ids.shape[0]),
                            states, rf.context(rf.init_server(glob), 1))
   dense = jax.tree_util.tree_map(np.asarray, out.delta)  # [K, ...]: the ideal method sends all
-  g = {p: (a, b) for p, a, b in pairs(jax.tree_util.tree_map(np.asarray, glob))}
-  d_pairs = {p: (a, b) for p, a, b in pairs(dense)}
+  g, d_pairs = pairs(glob), pairs(dense)
   res = {}
   for name in names:
     reg, opts = COMPRESSORS[name]
@@ -105,7 +101,7 @@ def measure(exp, glob, ids, ratios, names, key) -> dict:
         o = upd(comp.init(glob), d_k, jnp.float32(ratio), jax.random.fold_in(key, k), glob)
         sent.append(jax.tree_util.tree_map(np.asarray, o.delta))
       stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *sent)
-      rows = [errors(*g[p], *d_pairs[p], a_s, b_s) for p, a_s, b_s in pairs(stacked)]
+      rows = [errors(*g[p], *d_pairs[p], a_s, b_s) for p, (a_s, b_s) in pairs(stacked).items()]
       res.setdefault(str(ratio), {})[name] = {
           f"{m}_{q}": float(np.percentile([r[m] for r in rows], 50 if q == "median" else 90))
           for m in ("client", "aggregate", "kept") for q in ("median", "p90")}

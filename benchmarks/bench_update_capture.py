@@ -122,7 +122,11 @@ def main(argv):
   if bad or ov:
     raise SystemExit(f"unknown compressors {bad} (allowed: {list(COMPRESSORS)}) or options {sorted(ov)}")
   sweep_res = json.load(open(os.path.join(RESULTS, "sweep_methods.json")))
-  row = sweep_res["groups"][group][label]
+  rows = sweep_res["groups"].get(group, {})
+  if label not in rows:
+    raise SystemExit(f"group={group!r} label={label!r} is not in {os.path.join(RESULTS, 'sweep_methods.json')}: "
+                     f"groups {sorted(sweep_res['groups'])}, labels of that group {sorted(rows)}")
+  row = rows[label]
   common = sweep_res["common_overrides"]
   wd = os.path.join(row["folder"], f"seed{seed}")
   step, state = final_state(wd)

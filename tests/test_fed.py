@@ -204,7 +204,7 @@ def test_auto_chunk_fits_the_budget_and_matches_fixed_chunk(capsys):
 def test_remat_cuts_the_per_client_step_memory():
   """model.remat='block' lowers XLA's estimate of what each client adds to the step (the residuals a
   block keeps for the backward pass) by more than a quarter on the tiny 2-layer model; with the old
-  Python loop of checkpointed blocks the estimate was byte-identical to no remat (XLA merged each
+  Python loop of checkpointed blocks the estimate was byte-identical to no remat (XLA apparently merged each
   recomputation with its forward pass). The stacked block weights count once, as shared bytes."""
   from conftest import tiny_config
   from fedlora.train import build, client_step_bytes

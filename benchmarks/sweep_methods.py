@@ -19,6 +19,9 @@ all runs of a seed share data, clients, channel draws and the model init. Groups
   ef        ablation: error feedback on (off: the score and main groups) for SOFT ρ = 1/4 (three
             regulariser/score pairs) and for top-k, random-k and SVD at ρ = 1/4; SOFT + TSFA with it
             at τ̄ = 0.5 s and 0.45 s
+  senders   the server averages each entry over the uploads that carry it (server.mean = 'senders')
+            instead of over all uploads: SOFT, SVD, top-k and random-k at ρ = 1/4 and 1/8, SOFT + TSFA
+            at τ̄ = 0.5 s and 0.45 s
   rank      the offline stage's check: SOFT + TSFA at lora.rank ∈ {2, 4, 8, 16, 32} under the same
             latency budget, and one run with tsfa.offline.enabled (pilot at r_max = 32 picks the rank;
             its choice is printed with the table) — the choice should be within one grid step of
@@ -112,6 +115,13 @@ def grid() -> list:
     out.append(("r8", f"{m}_r8", m, {**FIXED, "method.ratio": 0.125, **nodl}))
   out.append(("r8", "soft_r8_cosine_product", *_soft(0.125, **{"method.ortho_b": "cosine",
                                                               "compress.score_on": "product", **nodl})))
+  snd = {"server.mean": "senders", **nodl}
+  for rho, tag in ((0.25, "r4"), (0.125, "r8")):
+    for m in ("soft", "svd", "topk", "randk"):
+      out.append(("senders", f"{m}_{tag}_senders", m, {**FIXED, "method.ratio": rho, **snd}))
+  for t in (0.5, 0.45):
+    out.append(("senders", f"soft_tsfa_t{round(100 * t):03d}_senders", "soft",
+                {**TSFA, "tsfa.online.latency_budget": t, **snd}))
   for r in (2, 4, 8, 16, 32):
     out.append(("rank", f"rank_{r}", "soft", {**TSFA, **nodl, "lora.rank": r}))
   out.append(("rank", "offline", "soft", {**TSFA, **nodl, "tsfa.offline.enabled": True,
@@ -328,7 +338,7 @@ def plot(res: dict, out_png: str) -> None:
 
 def main(argv):
   ov = parse_overrides(argv)
-  groups = pop_list(ov, "groups", "main,robust,tsfa_all,score,ortho,init,r8,ef,rank")
+  groups = pop_list(ov, "groups", "main,robust,tsfa_all,score,ortho,init,r8,ef,senders,rank")
   only = pop_list(ov, "runs", "") or None
   seeds = pop_list(ov, "seeds", "0,1,2", int)
   out_root = str(ov.pop("out", os.path.join(ROOT, "runs/sweep")))

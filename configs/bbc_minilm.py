@@ -66,6 +66,7 @@ def get_config(arg=None):
   c.server.lr_schedule = "constant"  # over rounds: 'constant' | 'warmup' | 'cosine'
   c.server.lr_warmup_rounds = 0  # linear warm-up rounds of the server lr
   c.server.lr_final_fraction = 0.0  # cosine: server lr at the last round, as a fraction of lr
+  c.server.mean = "all"  # 'all' (FedAvg) | 'senders' (each entry over the uploads that carry it)
   c.server.momentum = 0.9  # fedavgm: momentum β
   c.server.nesterov = False  # fedavgm: Nesterov momentum
   c.server.b1 = 0.9  # fedadagrad/fedadam/fedyogi: first-moment decay β1

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import chex
 
-from fedlora.fed.aggregate import fedavg
+from fedlora.fed.aggregate import fedavg, senders_mean, weighted_mean
 from fedlora.fed.round import tree_sub
 from fedlora.fed.sampling import sample_clients
 
@@ -25,6 +25,42 @@ def test_fedavg_all_dropped_keeps_global():
   g = {"a": jnp.arange(3.0)}
   out = fedavg(g, {"a": jnp.ones((2, 3))}, jnp.zeros(2))
   np.testing.assert_array_equal(out["a"], g["a"])
+
+
+def test_senders_mean_averages_each_entry_over_the_uploads_that_carry_it():
+  """server.mean='senders' equals a per-entry Python loop over the clients (a dropped upload, weight
+  0, counts for nothing; an entry no delivered upload carries stays 0) and, for dense uploads, FedAvg."""
+  rng = np.random.default_rng(0)
+  dense = rng.normal(size=(5, 4, 6)).astype(np.float32)
+  sent = np.where(rng.random((5, 4, 6)) < 0.3, dense, 0.0).astype(np.float32)
+  sent[:, 0, 0] = 0.0                      # nobody sends this entry
+  sent[2, 1, 1] = 7.0                      # only the dropped client sends this one
+  sent[[0, 1, 3, 4], 1, 1] = 0.0
+  w = np.array([1.0, 2.0, 0.0, 3.0, 4.0], np.float32)
+  ref = np.zeros((4, 6))
+  for i in range(4):
+    for j in range(6):
+      num = den = 0.0
+      for c in range(5):
+        if sent[c, i, j] != 0:
+          num, den = num + w[c] * sent[c, i, j], den + w[c]
+      ref[i, j] = num / den if den > 0 else 0.0
+  out = senders_mean({"x": jnp.asarray(sent)}, jnp.asarray(w))["x"]
+  np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-7)
+  assert out[0, 0] == 0 and out[1, 1] == 0
+  full = {"x": jnp.asarray(dense)}
+  chex.assert_trees_all_close(senders_mean(full, jnp.asarray(w)), weighted_mean(full, jnp.asarray(w)),
+                              rtol=1e-6)
+
+
+def test_server_mean_is_chosen_by_config_and_checked():
+  from fedlora.server import build_server
+  cfg = {"name": "fedavg", "lr": 1.0, "lr_schedule": "constant", "lr_warmup_rounds": 0,
+         "lr_final_fraction": 0.0}
+  assert build_server(cfg, 4).mean is weighted_mean
+  assert build_server(dict(cfg, mean="senders"), 4).mean is senders_mean
+  with pytest.raises(ValueError, match=r"config.server.mean='count'.*'all', 'senders'"):
+    build_server(dict(cfg, mean="count"), 4)
 
 
 def test_fedavg_of_identical_clients_is_their_model(tiny_exp):

@@ -72,6 +72,25 @@ def test_resumable_keys_do_not_change_the_fingerprint():
   assert "fed.rounds" in RESUMABLE_KEYS and "checkpoint.*" in RESUMABLE_KEYS
 
 
+def test_a_key_added_later_keeps_earlier_fingerprints_only_at_its_earlier_behaviour():
+  """ADDED_KEYS: a config from before the key existed (key deleted) and today's default config have
+  one fingerprint, so earlier workdirs and sweep folders stay valid; another value is a new config."""
+  from fedlora.run.fingerprint import ADDED_KEYS
+  now = tiny_config()
+  before = tiny_config()
+  for key, value in ADDED_KEYS.items():
+    section, name = key.rsplit(".", 1)
+    node = before
+    for part in section.split("."):
+      node = node[part]
+    assert node[name] == value, f"{key}: the default must be the earlier behaviour {value!r}"
+    del node[name]
+  assert fingerprint(now)["hash"] == fingerprint(before)["hash"]
+  senders = fingerprint(tiny_config(**{"server.mean": "senders"}))
+  assert senders["hash"] != fingerprint(now)["hash"]
+  assert senders["items"]["server.mean"] == "senders"
+
+
 def test_default_workdir_depends_on_name_method_and_seed():
   assert default_workdir(tiny_config()) == os.path.join("runs", "tiny-ideal-s0")
   dirs = {default_workdir(tiny_config(**{"method.name": m, "seed": s}))

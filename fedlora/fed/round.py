@@ -22,7 +22,6 @@ import jax.numpy as jnp
 
 from fedlora.data.clients import gather_batches, sample_batches
 from fedlora.fed import drift as drift_lib
-from fedlora.fed.aggregate import weighted_mean
 from fedlora.fed.drift import DriftControl
 from fedlora.fed.guard import all_finite, guard
 from fedlora.fed.local import make_local_update
@@ -91,8 +90,8 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
     outputs are sliced off), so padding has no effect. Batches and keys are drawn for the K real
     clients before chunking, so the result does not depend on C. With a mesh, C is padded up to a
     multiple of the 'clients' axis size.
-  server_phase: weighted mean of the deltas -> server optimiser step (fedlora/server); SCAFFOLD's
-    server variate from the delivered Δc_i (weight > 0).
+  server_phase: the server's mean of the deltas (`server.mean`) -> server optimiser step
+    (fedlora/server); SCAFFOLD's server variate from the delivered Δc_i (weight > 0).
   server: default fedavg at lr 1; drift: default none; client_lr_scale: `t -> scale` (default 1);
   num_classes > 0 adds each client's label histogram to its batches as `label_counts [K, E, C]`
   (the label-skew losses read it).
@@ -195,7 +194,7 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
 
   @jax.jit
   def server_phase(global_tr, server_state, deltas, weights, t, control_deltas=None):
-    mean = weighted_mean(deltas, weights)
+    mean = server_opt.mean(deltas, weights)
     new_tr, opt = server_opt.update(server_state["opt"], global_tr, mean, t, weights.sum() > 0)
     server_state = dict(server_state, opt=opt)
     if drift.scaffold:

@@ -4,6 +4,10 @@ Keys that may change when a run is resumed (how long it runs, how often it evalu
 and on what mesh it runs, how it reports) are listed once, in `RESUMABLE_KEYS` (`a.*` = a whole
 section). Everything else — model, data, LoRA, method, optimiser, seed, channel, ... including keys
 added later — is part of the fingerprint, so a workdir's results always belong to its config.
+
+A key added after runs were recorded, at the value that reproduces what every run did before it
+existed, is left out (`ADDED_KEYS`): such a run's fingerprint is the one its workdir already holds,
+so its folder, resume and results stay valid; at any other value the key is in the fingerprint.
 """
 from __future__ import annotations
 
@@ -25,6 +29,11 @@ RESUMABLE_KEYS = (
     "fed.memory_budget_gb",  # the budget the automatic chunk is sized for (same result)
 )
 
+# key -> the value that reproduces the behaviour from before the key existed (tests/test_run.py)
+ADDED_KEYS = {
+    "server.mean": "all",  # 2026-12-01: the FedAvg mean over all delivered uploads
+}
+
 
 def flatten(tree, prefix: str = "") -> dict:
   """`{'a.b.c': value}` of a nested dict / ConfigDict, values made JSON-plain (tuples -> lists)."""
@@ -45,8 +54,9 @@ def is_resumable(key: str) -> bool:
 
 
 def fingerprint_items(config) -> dict:
-  """The flattened config minus `RESUMABLE_KEYS`."""
-  return {k: v for k, v in sorted(flatten(config).items()) if not is_resumable(k)}
+  """The flattened config minus `RESUMABLE_KEYS` and the `ADDED_KEYS` at their earlier behaviour."""
+  return {k: v for k, v in sorted(flatten(config).items())
+          if not is_resumable(k) and not (k in ADDED_KEYS and v == ADDED_KEYS[k])}
 
 
 def fingerprint_hash(items: dict) -> str:

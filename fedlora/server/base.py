@@ -16,6 +16,10 @@ Config section `server` (keys shared by all optimisers; each optimiser file list
   lr_schedule       'constant'   'constant' | 'warmup' | 'cosine' over rounds (fedlora.fed.schedule)
   lr_warmup_rounds  0            linear warm-up rounds
   lr_final_fraction 0.0          cosine: lr at the last round as a fraction of `lr`
+  mean              'all'        how the client updates are averaged (fedlora/fed/aggregate.py):
+                                 'all' = FedAvg, Σ w_c Δ_c / Σ w_c over the delivered uploads;
+                                 'senders' = per coordinate over the uploads that carry it (a
+                                 sparsified entry is not shrunk by the clients that dropped it; ours)
 """
 from __future__ import annotations
 
@@ -25,16 +29,18 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fedlora.fed.aggregate import MEANS, weighted_mean
 from fedlora.fed.schedule import round_schedule, validate_schedule
 
 SHARED_DEFAULTS = {"name": "fedavg", "lr": 1.0, "lr_schedule": "constant", "lr_warmup_rounds": 0,
-                   "lr_final_fraction": 0.0}
+                   "lr_final_fraction": 0.0, "mean": "all"}
 
 
 class ServerOptimizer(NamedTuple):
   init: Callable    # (trainable) -> opt state (a PyTree of arrays; part of the run state/checkpoint)
   update: Callable  # (opt_state, global, mean_delta, t, active) -> (new global, new opt_state)
   lr: Callable      # t -> float32 learning rate of round t
+  mean: Callable = weighted_mean  # (deltas [K, ...], weights [K]) -> the aggregated update
 
 
 def cfg_get(cfg, key, default):
@@ -68,6 +74,9 @@ def make_server_optimizer(tx: optax.GradientTransformation, cfg, total_rounds: i
   warm = cfg_get(cfg, "lr_warmup_rounds", SHARED_DEFAULTS["lr_warmup_rounds"])
   final = cfg_get(cfg, "lr_final_fraction", SHARED_DEFAULTS["lr_final_fraction"])
   validate_schedule("server", kind, warm, final)
+  mean_name = cfg_get(cfg, "mean", SHARED_DEFAULTS["mean"])
+  if mean_name not in MEANS:
+    raise ValueError(f"config.server.mean={mean_name!r} is not allowed: one of {tuple(MEANS)}")
   sched = round_schedule(kind, warm, total_rounds, final)
 
   def lr(t):
@@ -82,4 +91,4 @@ def make_server_optimizer(tx: optax.GradientTransformation, cfg, total_rounds: i
     return (jax.tree_util.tree_map(keep, new_params, params),
             jax.tree_util.tree_map(keep, new_state, opt_state))
 
-  return ServerOptimizer(tx.init, update, lr)
+  return ServerOptimizer(tx.init, update, lr, MEANS[mean_name])

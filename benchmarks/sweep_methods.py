@@ -6,7 +6,9 @@ all runs of a seed share data, clients, channel draws and the model init. Groups
   main      no deadline drops (wireless.deadline_factor = inf: the paper's latency constraint is a
             long-term average): ideal, SOFT at fixed ρ ∈ {1/8, 1/4, 1/2}, SOFT + TSFA at τ̄ = 1 s, at
             τ̄ = 0.55 s (the latency the fixed-ρ = 1/4 rows spend), 0.5 s and 0.45 s, top-k, random-k, SVD
-            truncation (ρ = 1/4), FFA-LoRA
+            truncation (ρ = 1/4), FFA-LoRA; and ideal_r2, dense LoRA of rank 2 = ρ·r (the equal-bits
+            reference: it sends what a rank-8 sparsifier at ρ = 1/4 sends), top-k at equal bits
+            (ρ = 7/32: with its 1-bit-per-entry bitmap it then sends SOFT ρ = 1/4's adapter bits)
   robust    the same methods with deadline drops (deadline = wireless_compare's 2·τ̄)
   tsfa_all  ablation: the baselines under TSFA allocation (each with its own payload model and
             importance profile) and SOFT + TSFA with score_on='product'
@@ -17,7 +19,8 @@ all runs of a seed share data, clients, channel draws and the model init. Groups
   r8        the baselines at ρ = 1/8 (SOFT's is main/soft_r8), and SOFT ρ = 1/8 with the 'cosine' B term
             scoring the product: where compression costs more, compressors separate more
   ef        ablation: error feedback on (off: the score and main groups) for SOFT ρ = 1/4 (three
-            regulariser/score pairs) and for top-k, random-k and SVD at ρ = 1/4; SOFT + TSFA with it
+            regulariser/score pairs) and for top-k, random-k and SVD at ρ = 1/4 (top-k also at equal
+            bits, ρ = 7/32); SOFT + TSFA with it
             at τ̄ = 0.5 s and 0.45 s
   senders   the server averages each entry over the uploads that carry it (server.mean = 'senders')
             instead of over all uploads: SOFT, SVD, top-k and random-k at ρ = 1/4 and 1/8, SOFT + TSFA
@@ -87,6 +90,12 @@ def grid() -> list:
   out = []
   for label, (m, ov) in base.items():
     out.append(("main", label, m, {**ov, "wireless.deadline_factor": INF}))
+  # the equal-bits dense reference: rank ρ·r = 2 LoRA sent whole (what SOFT at ρ = 1/4 of rank 8 sends)
+  out.append(("main", "ideal_r2", "ideal", {"wireless.enabled": False, "lora.rank": 2,
+                                            "wireless.deadline_factor": INF}))
+  # top-k at SOFT ρ = 1/4's bits: its bitmap (1 bit per entry) leaves k·q = 7/32 of the dense values
+  out.append(("main", "topk_r4_eqbits", "topk", {**FIXED, "method.ratio": 7 / 32,
+                                                  "wireless.deadline_factor": INF}))
   for label, (m, ov) in base.items():
     if label != "ideal":
       out.append(("robust", label, m, dict(ov)))
@@ -108,6 +117,8 @@ def grid() -> list:
   for m in ("topk", "randk", "svd"):
     out.append(("ef", f"ef_{m}", m, {**FIXED, "method.ratio": 0.25, "compress.error_feedback": True,
                                      **nodl}))
+  out.append(("ef", "ef_topk_eqbits", "topk", {**FIXED, "method.ratio": 7 / 32,
+                                               "compress.error_feedback": True, **nodl}))
   for t in (0.5, 0.45):  # SOFT + TSFA with error feedback
     out.append(("ef", f"ef_soft_tsfa_t{round(100 * t):03d}", "soft",
                 {**TSFA, **nodl, "tsfa.online.latency_budget": t, "compress.error_feedback": True}))
@@ -292,8 +303,64 @@ def paired(r: dict, ref: dict | None):
   return float(d.mean()), float(d.std()), len(common)
 
 
+# (row, reference) pairs compared per seed: the issue's targets (SOFT vs SVD, top-k, random-k at equal
+# bits), each with error feedback, with the server's senders mean, at ρ = 1/8, and against the dense
+# rank-2 adapter that sends the same bits
+HEAD_TO_HEAD = (
+    (("main", "soft_r4"), ("main", "svd_r4")), (("main", "soft_r4"), ("main", "topk_r4")),
+    (("main", "soft_r4"), ("main", "topk_r4_eqbits")), (("main", "soft_r4"), ("main", "randk_r4")),
+    (("main", "soft_r4"), ("main", "ideal_r2")),
+    (("ef", "ef_gram_delta"), ("ef", "ef_svd")), (("ef", "ef_gram_delta"), ("ef", "ef_topk")),
+    (("ef", "ef_gram_delta"), ("ef", "ef_topk_eqbits")), (("ef", "ef_gram_delta"), ("ef", "ef_randk")),
+    (("ef", "ef_gram_delta"), ("main", "svd_r4")), (("ef", "ef_gram_delta"), ("main", "soft_r4")),
+    (("senders", "soft_r4_senders"), ("senders", "svd_r4_senders")),
+    (("senders", "soft_r4_senders"), ("senders", "topk_r4_senders")),
+    (("senders", "soft_r4_senders"), ("senders", "randk_r4_senders")),
+    (("senders", "soft_r4_senders"), ("main", "soft_r4")),
+    (("senders", "randk_r4_senders"), ("main", "randk_r4")),
+    (("senders", "topk_r4_senders"), ("main", "topk_r4")),
+    (("main", "soft_r8"), ("r8", "svd_r8")), (("main", "soft_r8"), ("r8", "topk_r8")),
+    (("main", "soft_r8"), ("r8", "randk_r8")),
+)
+
+
+def head_to_head(res: dict) -> list:
+  """`[{row, ref, n, mean, se, diffs}]` for the HEAD_TO_HEAD pairs both present: the per-seed final
+  accuracy difference row − ref (points) over the seeds both finished, its mean and standard error
+  (sample std / √n; None for one seed)."""
+  out = []
+  for a, b in HEAD_TO_HEAD:
+    ra, rb = res.get(a[0], {}).get(a[1]), res.get(b[0], {}).get(b[1])
+    if ra is None or rb is None:
+      continue
+    common = sorted(set(ra["per_seed"]) & set(rb["per_seed"]), key=int)
+    if not common:
+      continue
+    d = np.array([100 * (ra["per_seed"][s]["final_test_accuracy"]
+                         - rb["per_seed"][s]["final_test_accuracy"]) for s in common])
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else None
+    out.append({"row": "/".join(a), "ref": "/".join(b), "n": len(d), "mean": float(d.mean()),
+                "se": se, "diffs": [float(x) for x in d],
+                "bits_ratio": ra["uplink_bits_mean"] / rb["uplink_bits_mean"]})
+  return out
+
+
+def head_to_head_markdown(h2h: list) -> list:
+  """Lines of the head-to-head table (none when `h2h` is empty)."""
+  if not h2h:
+    return []
+  lines = ["### head to head (per-seed difference of final accuracy, points: mean ± standard error)",
+           "", "| row | reference | seeds | row − reference | bits row / reference |",
+           "|---|---|---|---|---|"]
+  for h in h2h:
+    se = "-" if h["se"] is None else f"{h['se']:.2f}"
+    lines.append(f"| {h['row']} | {h['ref']} | {h['n']} | {h['mean']:+.2f} ± {se} | "
+                 f"{h['bits_ratio']:.3f} |")
+  return lines + [""]
+
+
 def markdown(res: dict, header: str) -> str:
-  lines = [header, ""]
+  lines = [header, ""] + head_to_head_markdown(head_to_head(res))
   ideal = res.get("main", {}).get("ideal")
   for group, rows in res.items():
     lines += [f"### {group}", "",
@@ -383,7 +450,8 @@ def report(out_root, common):
   os.makedirs(RESULTS, exist_ok=True)
   with open(os.path.join(RESULTS, "sweep_methods.md"), "w") as f:
     f.write(md + "\n")
-  write_result("sweep_methods", {"common_overrides": common, "seeds": seeds, "groups": res})
+  write_result("sweep_methods", {"common_overrides": common, "seeds": seeds, "groups": res,
+                                 "head_to_head": head_to_head(res)})
   if res:
     plot(res, os.path.join(RESULTS, "sweep_methods.png"))
   print(md, flush=True)

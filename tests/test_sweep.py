@@ -83,6 +83,25 @@ def test_rows_of_the_results_file_survive_a_fresh_checkout(tmp_path):
   assert sweep.collect(str(tmp_path / "new"), None, COMMON, earlier)["main"]["soft_r4"]["seeds"] == [1]
 
 
+def test_head_to_head_is_the_paired_difference_over_shared_seeds():
+  """Per-seed differences over the seeds both rows finished, their mean and standard error
+  (sample std / √n) against a hand computation; pairs with a missing row are left out."""
+  def row(accs, bits=100.0):
+    return {"uplink_bits_mean": bits, "per_seed": {str(s): {"final_test_accuracy": a}
+                                                   for s, a in accs.items()}}
+  res = {"main": {"soft_r4": row({0: 0.90, 1: 0.92, 2: 0.95, 3: 0.91}, 90.0),
+                  "svd_r4": row({0: 0.91, 1: 0.91, 2: 0.93})}}
+  (h,) = sweep.head_to_head(res)
+  assert (h["row"], h["ref"], h["n"]) == ("main/soft_r4", "main/svd_r4", 3)
+  assert h["diffs"] == pytest.approx([-1.0, 1.0, 2.0])
+  assert h["mean"] == pytest.approx(2.0 / 3)
+  d = [-1.0, 1.0, 2.0]
+  m = sum(d) / 3
+  assert h["se"] == pytest.approx((sum((x - m) ** 2 for x in d) / 2) ** 0.5 / 3 ** 0.5)
+  assert h["bits_ratio"] == pytest.approx(0.9)
+  assert "| main/soft_r4 | main/svd_r4 | 3 | +0.67 ± 0.88 | 0.900 |" in sweep.head_to_head_markdown([h])
+
+
 def test_update_capture_errors_against_the_obvious_cases():
   """bench_update_capture.errors: sending the whole update misses nothing; sending nothing misses all
   of the product change (error 1) and keeps no factor energy; half of B's update is in between."""

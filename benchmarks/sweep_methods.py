@@ -25,6 +25,8 @@ all runs of a seed share data, clients, channel draws and the model init. Groups
   senders   the server averages each entry over the uploads that carry it (server.mean = 'senders')
             instead of over all uploads: SOFT, SVD, top-k and random-k at ρ = 1/4 and 1/8, SOFT + TSFA
             at τ̄ = 0.5 s and 0.45 s
+  skew      strong label skew (50 clients, Dirichlet α = 0.1 at equal sizes, configs/skewed.py:dir01's
+            split): ideal, SOFT, SVD, top-k, random-k at ρ = 1/4, SOFT + EF, SOFT + TSFA at τ̄ = 0.5 s
   rank      the offline stage's check: SOFT + TSFA at lora.rank ∈ {2, 4, 8, 16, 32} under the same
             latency budget, and one run with tsfa.offline.enabled (pilot at r_max = 32 picks the rank;
             its choice is printed with the table) — the choice should be within one grid step of
@@ -133,6 +135,16 @@ def grid() -> list:
   for t in (0.5, 0.45):
     out.append(("senders", f"soft_tsfa_t{round(100 * t):03d}_senders", "soft",
                 {**TSFA, "tsfa.online.latency_budget": t, **snd}))
+  # strong label skew (configs/skewed.py:dir01's split): 50 clients, Dirichlet(0.1) at equal sizes
+  skew = {"data.partition": "client_dirichlet", "data.dirichlet_alpha": 0.1, "data.num_clients": 50,
+          "data.min_examples_per_client": 4, **nodl}
+  out.append(("skew", "ideal_skew", "ideal", {"wireless.enabled": False, **skew}))
+  for m in ("soft", "svd", "topk", "randk"):
+    out.append(("skew", f"{m}_r4_skew", m, {**FIXED, "method.ratio": 0.25, **skew}))
+  out.append(("skew", "ef_soft_r4_skew", "soft", {**FIXED, "method.ratio": 0.25,
+                                                   "compress.error_feedback": True, **skew}))
+  out.append(("skew", "soft_tsfa_t050_skew", "soft", {**TSFA, "tsfa.online.latency_budget": 0.5,
+                                                       **skew}))
   for r in (2, 4, 8, 16, 32):
     out.append(("rank", f"rank_{r}", "soft", {**TSFA, **nodl, "lora.rank": r}))
   out.append(("rank", "offline", "soft", {**TSFA, **nodl, "tsfa.offline.enabled": True,
@@ -319,6 +331,10 @@ HEAD_TO_HEAD = (
     (("senders", "soft_r4_senders"), ("main", "soft_r4")),
     (("senders", "randk_r4_senders"), ("main", "randk_r4")),
     (("senders", "topk_r4_senders"), ("main", "topk_r4")),
+    (("skew", "soft_r4_skew"), ("skew", "svd_r4_skew")),
+    (("skew", "soft_r4_skew"), ("skew", "topk_r4_skew")),
+    (("skew", "soft_r4_skew"), ("skew", "randk_r4_skew")),
+    (("skew", "ef_soft_r4_skew"), ("skew", "svd_r4_skew")),
     (("main", "soft_r8"), ("r8", "svd_r8")), (("main", "soft_r8"), ("r8", "topk_r8")),
     (("main", "soft_r8"), ("r8", "randk_r8")),
 )
@@ -359,10 +375,16 @@ def head_to_head_markdown(h2h: list) -> list:
   return lines + [""]
 
 
+def group_ideal(res: dict, group: str) -> dict | None:
+  """The reference of a group's Δ and bits columns: its own row `ideal_<group>` (a group on other
+  data, e.g. 'skew') if it has one, else main/ideal."""
+  return res.get(group, {}).get(f"ideal_{group}") or res.get("main", {}).get("ideal")
+
+
 def markdown(res: dict, header: str) -> str:
   lines = [header, ""] + head_to_head_markdown(head_to_head(res))
-  ideal = res.get("main", {}).get("ideal")
   for group, rows in res.items():
+    ideal = group_ideal(res, group)
     lines += [f"### {group}", "",
               "| run | seeds | final acc % (mean ± std) | Δ vs ideal, paired (pts, n) | uplink Mbit | "
               "vs ideal bits | mean ρ | mean τ (s) | misses | attempted Mbit | profile kbit |",
@@ -405,7 +427,7 @@ def plot(res: dict, out_png: str) -> None:
 
 def main(argv):
   ov = parse_overrides(argv)
-  groups = pop_list(ov, "groups", "main,robust,tsfa_all,score,ortho,init,r8,ef,senders,rank")
+  groups = pop_list(ov, "groups", "main,robust,tsfa_all,score,ortho,init,r8,ef,senders,skew,rank")
   only = pop_list(ov, "runs", "") or None
   seeds = pop_list(ov, "seeds", "0,1,2", int)
   out_root = str(ov.pop("out", os.path.join(ROOT, "runs/sweep")))

@@ -30,7 +30,7 @@ all runs of a seed share data, clients, channel draws and the model init. Groups
   rank      the offline stage's check: SOFT + TSFA at lora.rank ∈ {2, 4, 8, 16, 32} under the same
             latency budget, and one run with tsfa.offline.enabled (pilot at r_max = 32 picks the rank;
             its choice is printed with the table) — the choice should be within one grid step of
-            the best rank of the sweep
+            the best rank of the sweep; and both stages at τ̄ = 0.5 s (offline_t050)
 
   python benchmarks/sweep_methods.py [groups=main,score] [runs=soft_r4,svd_r4] [seeds=0,1,2]
          [rounds=20] [max_length=128] [eval_every=5] [stop_at=HH:MM] [out=runs/sweep] [key=value ...]
@@ -149,6 +149,10 @@ def grid() -> list:
     out.append(("rank", f"rank_{r}", "soft", {**TSFA, **nodl, "lora.rank": r}))
   out.append(("rank", "offline", "soft", {**TSFA, **nodl, "tsfa.offline.enabled": True,
                                           "tsfa.offline.r_max": 32}))
+  # both stages under a tighter budget: the offline stage's rank, then TSFA's ratios at τ̄ = 0.5 s
+  out.append(("rank", "offline_t050", "soft", {**TSFA, **nodl, "tsfa.offline.enabled": True,
+                                               "tsfa.offline.r_max": 32,
+                                               "tsfa.online.latency_budget": 0.5}))
   return out
 
 

@@ -37,8 +37,9 @@ all runs of a seed share data, clients, channel draws and the model init. Groups
 
 Each run's folder is <out>/<method>-<config hash>/seed<k> (runs of one config share it, whatever
 their labels; the results file maps labels to folders). A finished run of the same config (its
-fingerprint.json) is skipped, so the script is resumable per run (an interrupted run resumes from its
-checkpoint, a run of fewer rounds continues); a finished run of another config in that folder stops
+fingerprint.json) is skipped, and so is one the results file already holds (its folder gone), so the
+script is resumable per run (an interrupted run resumes from its checkpoint, a run of fewer rounds
+continues); a finished run of another config in that folder stops
 the script, naming the keys that differ. Groups (and runs=..., if given) run in the order given;
 `seeds` says which seeds to run, the report holds every finished seed found.
 `stop_at` (UTC HH:MM): no new run starts after that time. Other `key=value` pairs are config overrides for every
@@ -320,8 +321,8 @@ def paired(r: dict, ref: dict | None):
 
 
 # (row, reference) pairs compared per seed: the issue's targets (SOFT vs SVD, top-k, random-k at equal
-# bits), each with error feedback, with the server's senders mean, at ρ = 1/8, and against the dense
-# rank-2 adapter that sends the same bits
+# bits), each with error feedback (and what EF does to each), with the server's senders mean, under
+# label skew, at ρ = 1/8, and against the dense rank-2 adapter that sends the same bits
 HEAD_TO_HEAD = (
     (("main", "soft_r4"), ("main", "svd_r4")), (("main", "soft_r4"), ("main", "topk_r4")),
     (("main", "soft_r4"), ("main", "topk_r4_eqbits")), (("main", "soft_r4"), ("main", "randk_r4")),
@@ -329,6 +330,8 @@ HEAD_TO_HEAD = (
     (("ef", "ef_gram_delta"), ("ef", "ef_svd")), (("ef", "ef_gram_delta"), ("ef", "ef_topk")),
     (("ef", "ef_gram_delta"), ("ef", "ef_topk_eqbits")), (("ef", "ef_gram_delta"), ("ef", "ef_randk")),
     (("ef", "ef_gram_delta"), ("main", "svd_r4")), (("ef", "ef_gram_delta"), ("main", "soft_r4")),
+    (("ef", "ef_topk"), ("main", "topk_r4")), (("ef", "ef_randk"), ("main", "randk_r4")),
+    (("ef", "ef_svd"), ("main", "svd_r4")),
     (("senders", "soft_r4_senders"), ("senders", "svd_r4_senders")),
     (("senders", "soft_r4_senders"), ("senders", "topk_r4_senders")),
     (("senders", "soft_r4_senders"), ("senders", "randk_r4_senders")),
@@ -339,6 +342,7 @@ HEAD_TO_HEAD = (
     (("skew", "soft_r4_skew"), ("skew", "topk_r4_skew")),
     (("skew", "soft_r4_skew"), ("skew", "randk_r4_skew")),
     (("skew", "ef_soft_r4_skew"), ("skew", "svd_r4_skew")),
+    (("skew", "ef_soft_r4_skew"), ("skew", "soft_r4_skew")),
     (("main", "soft_r8"), ("r8", "svd_r8")), (("main", "soft_r8"), ("r8", "topk_r8")),
     (("main", "soft_r8"), ("r8", "randk_r8")),
 )
@@ -447,22 +451,36 @@ def main(argv):
                 key=lambda x: (order[x[0]], 0 if only is None else only.index(x[1])))
   if only is not None:  # runs=... also sets the launch order
     todo.sort(key=lambda x: only.index(x[1]))
+  earlier = earlier_runs(os.path.join(RESULTS, "sweep_methods.json"), common)
+  for group, label, method, run_ov, seed, wd in pending(todo, seeds, out_root, common, earlier):
+    now = dt.datetime.now(dt.timezone.utc).strftime("%H:%M")
+    if stop_at is not None and now >= str(stop_at):
+      print(f"stop_at={stop_at} reached at {now}: not starting {group}/{label}/seed{seed}")
+      break
+    print(f"--- {now} {group}/{label} seed {seed}", flush=True)
+    s = run_one(method, run_ov, common, wd, seed)
+    print(f"    final acc {100 * s['final_test_accuracy']:.2f}%  uplink "
+          f"{8 * s['cum_uplink_bytes'] / 1e6:.1f} Mbit", flush=True)
+    report(out_root, common)
+  report(out_root, common)
+
+
+def pending(todo, seeds, out_root, common, earlier) -> list:
+  """`[(group, label, method, overrides, seed, workdir)]` still to run, seed by seed: not a finished
+  run in its folder and not a row of the results file (`earlier`, same config folder name: a run
+  whose folder is gone, e.g. in a fresh clone, is not run again; delete the results file to rerun)."""
   dirs = run_dirs(out_root, common)
+  out = []
   for seed in seeds:
     for group, label, method, run_ov in todo:
       wd = os.path.join(dirs[(group, label)], f"seed{seed}")
       if check_finished(run_config(method, run_ov, common, wd, seed)):
         continue
-      now = dt.datetime.now(dt.timezone.utc).strftime("%H:%M")
-      if stop_at is not None and now >= str(stop_at):
-        print(f"stop_at={stop_at} reached at {now}: not starting {group}/{label}/seed{seed}")
-        break
-      print(f"--- {now} {group}/{label} seed {seed}", flush=True)
-      s = run_one(method, run_ov, common, wd, seed)
-      print(f"    final acc {100 * s['final_test_accuracy']:.2f}%  uplink "
-            f"{8 * s['cum_uplink_bytes'] / 1e6:.1f} Mbit", flush=True)
-      report(out_root, common)
-  report(out_root, common)
+      if (os.path.basename(dirs[(group, label)]), seed) in earlier:
+        print(f"    {group}/{label} seed {seed}: in the results file, not run again", flush=True)
+        continue
+      out.append((group, label, method, run_ov, seed, wd))
+  return out
 
 
 def report(out_root, common):

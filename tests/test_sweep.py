@@ -116,3 +116,17 @@ def test_update_capture_errors_against_the_obvious_cases():
   assert none["kept"] == 0.0
   half = errors(a0, b0, da, db, da, db * np.array([1, 1, 0])[None, :, None])
   assert 0.0 < half["client"] < 1.0 and 0.0 < half["kept"] < 1.0
+
+
+def test_pending_skips_finished_runs_and_rows_of_the_results_file(tmp_path):
+  """A seed runs unless its folder holds the finished run or the results file holds its row (same
+  config folder name), so a fresh clone does not run again what the committed results hold."""
+  out = str(tmp_path / "runs")
+  dirs = sweep.run_dirs(out, COMMON)
+  todo = [t for t in sweep.grid() if t[1] in ("soft_r4", "svd_r4") and t[0] == "main"]
+  soft = next(t for t in todo if t[1] == "soft_r4")
+  _finish(sweep.run_config(soft[2], soft[3], COMMON, os.path.join(dirs[("main", "soft_r4")], "seed0"), 0),
+          20)
+  earlier = {(os.path.basename(dirs[("main", "svd_r4")]), 1): {"final_test_accuracy": 0.9}}
+  left = [(g, l, s) for g, l, _, _, s, _ in sweep.pending(todo, [0, 1], out, COMMON, earlier)]
+  assert left == [("main", "svd_r4", 0), ("main", "soft_r4", 1)]

@@ -163,19 +163,30 @@ def test_solver_matches_slsqp_and_satisfies_constraints(instances):
 
 
 def test_vmapped_solver_equals_per_instance(instances):
-  """vmap gives each scenario its own solve: equal up to float32 rounding (batched kernels round
-  differently, which can move the iterate along flat directions, so objectives are compared tightly
-  and iterates loosely)."""
+  """vmap gives each scenario its own solve: the same optimum of its own instance, up to float32
+  rounding. Batched kernels round differently, which can move the iterate along flat directions of
+  the objective (seen: one ρ at 0.890 vs 0.875 with objectives equal within 1e-5, on one CPU), so the
+  objective is compared tightly — the solver's and the numpy reference's at the vmapped iterate —
+  the iterate is checked feasible for its own instance, and iterates are compared loosely (a solve
+  of another instance, with another K and budget, is far off)."""
   cfg = online_config(instances[0])
   stack = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[to_inputs(x, K_PAD) for x in instances])
   queues = jnp.float32([x["queue"] for x in instances])
   rho_v, b_v, diag_v = jax.jit(jax.vmap(lambda i, q: tsfa.solve(i, q, cfg)))(stack, queues)
   for j, inst in enumerate(instances):
+    k = len(inst["w"])
     rho, b, diag = SOLVE(to_inputs(inst, K_PAD), queues[j], cfg=cfg)
     assert float(diag_v.objective[j]) == pytest.approx(float(diag.objective), rel=1e-5)
-    np.testing.assert_allclose(rho_v[j], rho, atol=1e-2)
-    np.testing.assert_allclose(b_v[j] / inst["bandwidth"], b / inst["bandwidth"], atol=1e-2)
+    rv, bv = np.asarray(rho_v[j], np.float64), np.asarray(b_v[j], np.float64)
+    f_v = reference_objective(rv[:k], bv[:k] / inst["bandwidth"], inst)[0]
+    f = reference_objective(np.asarray(rho, np.float64)[:k], np.asarray(b, np.float64)[:k]
+                            / inst["bandwidth"], inst)[0]
+    assert f_v == pytest.approx(f, rel=1e-4)
+    assert np.all(rv[k:] == 0) and np.all(bv[k:] == 0)
+    assert np.all(rv[:k] >= inst["rho_min"] - 1e-6) and np.all(rv[:k] <= 1 + 1e-6)
     assert float(b_v[j].sum()) == pytest.approx(inst["bandwidth"], rel=1e-4)
+    np.testing.assert_allclose(rv, rho, atol=5e-2)
+    np.testing.assert_allclose(bv / inst["bandwidth"], b / inst["bandwidth"], atol=5e-2)
 
 
 def test_prox_of_sparsification_error_is_exact():

@@ -306,18 +306,21 @@ def collect(out_root, seeds, common, earlier=None) -> dict:
   return res
 
 
+def seed_diffs(r: dict, ref: dict) -> np.ndarray:
+  """`r`'s final accuracy minus `ref`'s per seed, in points, over the seeds both finished (in seed
+  order; empty when none). Runs of one seed share data, clients, channel draws and init, so the
+  per-seed difference removes most of the seed-to-seed spread the two means carry."""
+  common = sorted(set(r["per_seed"]) & set(ref["per_seed"]), key=int)
+  return np.array([100 * (r["per_seed"][s]["final_test_accuracy"]
+                          - ref["per_seed"][s]["final_test_accuracy"]) for s in common])
+
+
 def paired(r: dict, ref: dict | None):
-  """(mean, std, n) over the seeds both finished of `r`'s final accuracy minus `ref`'s, in points.
-  Runs of one seed share data, clients, channel draws and init, so the per-seed difference removes
-  most of the seed-to-seed spread the two means carry."""
-  if ref is None:
+  """(mean, std, n) of `seed_diffs(r, ref)`; None without a reference or a shared seed."""
+  d = seed_diffs(r, ref) if ref is not None else np.array([])
+  if not d.size:
     return None
-  common = sorted(set(r["per_seed"]) & set(ref["per_seed"]))
-  if not common:
-    return None
-  d = np.array([100 * (r["per_seed"][s]["final_test_accuracy"] - ref["per_seed"][s]["final_test_accuracy"])
-                for s in common])
-  return float(d.mean()), float(d.std()), len(common)
+  return float(d.mean()), float(d.std()), len(d)
 
 
 # (row, reference) pairs compared per seed: the issue's targets (SOFT vs SVD, top-k, random-k at equal
@@ -357,11 +360,9 @@ def head_to_head(res: dict) -> list:
     ra, rb = res.get(a[0], {}).get(a[1]), res.get(b[0], {}).get(b[1])
     if ra is None or rb is None:
       continue
-    common = sorted(set(ra["per_seed"]) & set(rb["per_seed"]), key=int)
-    if not common:
+    d = seed_diffs(ra, rb)
+    if not d.size:
       continue
-    d = np.array([100 * (ra["per_seed"][s]["final_test_accuracy"]
-                         - rb["per_seed"][s]["final_test_accuracy"]) for s in common])
     se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else None
     out.append({"row": "/".join(a), "ref": "/".join(b), "n": len(d), "mean": float(d.mean()),
                 "se": se, "diffs": [float(x) for x in d],

@@ -281,8 +281,8 @@ def run_blocks(blocks, remat: str | None, step, x, key=None):
   the blocks' stacked states, with the scan body under `jax.checkpoint`. The scan is what makes
   remat save memory: with a Python loop of `jax.checkpoint`ed blocks, XLA:CPU's estimate of the
   step's temporaries stayed byte-identical to no remat (by all appearances each block's
-  recomputation is merged with or scheduled beside its forward pass); inside the scan's backward loop the recomputation of block i
-  can only happen at iteration i. Cost: the stacked weights are one copy of the blocks' weights
+  recomputation is merged with or scheduled beside its forward pass); inside the scan's backward
+  loop the recomputation of block i can only happen at iteration i. Cost: the stacked weights are one copy of the blocks' weights
   per call (outside any vmap over clients: they are not batched).
   """
   if remat in (None, "none"):

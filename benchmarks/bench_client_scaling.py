@@ -15,8 +15,12 @@ one process per configuration gives each its own peak), one after the other:
   is linear in K by construction);
   * default regime, K=10 in one chunk: bfloat16 (frozen base + matmuls) vs float32, remat 'block'
     vs none (compared with the unchunked float32 row: same work, so time and peak compare);
-  * default regime, K=10: vmapped and loop with XLA:CPU's YNNPACK fusions limited to single dots
-    (`XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot`), see the README (Scaling).
+  * the host allocator: every row runs with the launchers' GLIBC_TUNABLES (`launch/glibc_tunables.txt`:
+    freed memory kept, huge pages; the caller's GLIBC_TUNABLES wins), and the rows tagged
+    'glibc-default' rerun K=10 (auto chunk, chunk 1) and the loop of both regimes with glibc's
+    defaults (GLIBC_TUNABLES empty), see the README (Scaling).
+Per call each row also records page faults and CPU seconds; CPU seconds per client-step show whether
+the vmapped phase does less work per client than the loop or only keeps the cores busier.
 Timing: the first call (compile + run) apart, one warm-up, then the median of `repeats` calls, each
 `block_until_ready`. Achieved FLOP/s uses the analytic FLOP count of the local step (`step_flops`,
 below) against the best jitted f32 matmul measured in the same run (`matmul_peak`).
@@ -39,15 +43,15 @@ script_setup()
 REGIMES = {"small": {"fed.batch_size": 2, "data.max_length": 32, "client.scaffold": False},
            "default": {"fed.batch_size": 8, "data.max_length": 128, "client.scaffold": False}}
 # (FedAvg clients, as measured: SCAFFOLD, the default recipe, adds its control-variate arithmetic)
-YNN_SINGLE_DOT = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
+GLIBC_DEFAULT = {"GLIBC_TUNABLES": ""}  # glibc's own malloc defaults
 FINDING = (
     "HLO of the vmapped local step (jit(vmap(one_client)), MiniLM, B=8x128): every frozen-weight "
     "matmul is ONE [K*B*L, d] @ [d, d'] dot, the frozen weights are never copied per client, and the "
     "per-client rank-8 LoRA products are batched dots, a few % of the FLOPs. On the idle 2-core CPU "
     "both the vmapped phase and the loop spend ~0.8 CPU-s per default-regime client step (compute-"
-    "bound); large chunks touch GBs of fresh memory per call (per_call minor page faults / system "
-    "time) and lose most under contention. The YNNPACK single-dot flag (rows tagged 'ynn-single-dot') "
-    "left the vmapped phase unchanged and slowed the loop in the idle run.")
+    "bound); with glibc's malloc defaults large chunks touch GBs of fresh memory per call (per_call "
+    "minor page faults / system time; rows tagged 'glibc-default'), which the launchers' "
+    "GLIBC_TUNABLES (freed memory kept, huge pages) remove.")
 
 
 def step_flops(config, frozen_shapes: dict, adapters: list) -> float:
@@ -134,7 +138,7 @@ def worker(spec: dict) -> dict:
   adapters = [(a.shape[0], b.shape[1], a.shape[1]) for _, a, b in adapter_pairs(g)]
   flops = step_flops(config, shapes, adapters)
   tokens = config.fed.batch_size * config.data.max_length
-  res.update(compile_plus_first_s=first, median_s=med, times_s=all_t,
+  res.update(compile_plus_first_s=first, median_s=med, times_s=all_t, client_steps=client_steps,
              client_steps_per_s=client_steps / med, tokens_per_s=client_steps * tokens / med,
              step_flops=flops, achieved_flops_per_s=client_steps * flops / med,
              memory=memory.peak_memory_bytes(),
@@ -158,7 +162,9 @@ def matmul_peak(dtype_name: str = "float32", repeats: int = 5) -> dict:
 
 
 def run_sub(spec: dict, env_extra: dict | None = None) -> dict:
+  from benchmarks.common import launcher_tunables
   env = dict(os.environ, **(env_extra or {}))
+  env.setdefault("GLIBC_TUNABLES", launcher_tunables())
   cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
   p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
   lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -167,6 +173,7 @@ def run_sub(spec: dict, env_extra: dict | None = None) -> dict:
   out = json.loads(lines[-1][len("RESULT "):])
   if env_extra:
     out["env"] = env_extra
+  out["glibc_tunables"] = env["GLIBC_TUNABLES"]
   return out
 
 
@@ -190,9 +197,14 @@ def plan(args: dict) -> list[tuple[str, dict, dict]]:
   runs.append(("default/K=10/bf16", dict(d10, chunk=10, extra={"model.compute_dtype": "bfloat16",
                                                       "model.param_dtype": "bfloat16"}), {}))
   runs.append(("default/K=10/remat-block", dict(d10, chunk=10, extra={"model.remat": "block"}), {}))
-  ynn = {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + YNN_SINGLE_DOT).strip()}
-  runs.append(("default/K=10/vmap-chunked/ynn-single-dot", d10, ynn))
-  runs.append(("default/loop/ynn-single-dot", dict(base, regime="default", K=10, mode="loop"), ynn))
+  for regime in REGIMES:  # the same programs with glibc's malloc defaults
+    k10 = dict(base, regime=regime, K=10, mode="vmap")
+    runs.append((f"{regime}/K=10/vmap-chunked/glibc-default", k10, GLIBC_DEFAULT))
+    if regime == "default":
+      runs.append(("default/K=10/chunk=1/glibc-default", dict(k10, chunk=1), GLIBC_DEFAULT))
+    loop_m = args["loop_clients"] * (3 if regime == "small" else 1)
+    runs.append((f"{regime}/loop/glibc-default",
+                 dict(base, regime=regime, K=10, mode="loop", loop_clients=loop_m), GLIBC_DEFAULT))
   for k in default_k[1:]:
     runs.append((f"default/K={k}/vmap-chunked", dict(base, regime="default", K=k, mode="vmap", **big), {}))
   return runs
@@ -279,24 +291,39 @@ def summarise(rows: dict, peaks: dict) -> dict:
     name, best = max(sweep.items(), key=lambda kv: kv[1]["client_steps_per_s"])
     s["default_best_K10_chunk"] = best["chunk"]
     s["default_best_K10_vmapped_over_loop"] = best["client_steps_per_s"] / loop["client_steps_per_s"]
-  a, b = ok.get("default/K=10/vmap-chunked/ynn-single-dot"), ok.get("default/loop/ynn-single-dot")
-  if a and b:
-    s["default_vmapped_over_loop_K10_ynn_single_dot"] = a["client_steps_per_s"] / b["client_steps_per_s"]
+  for regime in REGIMES:
+    for row in (f"{regime}/K=10/vmap-chunked", "default/K=10/chunk=1", f"{regime}/loop"):
+      a, b = ok.get(row), ok.get(row + "/glibc-default")
+      if a and b and row.startswith(regime):  # the launchers' allocator settings over glibc's defaults
+        s[f"{row}: speed with tunables over glibc default"] = a["client_steps_per_s"] / b["client_steps_per_s"]
+    a, b = ok.get(f"{regime}/K=10/vmap-chunked/glibc-default"), ok.get(f"{regime}/loop/glibc-default")
+    if a and b:
+      s[f"{regime}_vmapped_over_loop_K10_glibc_default"] = a["client_steps_per_s"] / b["client_steps_per_s"]
+    a, b = ok.get(f"{regime}/K=10/vmap-chunked"), ok.get(f"{regime}/loop")
+    if a and b:  # < 1: the vmapped phase does less CPU work per client-step than the loop
+      s[f"{regime}_cpu_s_per_client_step_vmapped_over_loop"] = cpu_per_step(a) / cpu_per_step(b)
   return s
+
+
+def cpu_per_step(r: dict) -> float:
+  """User + system CPU seconds per client-step (per-call figures over the row's client-steps)."""
+  pc = r["per_call"]
+  return (pc["user_cpu_s"] + pc["system_cpu_s"]) / r["client_steps"]
 
 
 def print_table(rows: dict, peaks: dict, summary: dict):
   print(f"\nf32 jitted matmul peak: {peaks['float32']['peak_flops_per_s'] / 1e9:.1f} GFLOP/s; "
         f"bf16: {peaks['bfloat16']['peak_flops_per_s'] / 1e9:.1f} GFLOP/s")
-  print(f"{'configuration':<44}{'chunk':>6}{'compile+1st s':>14}{'steps/s':>9}{'tokens/s':>10}"
-        f"{'GFLOP/s':>9}{'peak RSS GiB':>13}")
+  print(f"{'configuration':<46}{'chunk':>6}{'compile+1st s':>14}{'steps/s':>9}{'tokens/s':>10}"
+        f"{'GFLOP/s':>9}{'peak RSS GiB':>13}{'CPU s/step':>11}{'faults/call':>12}")
   for name, r in rows.items():
     if "error" in r:
-      print(f"{name:<44} ERROR")
+      print(f"{name:<46} ERROR")
       continue
-    print(f"{name:<44}{r['chunk']:>6}{r['compile_plus_first_s']:>14.1f}{r['client_steps_per_s']:>9.2f}"
+    print(f"{name:<46}{r['chunk']:>6}{r['compile_plus_first_s']:>14.1f}{r['client_steps_per_s']:>9.2f}"
           f"{r['tokens_per_s']:>10.0f}{r['achieved_flops_per_s'] / 1e9:>9.1f}"
-          f"{r['memory']['host_peak_rss_bytes'] / 2**30:>13.2f}")
+          f"{r['memory']['host_peak_rss_bytes'] / 2**30:>13.2f}{cpu_per_step(r):>11.3f}"
+          f"{r['per_call']['minor_page_faults']:>12.0f}")
   for k, v in summary.items():
     print(f"{k}: {v:.3f}")
 

@@ -28,6 +28,14 @@ def script_setup() -> str:
   return ROOT
 
 
+def launcher_tunables() -> str:
+  """The GLIBC_TUNABLES value the launchers export (`launch/glibc_tunables.txt`, first line that is
+  not a comment). It takes effect at process start only: a script that runs its measurements in
+  subprocesses gives them this (the caller's own GLIBC_TUNABLES, if set, wins)."""
+  with open(os.path.join(ROOT, "launch", "glibc_tunables.txt")) as f:
+    return next(ln.strip() for ln in f if ln.strip() and not ln.startswith("#"))
+
+
 def timed(fn, *args, repeats: int = 3, warmup: int = 1):
   """(first-call seconds incl. compile, median steady-state seconds, all steady times).
 

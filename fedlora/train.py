@@ -421,7 +421,8 @@ def write_summary(exp: Experiment, fp: dict, start: int, setup_s: float, t0: flo
 
 def memory_line(exp: Experiment, state: dict) -> dict:
   """Bytes of the frozen base, of one client's trainable + optimizer state (+ its state row), the
-  chunk the client phase ran with, and the peak memory of this process so far."""
+  chunk the client phase ran with, the peak memory of this process so far, and the host allocator's
+  settings (GLIBC_TUNABLES, exported by `launch/env.sh`; None when unset)."""
   tr = exp.parts.trainable
   opt = jax.eval_shape(make_optimizer(exp.config.optim).init, tr)
   row = lora.tree_bytes(state["client_states"]) // max(1, exp.clients.num_clients)
@@ -434,6 +435,7 @@ def memory_line(exp: Experiment, state: dict) -> dict:
                per_client_step_bytes_xla=exp.chunk_choice.per_client_bytes,
                memory_budget_bytes=exp.chunk_choice.budget_bytes)
   out.update(memory.peak_memory_bytes())
+  out["glibc_tunables"] = os.environ.get("GLIBC_TUNABLES")  # the host allocator's settings (launch/env.sh)
   return out
 
 

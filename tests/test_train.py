@@ -3,6 +3,7 @@ a zero-noise infinite-bandwidth channel reproduces the ideal run."""
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 
@@ -366,3 +367,34 @@ def test_two_process_cli_run_equals_single_process_resumes_and_moves_corrupt_ste
   assert "checkpoints/2 is unreadable" in outs[0][1] and "unreadable" not in outs[1][1]
   assert len(os.listdir(w / "checkpoints_corrupt")) == 1
   assert json.load(open(w / "summary.json"))["resumed_from_round"] == 1
+
+
+_FAULTS = """
+import ctypes, resource
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes, libc.free.argtypes = [ctypes.c_size_t], [ctypes.c_void_p]
+def step():  # what an XLA:CPU call does with its temporaries: allocate 256 MiB, write it, free it
+  p = libc.malloc(2**28); ctypes.memset(p, 1, 2**28); libc.free(p)
+step()
+f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(4):
+  step()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) // 4)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="GLIBC_TUNABLES is read by glibc only")
+def test_launcher_allocator_settings_reuse_freed_memory():
+  """The launchers' GLIBC_TUNABLES (launch/glibc_tunables.txt, exported by launch/env.sh) keep a freed
+  256 MiB buffer in the process: allocating it again touches (almost) no fresh pages, where glibc's
+  defaults hand back fresh mmap'd pages every time (65,536 faults of 4 KiB)."""
+  sys.path.insert(0, ROOT)
+  from benchmarks.common import launcher_tunables
+  per = {}
+  for name, value in (("launcher", launcher_tunables()), ("glibc", "")):
+    env = dict(os.environ, GLIBC_TUNABLES=value)
+    p = subprocess.run([sys.executable, "-c", _FAULTS], env=env, capture_output=True, text=True, check=True)
+    per[name] = int(p.stdout.strip())
+  assert per["glibc"] >= 2**28 // 4096 // 2, per  # fresh pages each time (at least half of them)
+  assert per["launcher"] < per["glibc"] // 20, per

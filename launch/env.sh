@@ -22,7 +22,7 @@ fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
 # host memory allocator: reuse freed memory, huge pages (launch/glibc_tunables.txt); a GLIBC_TUNABLES
 # already set (even empty) wins
-export GLIBC_TUNABLES="${GLIBC_TUNABLES-$(grep -v '^#' "$ROOT/launch/glibc_tunables.txt" | head -n 1)}"
+export GLIBC_TUNABLES="${GLIBC_TUNABLES-$(grep -v -e '^#' -e '^[[:space:]]*$' "$ROOT/launch/glibc_tunables.txt" | head -n 1)}"
 export PATH="$VENV/bin:$PATH"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # the fedlora package runs from the checkout
 cd "$ROOT"

@@ -98,6 +98,8 @@ def get_config(arg=None):
   c.method.ratio = 0.25  # sparsification ratio for 'fixed' allocation (and without wireless)
   c.method.ortho_weight = 1e-2  # weight of SOFT's near-orthogonality regulariser (method 'soft'; >= 0)
   c.method.ortho_b = "gram"  # its B term: 'gram' ‖offdiag(BBᵀ)‖² | 'cosine' (scale-free; docs/method.md)
+  c.method.reorth = False  # soft: the server rewrites the global factors in their product's singular
+  #   basis after every round (exact, the model unchanged; docs/method.md)
 
   c.compress = ml_collections.ConfigDict()
   c.compress.bits_per_value = 32  # bits per uploaded value (32 = fp32, 16 = bf16 accounting)

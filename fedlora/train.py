@@ -29,7 +29,7 @@ from fedlora import lora  # noqa: E402
 from fedlora.data.clients import ClientData  # noqa: E402
 from fedlora.data.tokenize import load_tokenizer  # noqa: E402
 from fedlora.fed.drift import build_drift  # noqa: E402
-from fedlora.fed.round import RoundFns, make_round  # noqa: E402
+from fedlora.fed.round import RoundFns, check_reparam, make_round  # noqa: E402
 from fedlora.fed.schedule import round_schedule  # noqa: E402
 from fedlora.fed.sampling import sample_clients  # noqa: E402
 from fedlora.fed.sharding import (assemble_hosted, client_mesh, frozen_shardings, hosted_clients,  # noqa: E402
@@ -148,8 +148,11 @@ def build(config) -> Experiment:
         client_lr_scale=round_schedule(cc.lr_schedule, cc.lr_warmup_rounds, config.fed.rounds,
                                        cc.lr_final_fraction),
         num_classes=len(label_names) if label_names and cc.logit_adjust != "none" else 0, mesh=mesh,
-        client_chunk=chunk, donate=True)
+        client_chunk=chunk, donate=True, reparam=method.reparam)
   round_fns = rounds(config.fed.client_chunk)
+  if method.reparam is not None:
+    check_reparam(round_fns, parts.trainable,
+                  f"config.method.name={method.name!r} with its reparametrisation on")
   choice = None
   if config.fed.client_chunk == 0:
     choice = auto_chunk(config, round_fns, parts, clients, mesh)

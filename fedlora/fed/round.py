@@ -73,10 +73,29 @@ def chunking(k: int, chunk: int, devices: int = 1) -> tuple[int, int]:
   return c, -(-k // c)
 
 
+def check_reparam(round_fns: "RoundFns", trainable, who: str) -> None:
+  """Refuses a reparametrisation of the global factors (`who`: what switched it on) when state kept
+  across rounds lives in the factors' coordinates and would no longer match them: a client state
+  (error-feedback residual, SCAFFOLD c_i) or a server state leaf shaped like a trainable leaf
+  (momentum / Adam moments, SCAFFOLD's c). Scalars (step counts) are fine."""
+  shapes = {tuple(x.shape) for x in jax.tree_util.tree_leaves(trainable) if x.ndim >= 1}
+  client = jax.eval_shape(round_fns.init_client, trainable)
+  server = jax.eval_shape(round_fns.init_server, trainable)
+  found = [f"client state '{k}'" for k, v in client.items() if jax.tree_util.tree_leaves(v)]
+  found += [f"server state '{k}'" for k, v in server.items()
+            if any(tuple(x.shape) in shapes for x in jax.tree_util.tree_leaves(v))]
+  if found:
+    raise ValueError(f"{who} rewrites the global factors every round, which would leave "
+                     f"{', '.join(found)} in stale coordinates; it needs compress.error_feedback="
+                     "False, client.scaffold=False and a server optimiser without per-parameter "
+                     "state (server.name='fedavg')")
+
+
 def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, batch_size: int,
                server: ServerOptimizer | None = None, drift: DriftControl | None = None,
                client_lr_scale: Callable | None = None, num_classes: int = 0, mesh=None,
-               client_chunk: int = 0, donate: bool = False) -> RoundFns:
+               client_chunk: int = 0, donate: bool = False,
+               reparam: Callable | None = None) -> RoundFns:
   """Builds the round functions.
 
   client_phase(global_tr, frozen, client_data, ids [K], key, ratios [K], client_states [N, ...], ctx)
@@ -96,6 +115,8 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
   num_classes > 0 adds each client's label histogram to its batches as `label_counts [K, E, C]`
   (the label-skew losses read it).
   donate: donate `client_states` (the trainer replaces it; callers that reuse it must not donate).
+  reparam: `global trainable -> global trainable`, applied after the server step (the method's
+    `Method.reparam`, e.g. SOFT's `method.reorth`); see `check_reparam`.
   """
   drift = drift if drift is not None else DriftControl(0.0, False, None, 0, 32, 1)
   local = make_local_update(loss_fn, optimizer, partial(drift_lib.correct, drift) if drift.active
@@ -196,6 +217,8 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
   def server_phase(global_tr, server_state, deltas, weights, t, control_deltas=None):
     mean = server_opt.mean(deltas, weights)
     new_tr, opt = server_opt.update(server_state["opt"], global_tr, mean, t, weights.sum() > 0)
+    if reparam is not None:
+      new_tr = reparam(new_tr)
     server_state = dict(server_state, opt=opt)
     if drift.scaffold:
       server_state = drift_lib.update_server(drift, server_state, control_deltas,

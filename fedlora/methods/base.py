@@ -29,6 +29,8 @@ class Method(NamedTuple):
   broadcast_once_bits: float = 0.0   # one-off downlink bits (frozen leaves to all N clients), round 1
   profile_bits: float = 0.0          # uplink bits of the importance profile per sampled client
   allocation: str = "fixed"          # 'tsfa' | 'fixed' (resolved from the method's default)
+  reparam: Callable | None = None    # global trainable -> same model in other factor coordinates,
+                                     #   applied by the server after every round (None = none)
 
 
 def fixed_ratio_plan(ratio: float):

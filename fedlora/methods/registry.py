@@ -48,6 +48,10 @@ class MethodSpec(NamedTuple):
   penalty_key: str | None = None    # config.method key holding the penalty weight
   make_penalty: Callable | None = None  # (opt: key -> value) -> penalty, for a regulariser with
                                         #   options of its own (SOFT's ortho_b); instead of `penalty`
+  make_reparam: Callable | None = None  # (opt: key -> value) -> None or a jittable trainable ->
+                                        #   trainable map the server applies to the global model
+                                        #   after every round (SOFT's method.reorth); it must keep
+                                        #   the model's function (fed.round.check_reparam)
   rank_grid: bool = False           # the compressor keeps whole rank components (ρ -> m/r)
   allocation: str = "fixed"         # default allocation with the wireless uplink: 'tsfa' | 'fixed'
   dense: bool = False               # uploads are dense: the ratio is 1 whatever method.ratio says
@@ -120,6 +124,9 @@ def build_method(config, trainable=None) -> Method:
   penalty = spec.penalty
   if spec.make_penalty is not None:
     penalty = spec.make_penalty(lambda key: method_opt(config, spec, key))
+  reparam = None
+  if spec.make_reparam is not None:
+    reparam = spec.make_reparam(lambda key: method_opt(config, spec, key))
   allocation = config.method.allocation
   if allocation not in ALLOCATIONS:
     raise ValueError(f"config.method.allocation={allocation!r} is not allowed: one of {ALLOCATIONS}")
@@ -153,7 +160,7 @@ def build_method(config, trainable=None) -> Method:
 
   common = dict(name=name, compressor=comp, freeze=spec.freeze, penalty=penalty,
                 penalty_weight=weight, broadcast_bits=broadcast_bits, broadcast_once_bits=once_bits,
-                profile_bits=profile_bits, allocation=allocation)
+                profile_bits=profile_bits, allocation=allocation, reparam=reparam)
   if not config.wireless.enabled:
     return Method(init_state=no_state, plan=fixed_ratio_plan(float(ratio)), deliver=deliver_all,
                   plot=no_plot, **common)

@@ -20,7 +20,8 @@ Per adapter (a0 [d_in, r], b0 [r, d_out]), with P(a, b) = a @ b:
 Prints median / 90th percentile over adapters and writes benchmarks/results/update_capture.json.
 
   python benchmarks/bench_update_capture.py [label=soft_r4] [group=main] [seed=0] [ratios=0.25,0.125]
-         [clients=10] [compressors=soft,soft_product,svd,topk,randk]
+         [clients=10] [compressors=soft,soft_product,svd,topk,randk] [out=update_capture]
+(`out`: the results file's name, so a measurement on another run does not replace the committed one)
 """
 from __future__ import annotations
 
@@ -117,6 +118,7 @@ def main(argv):
   label, group = str(ov.pop("label", "soft_r4")), str(ov.pop("group", "main"))
   seed, k = int(ov.pop("seed", 0)), int(ov.pop("clients", 10))
   ratios = pop_list(ov, "ratios", "0.25,0.125", float)
+  out_name = str(ov.pop("out", "update_capture"))
   names = pop_list(ov, "compressors", ",".join(c for c in COMPRESSORS if c != "soft_updated"))
   bad = [c for c in names if c not in COMPRESSORS]
   if bad or ov:
@@ -149,7 +151,7 @@ def main(argv):
       for name, r in rows.items():
         print(f"{name:<14}{r['client_median']:>15.3f}{r['client_p90']:>7.3f}"
               f"{r['aggregate_median']:>19.3f}{r['aggregate_p90']:>7.3f}{r['kept_median']:>16.3f}")
-  path = write_result("update_capture", {"label": f"{group}/{label}", "seed": seed, "round": step,
+  path = write_result(out_name, {"label": f"{group}/{label}", "seed": seed, "round": step,
                                          "ratios": ratios, "clients": int(ids.shape[0]),
                                          "common_overrides": common, "results": out})
   print(f"-> {path}")

@@ -27,13 +27,18 @@ all runs of a seed share data, clients, channel draws and the model init. Groups
             at τ̄ = 0.5 s and 0.45 s
   skew      strong label skew (50 clients, Dirichlet α = 0.1 at equal sizes, configs/skewed.py:dir01's
             split): ideal, SOFT, SVD, top-k, random-k at ρ = 1/4, SOFT + EF, SOFT + TSFA at τ̄ = 0.5 s
+  reorth    SOFT with the server's re-orthogonalisation (method.reorth: the global factors rewritten
+            in their product's singular basis every round, so s_i = σ_i at each round's start):
+            ρ = 1/4 scoring the update, the updated factors or the product; ρ = 1/8 and SOFT + TSFA
+            at τ̄ = 0.5 s and 0.45 s scoring the product
   rank      the offline stage's check: SOFT + TSFA at lora.rank ∈ {2, 4, 8, 16, 32} under the same
             latency budget, and one run with tsfa.offline.enabled (pilot at r_max = 32 picks the rank;
             its choice is printed with the table) — the choice should be within one grid step of
             the best rank of the sweep; and both stages at τ̄ = 0.5 s (offline_t050)
 
   python benchmarks/sweep_methods.py [groups=main,score] [runs=soft_r4,svd_r4] [seeds=0,1,2]
-         [rounds=20] [max_length=128] [eval_every=5] [stop_at=HH:MM] [out=runs/sweep] [key=value ...]
+         [rounds=20] [max_length=128] [eval_every=5] [stop_at=HH:MM] [rerun=0] [out=runs/sweep]
+         [key=value ...]
 
 Each run's folder is <out>/<method>-<config hash>/seed<k> (runs of one config share it, whatever
 their labels; the results file maps labels to folders). A finished run of the same config (its
@@ -42,7 +47,10 @@ script is resumable per run (an interrupted run resumes from its checkpoint, a r
 continues); a finished run of another config in that folder stops
 the script, naming the keys that differ. Groups (and runs=..., if given) run in the order given;
 `seeds` says which seeds to run, the report holds every finished seed found.
-`stop_at` (UTC HH:MM): no new run starts after that time. Other `key=value` pairs are config overrides for every
+`rerun=1`: also run the seeds the results file holds (their folders gone; e.g. to pair new rows with
+reference rows measured on the same machine: float rounding differs between CPUs, and a final
+accuracy can move by an article); the new runs replace those rows' seeds.
+`stop_at` (UTC HH:MM): no new run starts after the next such time (tomorrow's if today's has passed). Other `key=value` pairs are config overrides for every
 run. Results (from every finished run found, also those of earlier invocations, and the rows of the
 results file already there when its common overrides are the same and the run's folder is gone, e.g.
 in a fresh clone): benchmarks/results/sweep_methods.{json,md,png}.
@@ -146,6 +154,14 @@ def grid() -> list:
                                                    "compress.error_feedback": True, **skew}))
   out.append(("skew", "soft_tsfa_t050_skew", "soft", {**TSFA, "tsfa.online.latency_budget": 0.5,
                                                        **skew}))
+  for sc in ("delta", "updated", "product"):
+    out.append(("reorth", f"reorth_{sc}", *_soft(0.25, **{"method.reorth": True,
+                                                        "compress.score_on": sc, **nodl})))
+  reo = {"method.reorth": True, "compress.score_on": "product", **nodl}
+  out.append(("reorth", "reorth_r8_product", *_soft(0.125, **reo)))
+  for t in (0.5, 0.45):
+    out.append(("reorth", f"reorth_tsfa_t{round(100 * t):03d}", "soft",
+                {**TSFA, "tsfa.online.latency_budget": t, **reo}))
   for r in (2, 4, 8, 16, 32):
     out.append(("rank", f"rank_{r}", "soft", {**TSFA, **nodl, "lora.rank": r}))
   out.append(("rank", "offline", "soft", {**TSFA, **nodl, "tsfa.offline.enabled": True,
@@ -348,6 +364,14 @@ HEAD_TO_HEAD = (
     (("skew", "ef_soft_r4_skew"), ("skew", "soft_r4_skew")),
     (("main", "soft_r8"), ("r8", "svd_r8")), (("main", "soft_r8"), ("r8", "topk_r8")),
     (("main", "soft_r8"), ("r8", "randk_r8")),
+    (("reorth", "reorth_delta"), ("main", "soft_r4")), (("reorth", "reorth_updated"), ("main", "soft_r4")),
+    (("reorth", "reorth_product"), ("main", "soft_r4")),
+    (("reorth", "reorth_delta"), ("main", "svd_r4")), (("reorth", "reorth_updated"), ("main", "svd_r4")),
+    (("reorth", "reorth_product"), ("main", "svd_r4")),
+    (("reorth", "reorth_product"), ("main", "topk_r4_eqbits")),
+    (("reorth", "reorth_product"), ("main", "randk_r4")),
+    (("reorth", "reorth_r8_product"), ("r8", "svd_r8")),
+    (("reorth", "reorth_r8_product"), ("main", "soft_r8")),
 )
 
 
@@ -436,11 +460,15 @@ def plot(res: dict, out_png: str) -> None:
 
 def main(argv):
   ov = parse_overrides(argv)
-  groups = pop_list(ov, "groups", "main,robust,tsfa_all,score,ortho,init,r8,ef,senders,skew,rank")
+  groups = pop_list(ov, "groups", "main,robust,tsfa_all,score,ortho,init,r8,ef,senders,skew,reorth,rank")
   only = pop_list(ov, "runs", "") or None
   seeds = pop_list(ov, "seeds", "0,1,2", int)
   out_root = str(ov.pop("out", os.path.join(ROOT, "runs/sweep")))
   stop_at = ov.pop("stop_at", None)
+  rerun = ov.pop("rerun", 0)
+  if rerun not in (0, 1, True, False):
+    raise SystemExit(f"rerun={rerun!r}: expected 0 or 1")
+  deadline = None if stop_at is None else stop_deadline(stop_at, dt.datetime.now(dt.timezone.utc))
   common = {}
   for k, key in (("rounds", "fed.rounds"), ("max_length", "data.max_length"),
                  ("eval_every", "eval.every")):
@@ -453,9 +481,11 @@ def main(argv):
   if only is not None:  # runs=... also sets the launch order
     todo.sort(key=lambda x: only.index(x[1]))
   earlier = earlier_runs(os.path.join(RESULTS, "sweep_methods.json"), common)
-  for group, label, method, run_ov, seed, wd in pending(todo, seeds, out_root, common, earlier):
-    now = dt.datetime.now(dt.timezone.utc).strftime("%H:%M")
-    if stop_at is not None and now >= str(stop_at):
+  for group, label, method, run_ov, seed, wd in pending(todo, seeds, out_root, common, earlier,
+                                                        bool(rerun)):
+    now_dt = dt.datetime.now(dt.timezone.utc)
+    now = now_dt.strftime("%H:%M")
+    if deadline is not None and now_dt >= deadline:
       print(f"stop_at={stop_at} reached at {now}: not starting {group}/{label}/seed{seed}")
       break
     print(f"--- {now} {group}/{label} seed {seed}", flush=True)
@@ -466,10 +496,23 @@ def main(argv):
   report(out_root, common)
 
 
-def pending(todo, seeds, out_root, common, earlier) -> list:
+def stop_deadline(stop_at, now: dt.datetime) -> dt.datetime:
+  """The first UTC time `stop_at` ('HH:MM') at or after `now`: a sweep started at 23:40 with
+  stop_at=01:30 runs until 01:30 the next day (comparing the strings would stop it at once)."""
+  try:
+    h, m = (int(x) for x in str(stop_at).split(":"))
+    if not (0 <= h < 24 and 0 <= m < 60):
+      raise ValueError
+  except ValueError:
+    raise SystemExit(f"stop_at={stop_at!r}: expected a UTC time HH:MM (00:00-23:59)") from None
+  t = now.replace(hour=h, minute=m, second=0, microsecond=0)
+  return t if t >= now.replace(second=0, microsecond=0) else t + dt.timedelta(days=1)
+
+
+def pending(todo, seeds, out_root, common, earlier, rerun: bool = False) -> list:
   """`[(group, label, method, overrides, seed, workdir)]` still to run, seed by seed: not a finished
-  run in its folder and not a row of the results file (`earlier`, same config folder name: a run
-  whose folder is gone, e.g. in a fresh clone, is not run again; delete the results file to rerun)."""
+  run in its folder and, unless `rerun`, not a row of the results file (`earlier`, same config folder
+  name: a run whose folder is gone, e.g. in a fresh clone, is not run again)."""
   dirs = run_dirs(out_root, common)
   out = []
   for seed in seeds:
@@ -477,7 +520,7 @@ def pending(todo, seeds, out_root, common, earlier) -> list:
       wd = os.path.join(dirs[(group, label)], f"seed{seed}")
       if check_finished(run_config(method, run_ov, common, wd, seed)):
         continue
-      if (os.path.basename(dirs[(group, label)]), seed) in earlier:
+      if not rerun and (os.path.basename(dirs[(group, label)]), seed) in earlier:
         print(f"    {group}/{label} seed {seed}: in the results file, not run again", flush=True)
         continue
       out.append((group, label, method, run_ov, seed, wd))

@@ -130,3 +130,19 @@ def test_pending_skips_finished_runs_and_rows_of_the_results_file(tmp_path):
   earlier = {(os.path.basename(dirs[("main", "svd_r4")]), 1): {"final_test_accuracy": 0.9}}
   left = [(g, l, s) for g, l, _, _, s, _ in sweep.pending(todo, [0, 1], out, COMMON, earlier)]
   assert left == [("main", "svd_r4", 0), ("main", "soft_r4", 1)]
+  # rerun=1: the results file's rows run again (a finished run on disk still does not)
+  left = [(g, l, s) for g, l, _, _, s, _ in sweep.pending(todo, [0, 1], out, COMMON, earlier, True)]
+  assert left == [("main", "svd_r4", 0), ("main", "soft_r4", 1), ("main", "svd_r4", 1)]
+
+
+def test_stop_at_is_the_next_such_time_also_across_midnight():
+  """stop_at=01:30 given at 23:46 stops the next day at 01:30 (a string comparison stopped at once)."""
+  import datetime as dt
+  utc = dt.timezone.utc
+  now = dt.datetime(2026, 12, 1, 23, 46, 30, tzinfo=utc)
+  assert sweep.stop_deadline("01:30", now) == dt.datetime(2026, 12, 2, 1, 30, tzinfo=utc)
+  assert sweep.stop_deadline("23:50", now) == dt.datetime(2026, 12, 1, 23, 50, tzinfo=utc)
+  assert sweep.stop_deadline("23:46", now) <= now          # this minute: stop now
+  for bad in ("25:00", "1:75", "noon"):
+    with pytest.raises(SystemExit, match=f"stop_at='{bad}'"):
+      sweep.stop_deadline(bad, now)

@@ -32,7 +32,7 @@ RESUMABLE_KEYS = (
 # key -> the value that reproduces the behaviour from before the key existed (tests/test_run.py)
 ADDED_KEYS = {
     "server.mean": "all",  # 2026-12-01: the FedAvg mean over all delivered uploads
-    "method.reorth": False,  # 2026-12-02: no server re-orthogonalisation
+    "method.reorth": False,  # 2026-12-01: no server re-orthogonalisation
 }
 
 

@@ -50,10 +50,11 @@ the script, naming the keys that differ. Groups (and runs=..., if given) run in 
 `rerun=1`: also run the seeds the results file holds (their folders gone; e.g. to pair new rows with
 reference rows measured on the same machine: float rounding differs between CPUs, and a final
 accuracy can move by an article); the new runs replace those rows' seeds.
-`stop_at` (UTC HH:MM): no new run starts after the next such time (tomorrow's if today's has passed). Other `key=value` pairs are config overrides for every
-run. Results (from every finished run found, also those of earlier invocations, and the rows of the
-results file already there when its common overrides are the same and the run's folder is gone, e.g.
-in a fresh clone): benchmarks/results/sweep_methods.{json,md,png}.
+`stop_at` (UTC HH:MM): no new run starts after the next such time (tomorrow's if today's has
+passed). Other `key=value` pairs are config overrides for every run. Results (from every finished
+run found, also those of earlier invocations, and the rows of the results file already there when
+its common overrides are the same and the run's folder is gone, e.g. in a fresh clone):
+benchmarks/results/sweep_methods.{json,md,png}.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import tiny_config
 from fedlora import train
-from fedlora.compress.base import adapter_pairs
+from fedlora.compress.base import adapter_pairs, dense_leaves
 from fedlora.soft.reorth import reorth_adapter, reorthogonalize
 
 
@@ -84,9 +84,10 @@ def test_server_applies_reorth_after_the_round_without_changing_the_model(tmp_pa
   assert max(np.abs(p).max() for p in p0.values()) > 0   # the round changed the products
   for k in p0:
     np.testing.assert_allclose(p1[k], p0[k], atol=1e-5 * max(np.abs(p0[k]).max(), 1e-6))
-  for x, y in zip(jax.tree_util.tree_leaves(outs[False]), jax.tree_util.tree_leaves(outs[True])):
-    if x.ndim == 1:  # head bias: untouched by reorth
-      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  dense = [dense_leaves(outs[on]) for on in (False, True)]
+  assert dense[0] and [p for p, _ in dense[0]] == [p for p, _ in dense[1]]
+  for (_, x), (_, y) in zip(*dense):  # the head: untouched by reorth
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   for _, a, b in adapter_pairs(outs[True]):
     g = np.asarray(b @ b.T)
     assert np.abs(g - np.diag(np.diag(g))).max() <= 1e-4 * np.abs(g).max()

@@ -52,6 +52,7 @@ class MethodSpec(NamedTuple):
                                         #   trainable map the server applies to the global model
                                         #   after every round (SOFT's method.reorth); it must keep
                                         #   the model's function (fed.round.check_reparam)
+  reparam_key: str | None = None    # config.method key that switches it on (named in errors)
   rank_grid: bool = False           # the compressor keeps whole rank components (ρ -> m/r)
   allocation: str = "fixed"         # default allocation with the wireless uplink: 'tsfa' | 'fixed'
   dense: bool = False               # uploads are dense: the ratio is 1 whatever method.ratio says
@@ -160,7 +161,9 @@ def build_method(config, trainable=None) -> Method:
 
   common = dict(name=name, compressor=comp, freeze=spec.freeze, penalty=penalty,
                 penalty_weight=weight, broadcast_bits=broadcast_bits, broadcast_once_bits=once_bits,
-                profile_bits=profile_bits, allocation=allocation, reparam=reparam)
+                profile_bits=profile_bits, allocation=allocation, reparam=reparam,
+                reparam_key=(f"config.method.{spec.reparam_key}=True" if spec.reparam_key
+                             else f"config.method.name={name!r}'s reparametrisation"))
   if not config.wireless.enabled:
     return Method(init_state=no_state, plan=fixed_ratio_plan(float(ratio)), deliver=deliver_all,
                   plot=no_plot, **common)

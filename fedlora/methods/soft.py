@@ -20,6 +20,6 @@ def _reparam(opt):
 
 register_method(MethodSpec(name="soft", compressor="soft",
                            make_penalty=lambda opt: make_ortho_penalty(opt("ortho_b")),
-                           make_reparam=_reparam,
+                           make_reparam=_reparam, reparam_key="reorth",
                            penalty_key="ortho_weight", rank_grid=True, allocation="tsfa",
                            defaults={"ortho_weight": 1e-2, "ortho_b": "gram", "reorth": False}))

@@ -151,7 +151,7 @@ def build(config) -> Experiment:
         client_chunk=chunk, donate=True, reparam=method.reparam)
   round_fns = rounds(config.fed.client_chunk)
   if method.reparam is not None:
-    check_reparam(round_fns, parts.trainable, method.reparam_key)
+    check_reparam(round_fns, parts.trainable, f"{method.reparam_key}=True")
   choice = None
   if config.fed.client_chunk == 0:
     choice = auto_chunk(config, round_fns, parts, clients, mesh)

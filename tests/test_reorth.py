@@ -102,9 +102,14 @@ def test_reorth_is_refused_with_state_in_the_factors_coordinates(tmp_path, overr
 
 
 def test_reorth_value_is_checked():
-  """The config layer keeps the key a bool; the method file's own check names a bad value."""
-  from fedlora.methods import get_spec
-  make = get_spec("soft").make_reparam
-  assert make(lambda k: False) is None and make(lambda k: True) is reorthogonalize
+  """The config layer keeps the key a bool; the method registry's own check names a bad value (a
+  config built another way, e.g. a section replaced whole)."""
+  import ml_collections
+  from fedlora.methods import build_method
+  for on in (False, True):
+    m = build_method(tiny_config(**{"method.name": "soft", "method.reorth": on}))
+    assert (m.reparam is reorthogonalize) == on
+  c = tiny_config(**{"method.name": "soft"})
+  c.method = ml_collections.ConfigDict({**c.method.to_dict(), "reorth": "yes"})
   with pytest.raises(ValueError, match=r"config.method.reorth='yes': must be True or False"):
-    make(lambda k: "yes")
+    build_method(c)

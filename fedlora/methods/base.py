@@ -31,7 +31,7 @@ class Method(NamedTuple):
   allocation: str = "fixed"          # 'tsfa' | 'fixed' (resolved from the method's default)
   reparam: Callable | None = None    # global trainable -> same model in other factor coordinates,
                                      #   applied by the server after every round (None = none)
-  reparam_key: str = ""              # what switched it on, e.g. "config.method.reorth=True" (errors)
+  reparam_key: str = ""              # the config key that switched it on ("config.method.reorth")
 
 
 def fixed_ratio_plan(ratio: float):

@@ -31,7 +31,7 @@ from typing import Callable, NamedTuple
 import jax.numpy as jnp
 
 from fedlora.compress import get_compressor
-from fedlora.compress.base import Compressor, CompressOut
+from fedlora.compress.base import Compressor, CompressOut, check_bool
 from fedlora.methods.base import Method, deliver_all, fixed_ratio_plan, no_plot, no_state
 from fedlora.utils.plugins import import_if_present
 
@@ -48,11 +48,11 @@ class MethodSpec(NamedTuple):
   penalty_key: str | None = None    # config.method key holding the penalty weight
   make_penalty: Callable | None = None  # (opt: key -> value) -> penalty, for a regulariser with
                                         #   options of its own (SOFT's ortho_b); instead of `penalty`
-  make_reparam: Callable | None = None  # (opt: key -> value) -> None or a jittable trainable ->
-                                        #   trainable map the server applies to the global model
-                                        #   after every round (SOFT's method.reorth); it must keep
-                                        #   the model's function (fed.round.check_reparam)
-  reparam_key: str | None = None    # config.method key that switches it on (named in errors)
+  reparam: Callable | None = None   # jittable trainable -> trainable map the server applies to the
+                                    #   global model after every round when the bool config.method
+                                    #   key `reparam_key` is True (SOFT's reorth); it must keep the
+                                    #   model's function (fed.round.check_reparam)
+  reparam_key: str | None = None    # that key (in `defaults`)
   rank_grid: bool = False           # the compressor keeps whole rank components (ρ -> m/r)
   allocation: str = "fixed"         # default allocation with the wireless uplink: 'tsfa' | 'fixed'
   dense: bool = False               # uploads are dense: the ratio is 1 whatever method.ratio says
@@ -66,6 +66,9 @@ _REGISTRY: dict[str, MethodSpec] = {}
 def register_method(spec: MethodSpec) -> MethodSpec:
   if spec.allocation not in ("tsfa", "fixed"):
     raise ValueError(f"method {spec.name!r}: allocation={spec.allocation!r}; one of ('tsfa', 'fixed')")
+  if spec.reparam is not None and spec.reparam_key not in spec.defaults:
+    raise ValueError(f"method {spec.name!r}: reparam needs reparam_key, a bool key of its defaults; "
+                     f"got {spec.reparam_key!r}")
   _REGISTRY[spec.name] = spec
   return spec
 
@@ -126,8 +129,9 @@ def build_method(config, trainable=None) -> Method:
   if spec.make_penalty is not None:
     penalty = spec.make_penalty(lambda key: method_opt(config, spec, key))
   reparam = None
-  if spec.make_reparam is not None:
-    reparam = spec.make_reparam(lambda key: method_opt(config, spec, key))
+  if spec.reparam is not None and check_bool("config.method", spec.reparam_key,
+                                             method_opt(config, spec, spec.reparam_key)):
+    reparam = spec.reparam
   allocation = config.method.allocation
   if allocation not in ALLOCATIONS:
     raise ValueError(f"config.method.allocation={allocation!r} is not allowed: one of {ALLOCATIONS}")
@@ -162,8 +166,7 @@ def build_method(config, trainable=None) -> Method:
   common = dict(name=name, compressor=comp, freeze=spec.freeze, penalty=penalty,
                 penalty_weight=weight, broadcast_bits=broadcast_bits, broadcast_once_bits=once_bits,
                 profile_bits=profile_bits, allocation=allocation, reparam=reparam,
-                reparam_key=(f"config.method.{spec.reparam_key}=True" if spec.reparam_key
-                             else f"config.method.name={name!r}'s reparametrisation"))
+                reparam_key=f"config.method.{spec.reparam_key}" if reparam is not None else "")
   if not config.wireless.enabled:
     return Method(init_state=no_state, plan=fixed_ratio_plan(float(ratio)), deliver=deliver_all,
                   plot=no_plot, **common)

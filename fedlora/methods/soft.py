@@ -8,18 +8,13 @@ Config keys (section `method`):
   reorth       = False    # the server rewrites the global factors in their product's singular
                           #   basis after every round (fedlora/soft/reorth.py; ours)
 """
-from fedlora.compress.base import check_bool
 from fedlora.methods.registry import MethodSpec, register_method
 from fedlora.soft.ortho import make_ortho_penalty
 from fedlora.soft.reorth import reorthogonalize
 
 
-def _reparam(opt):
-  return reorthogonalize if check_bool("config.method", "reorth", opt("reorth")) else None
-
-
 register_method(MethodSpec(name="soft", compressor="soft",
                            make_penalty=lambda opt: make_ortho_penalty(opt("ortho_b")),
-                           make_reparam=_reparam, reparam_key="reorth",
+                           reparam=reorthogonalize, reparam_key="reorth",
                            penalty_key="ortho_weight", rank_grid=True, allocation="tsfa",
                            defaults={"ortho_weight": 1e-2, "ortho_b": "gram", "reorth": False}))

@@ -63,8 +63,10 @@ def write_result(name: str, payload: dict) -> str:
   os.makedirs(RESULTS, exist_ok=True)
   path = os.path.join(RESULTS, f"{name}.json")
   payload = dict(payload, environment=environment(), unix_time=time.time())
-  with open(path, "w") as f:
+  tmp = f"{path}.{os.getpid()}.tmp"  # written whole, then renamed: a reader (another sweep running
+  with open(tmp, "w") as f:          # beside this one) or a kill mid-write never sees half a file
     json.dump(payload, f, indent=2)
+  os.replace(tmp, path)
   return path
 
 

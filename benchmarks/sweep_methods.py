@@ -34,7 +34,9 @@ all runs of a seed share data, clients, channel draws and the model init. Groups
   rank      the offline stage's check: SOFT + TSFA at lora.rank ∈ {2, 4, 8, 16, 32} under the same
             latency budget, and one run with tsfa.offline.enabled (pilot at r_max = 32 picks the rank;
             its choice is printed with the table) — the choice should be within one grid step of
-            the best rank of the sweep; and both stages at τ̄ = 0.5 s (offline_t050)
+            the best rank of the sweep; and both stages at τ̄ = 0.5 s (offline_t050) against the
+            same rank sweep at τ̄ = 0.5 s (rank_<r>_t050); the report's rank-check table gives,
+            per budget, the best rank, the offline stage's choices and their distance in grid steps
 
   python benchmarks/sweep_methods.py [groups=main,score] [runs=soft_r4,svd_r4] [seeds=0,1,2]
          [rounds=20] [max_length=128] [eval_every=5] [stop_at=HH:MM] [rerun=0] [out=runs/sweep]
@@ -74,6 +76,9 @@ import numpy as np  # noqa: E402
 
 
 INF = math.inf
+RANKS = (2, 4, 8, 16, 32)  # the rank sweep's grid: one grid step is a factor of 2
+# the offline stage's check, per latency budget: (rank rows' label suffix, the offline row's label)
+RANK_CHECKS = (("", "offline"), ("_t050", "offline_t050"))
 FIXED = {"method.allocation": "fixed"}
 TSFA = {"method.allocation": "tsfa"}
 
@@ -163,8 +168,11 @@ def grid() -> list:
   for t in (0.5, 0.45):
     out.append(("reorth", f"reorth_tsfa_t{round(100 * t):03d}", "soft",
                 {**TSFA, "tsfa.online.latency_budget": t, **reo}))
-  for r in (2, 4, 8, 16, 32):
+  for r in RANKS:
     out.append(("rank", f"rank_{r}", "soft", {**TSFA, **nodl, "lora.rank": r}))
+  for r in RANKS:  # the same sweep at the budget both stages were run at (rank_8_t050 = soft_tsfa_t050)
+    out.append(("rank", f"rank_{r}_t050", "soft", {**TSFA, **nodl, "lora.rank": r,
+                                                   "tsfa.online.latency_budget": 0.5}))
   out.append(("rank", "offline", "soft", {**TSFA, **nodl, "tsfa.offline.enabled": True,
                                           "tsfa.offline.r_max": 32}))
   # both stages under a tighter budget: the offline stage's rank, then TSFA's ratios at τ̄ = 0.5 s
@@ -419,6 +427,47 @@ def head_to_head_markdown(h2h: list) -> list:
   return lines + [""]
 
 
+def rank_check(res: dict) -> list:
+  """`[{budget, seeds, acc: {rank: mean}, best, chosen, steps}]`, one per RANK_CHECKS entry with
+  every rank row present: the rank sweep's mean final accuracy per rank over the seeds all its rows
+  finished, the best rank, the ranks the offline stage chose (per seed it ran), and how many grid
+  steps each choice lies from the best (the issue's check: at most one)."""
+  rows = res.get("rank", {})
+  out = []
+  for tag, off in RANK_CHECKS:
+    sweep = {r: rows.get(f"rank_{r}{tag}") for r in RANKS}
+    if any(v is None for v in sweep.values()):
+      continue
+    seeds = sorted(set.intersection(*[set(v["per_seed"]) for v in sweep.values()]), key=int)
+    if not seeds:
+      continue
+    acc = {r: float(np.mean([v["per_seed"][s]["final_test_accuracy"] for s in seeds]))
+           for r, v in sweep.items()}
+    best = max(RANKS, key=lambda r: (acc[r], -r))  # a tie goes to the smaller rank (fewer bits)
+    chosen = rows.get(off, {}).get("offline_chosen_rank", [])
+    out.append({"budget": off, "seeds": [int(s) for s in seeds], "acc": acc, "best": best,
+                "chosen": chosen,
+                "steps": [abs(RANKS.index(c) - RANKS.index(best)) if c in RANKS else None
+                          for c in chosen]})
+  return out
+
+
+def rank_check_markdown(checks: list) -> list:
+  """Lines of the offline-stage check (none when no rank sweep is complete)."""
+  if not checks:
+    return []
+  lines = ["### the offline stage's rank against the rank sweep (mean final accuracy over the "
+           "sweep's common seeds)", "",
+           "| offline row | seeds | " + " | ".join(f"r = {r}" for r in RANKS)
+           + " | best | offline chose | grid steps from best |",
+           "|---|---|" + "---|" * len(RANKS) + "---|---|---|"]
+  for c in checks:
+    lines.append(f"| {c['budget']} | {len(c['seeds'])} | "
+                 + " | ".join(f"{100 * c['acc'][r]:.2f}" for r in RANKS)
+                 + f" | {c['best']} | {c['chosen'] or '-'} | {c['steps'] or '-'} |")
+  return lines + [""]
+
+
 def group_ideal(res: dict, group: str) -> dict | None:
   """The reference of a group's Δ and bits columns: its own row `ideal_<group>` (a group on other
   data, e.g. 'skew') if it has one, else main/ideal."""
@@ -426,7 +475,7 @@ def group_ideal(res: dict, group: str) -> dict | None:
 
 
 def markdown(res: dict, header: str) -> str:
-  lines = [header, ""] + head_to_head_markdown(head_to_head(res))
+  lines = [header, ""] + head_to_head_markdown(head_to_head(res)) + rank_check_markdown(rank_check(res))
   for group, rows in res.items():
     ideal = group_ideal(res, group)
     lines += [f"### {group}", "",
@@ -550,7 +599,7 @@ def report(out_root, common):
   with open(os.path.join(RESULTS, "sweep_methods.md"), "w") as f:
     f.write(md + "\n")
   write_result("sweep_methods", {"common_overrides": common, "seeds": seeds, "groups": res,
-                                 "head_to_head": head_to_head(res)})
+                                 "head_to_head": head_to_head(res), "rank_check": rank_check(res)})
   if res:
     plot(res, os.path.join(RESULTS, "sweep_methods.png"))
   print(md, flush=True)

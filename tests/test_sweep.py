@@ -146,3 +146,22 @@ def test_stop_at_is_the_next_such_time_also_across_midnight():
   for bad in ("25:00", "1:75", "noon"):
     with pytest.raises(SystemExit, match=f"stop_at='{bad}'"):
       sweep.stop_deadline(bad, now)
+
+
+def test_rank_check_finds_the_best_rank_over_common_seeds_and_the_offline_distance():
+  """The best rank is the highest mean over the seeds every rank row finished (a seed only some
+  rows have is left out; a tie goes to the smaller rank); each offline choice's distance is counted
+  in grid steps; a budget whose sweep lacks a rank is not checked."""
+  def row(accs, **kw):
+    return {"per_seed": {s: {"final_test_accuracy": a} for s, a in accs.items()}, **kw}
+  acc = {2: 0.93, 4: 0.95, 8: 0.95, 16: 0.94, 32: 0.92}
+  rows = {f"rank_{r}": row({0: a, 1: a}) for r, a in acc.items()}
+  rows["rank_32"]["per_seed"][2] = {"final_test_accuracy": 0.99}   # seed 2: only rank 32 ran it
+  rows["offline"] = row({0: 0.9, 1: 0.9}, offline_chosen_rank=[2, 16])
+  rows.update({f"rank_{r}_t050": row({0: 0.9}) for r in (2, 4, 8, 16)})  # no rank 32 at 0.5 s
+  (c,) = sweep.rank_check({"rank": rows})
+  assert c["budget"] == "offline" and c["seeds"] == [0, 1]
+  assert c["best"] == 4 and c["acc"][32] == pytest.approx(0.92)
+  assert c["chosen"] == [2, 16] and c["steps"] == [1, 2]
+  assert "| offline | 2 | 93.00 | 95.00 | 95.00 | 94.00 | 92.00 | 4 | [2, 16] | [1, 2] |" in \
+      sweep.rank_check_markdown([c])

@@ -21,7 +21,10 @@ Prints median / 90th percentile over adapters and writes benchmarks/results/upda
 
   python benchmarks/bench_update_capture.py [label=soft_r4] [group=main] [seed=0] [ratios=0.25,0.125]
          [clients=10] [compressors=soft,soft_product,svd,topk,randk] [out=update_capture]
-(`out`: the results file's name, so a measurement on another run does not replace the committed one)
+         [trained=1] [key=value ...]
+(`out`: the results file's name, so a measurement on another run does not replace the committed one;
+`trained=0`: the init factors only, no sweep run needed; other `key=value` pairs override the config
+the clients train and the init factors are built with, e.g. `lora.init=graded optim.name=sgd`)
 """
 from __future__ import annotations
 
@@ -120,9 +123,12 @@ def main(argv):
   ratios = pop_list(ov, "ratios", "0.25,0.125", float)
   out_name = str(ov.pop("out", "update_capture"))
   names = pop_list(ov, "compressors", ",".join(c for c in COMPRESSORS if c != "soft_updated"))
+  trained = ov.pop("trained", 1)
+  if trained not in (0, 1, True, False):
+    raise SystemExit(f"trained={trained!r}: expected 0 or 1")
   bad = [c for c in names if c not in COMPRESSORS]
-  if bad or ov:
-    raise SystemExit(f"unknown compressors {bad} (allowed: {list(COMPRESSORS)}) or options {sorted(ov)}")
+  if bad:
+    raise SystemExit(f"unknown compressors {bad} (allowed: {list(COMPRESSORS)})")
   sweep_res = json.load(open(os.path.join(RESULTS, "sweep_methods.json")))
   rows = sweep_res["groups"].get(group, {})
   if label not in rows:
@@ -131,17 +137,20 @@ def main(argv):
   row = rows[label]
   common = sweep_res["common_overrides"]
   wd = os.path.join(row["folder"], f"seed{seed}")
-  step, state = final_state(wd)
-  if step is None:
+  step, state = final_state(wd) if trained else (None, None)
+  if trained and step is None:
     raise SystemExit(f"{wd} holds no checkpoint: run benchmarks/sweep_methods.py runs={label} "
-                     f"seeds={seed} first")
-  exp = build(sweep.run_config("ideal", {"wireless.enabled": False}, common, "", seed))
+                     f"seeds={seed} first (or trained=0)")
+  # `ov`: what is left are config overrides (a bad key or value is named by apply_overrides/build)
+  exp = build(sweep.run_config("ideal", {"wireless.enabled": False, **ov}, common, "", seed))
   ids = jax.random.choice(jax.random.PRNGKey(seed), int(exp.clients.num_clients),
                           (min(k, int(exp.clients.num_clients)),), replace=False)
   key = jax.random.PRNGKey(1000 + seed)
   out = {}
-  for tag, glob in (("init", exp.parts.trainable),
-                    ("trained", restore_like(exp.parts.trainable, state["trainable"]))):
+  globs = [("init", exp.parts.trainable)]
+  if trained:
+    globs.append(("trained", restore_like(exp.parts.trainable, state["trainable"])))
+  for tag, glob in globs:
     out[tag] = measure(exp, glob, ids, ratios, names, key)
     for ratio, rows in out[tag].items():
       print(f"\nglobal factors: {tag}" + (f" ({group}/{label} seed {seed}, round {step})"
@@ -153,7 +162,8 @@ def main(argv):
               f"{r['aggregate_median']:>19.3f}{r['aggregate_p90']:>7.3f}{r['kept_median']:>16.3f}")
   path = write_result(out_name, {"label": f"{group}/{label}", "seed": seed, "round": step,
                                          "ratios": ratios, "clients": int(ids.shape[0]),
-                                         "common_overrides": common, "results": out})
+                                         "common_overrides": common, "overrides": ov,
+                                         "results": out})
   print(f"-> {path}")
 
 

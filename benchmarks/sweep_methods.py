@@ -31,6 +31,9 @@ all runs of a seed share data, clients, channel draws and the model init. Groups
             in their product's singular basis every round, so s_i = σ_i at each round's start):
             ρ = 1/4 scoring the update, the updated factors or the product; ρ = 1/8 and SOFT + TSFA
             at τ̄ = 0.5 s and 0.45 s scoring the updated factors (the best of the three at 1/4)
+  graded    every method with lora.init='graded' (A's orthonormal column i scaled by 0.5**i, so a
+            round's update concentrates in the leading rank components): ideal, SOFT ρ = 1/4 scoring
+            the product, SVD, top-k, random-k at ρ = 1/4, SOFT + TSFA at τ̄ = 0.5 s, SOFT ρ = 1/8
   rank      the offline stage's check: SOFT + TSFA at lora.rank ∈ {2, 4, 8, 16, 32} under the same
             latency budget, and one run with tsfa.offline.enabled (pilot at r_max = 32 picks the rank;
             its choice is printed with the table) — the choice should be within one grid step of
@@ -168,6 +171,17 @@ def grid() -> list:
   for t in (0.5, 0.45):
     out.append(("reorth", f"reorth_tsfa_t{round(100 * t):03d}", "soft",
                 {**TSFA, "tsfa.online.latency_budget": t, **reo}))
+  # A's columns scaled by 0.5**i (lora.init='graded'): a round's update concentrates in the leading
+  # rank components, where the 'product' score sees it; every method with the same init, so the
+  # compressors are compared on the same updates
+  gr = {"lora.init": "graded", "lora.init_decay": 0.5, **nodl}
+  out.append(("graded", "ideal", "ideal", {"wireless.enabled": False, **gr}))
+  out.append(("graded", "soft_product", *_soft(0.25, **{"compress.score_on": "product", **gr})))
+  for m in ("svd", "topk", "randk"):
+    out.append(("graded", m, m, {**FIXED, "method.ratio": 0.25, **gr}))
+  out.append(("graded", "soft_tsfa_t050", "soft", {**TSFA, "tsfa.online.latency_budget": 0.5,
+                                                   "compress.score_on": "product", **gr}))
+  out.append(("graded", "soft_product_r8", *_soft(0.125, **{"compress.score_on": "product", **gr})))
   for r in RANKS:
     out.append(("rank", f"rank_{r}", "soft", {**TSFA, **nodl, "lora.rank": r}))
   for r in RANKS:  # the same sweep at the budget both stages were run at (rank_8_t050 = soft_tsfa_t050)
@@ -391,6 +405,13 @@ HEAD_TO_HEAD = (
     (("robust", "soft_r4"), ("robust", "svd_r4")), (("robust", "soft_r4"), ("robust", "topk_r4")),
     (("robust", "soft_r4"), ("robust", "randk_r4")),
     (("robust", "soft_tsfa_t050"), ("main", "soft_tsfa_t050")),
+    (("graded", "soft_product"), ("graded", "svd")), (("graded", "soft_product"), ("graded", "topk")),
+    (("graded", "soft_product"), ("graded", "randk")), (("graded", "soft_product"), ("main", "svd_r4")),
+    (("graded", "soft_product"), ("main", "topk_r4_eqbits")),
+    (("graded", "soft_product"), ("main", "soft_r4")), (("graded", "ideal"), ("main", "ideal")),
+    (("graded", "svd"), ("main", "svd_r4")),
+    (("graded", "soft_tsfa_t050"), ("main", "soft_tsfa_t050")),
+    (("graded", "soft_product_r8"), ("r8", "svd_r8")),
 )
 
 
@@ -520,7 +541,8 @@ def plot(res: dict, out_png: str) -> None:
 
 def main(argv):
   ov = parse_overrides(argv)
-  groups = pop_list(ov, "groups", "main,robust,tsfa_all,score,ortho,init,r8,ef,senders,skew,reorth,rank")
+  groups = pop_list(ov, "groups",
+                    "main,robust,tsfa_all,score,ortho,init,r8,ef,senders,skew,reorth,graded,rank")
   only = pop_list(ov, "runs", "") or None
   seeds = pop_list(ov, "seeds", "0,1,2", int)
   out_root = str(ov.pop("out", os.path.join(ROOT, "runs/sweep")))

@@ -49,7 +49,8 @@ def get_config(arg=None):
   c.lora.rank = 8  # structural LoRA rank r
   c.lora.alpha = 16.0  # scaling numerator: W = W0 + (alpha / r) * A @ B
   c.lora.dropout = 0.0  # dropout on the LoRA branch input
-  c.lora.init = "kaiming"  # A init: 'kaiming' (PEFT) | 'orthogonal' (SOFT) | 'gaussian'; B = 0
+  c.lora.init = "kaiming"  # A init: 'kaiming' (PEFT) | 'orthogonal' (SOFT) | 'gaussian' | 'graded'; B = 0
+  c.lora.init_decay = 0.5  # 'graded': A's orthonormal column i scaled by init_decay**i (ours)
 
   c.fed = ml_collections.ConfigDict()
   c.fed.rounds = 20  # communication rounds T

@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 from fedlora import lora
+from fedlora.compress.base import adapter_pairs
 from fedlora.models.layers import Linear, lora_delta
 
 
@@ -108,7 +109,25 @@ def test_count():
 @pytest.mark.parametrize("bad,match", [
     (dict(rank=0), "lora.rank=0"), (dict(alpha=-1.0), "lora.alpha=-1.0"),
     (dict(init="xavier"), "lora.init='xavier'"), (dict(targets=("nomatch",)), "matches no layer"),
-    (dict(dropout=1.0), "lora.dropout=1.0")])
+    (dict(dropout=1.0), "lora.dropout=1.0"), (dict(init="graded"), "lora.init_decay=None"),
+    (dict(init="graded", init_decay=0.0), "lora.init_decay=0.0"),
+    (dict(init="graded", init_decay=1.5), r"lora.init_decay=1.5: .*\(0, 1\]")])
 def test_bad_lora_config_is_named(bad, match):
   with pytest.raises(ValueError, match=match):
     build(lcfg(**bad))
+
+
+def test_graded_init_is_orthogonal_with_geometric_column_norms():
+  """'graded': A's columns orthogonal, column i of norm decay**i; decay 1 is the orthogonal init."""
+  base, _ = build(lcfg())
+  for decay in (0.5, 1.0):
+    ad = lora.init_adapters(jax.random.PRNGKey(3), base.frozen, lcfg(init="graded", init_decay=decay))
+    orth = lora.init_adapters(jax.random.PRNGKey(3), base.frozen, lcfg(init="orthogonal"))
+    pairs = list(zip(adapter_pairs(ad), adapter_pairs(orth)))
+    assert pairs
+    for (_, a, b), (_, a_o, _) in pairs:
+      g = np.asarray(a.T @ a)
+      np.testing.assert_allclose(g, np.diag(decay ** (2.0 * np.arange(a.shape[1]))), atol=1e-5)
+      np.testing.assert_allclose(np.asarray(a), np.asarray(a_o) * decay ** np.arange(a.shape[1]),
+                                 atol=1e-6)
+      assert not np.any(np.asarray(b))

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-INITS = ("kaiming", "orthogonal", "gaussian")
+INITS = ("kaiming", "orthogonal", "gaussian", "graded")
 
 
 def lora_scale(alpha: float, rank: int) -> float:
@@ -32,6 +32,10 @@ def validate_lora_config(cfg) -> None:
     raise ValueError(f"lora.dropout={cfg.dropout!r}: must be in [0, 1)")
   if cfg.init not in INITS:
     raise ValueError(f"lora.init={cfg.init!r}: allowed values are {INITS}")
+  if cfg.init == "graded":
+    decay = cfg.get("init_decay")
+    if not isinstance(decay, (int, float)) or isinstance(decay, bool) or not 0.0 < decay <= 1.0:
+      raise ValueError(f"lora.init_decay={decay!r}: lora.init='graded' needs a number in (0, 1]")
   targets = _as_tuple(cfg.targets)
   if not targets:
     raise ValueError("lora.targets is empty: give at least one regex over layer paths")
@@ -76,7 +80,11 @@ def match_targets(frozen: dict, targets) -> list[tuple]:
   return chosen
 
 
-def _init_a(key, d_in: int, r: int, init: str) -> jax.Array:
+def _init_a(key, d_in: int, r: int, init: str, decay: float = 1.0) -> jax.Array:
+  """A `[d_in, r]` for `init` (INITS). 'graded' (ours): orthonormal columns scaled by decay**i, so
+  column i's share of the product's change, B's update times ‖a_i‖, falls geometrically with i and a
+  round's update concentrates in the leading rank components, the ones SOFT's norm importance
+  keeps (B = 0 at the start gives every component's update about the same norm under AdamW)."""
   if init == "kaiming":  # PEFT default: kaiming_uniform(a=sqrt(5)) -> U(-1/sqrt(d_in), 1/sqrt(d_in))
     bound = 1.0 / math.sqrt(d_in)
     return jax.random.uniform(key, (d_in, r), jnp.float32, -bound, bound)
@@ -84,6 +92,9 @@ def _init_a(key, d_in: int, r: int, init: str) -> jax.Array:
     return jax.nn.initializers.orthogonal()(key, (d_in, r), jnp.float32)
   if init == "gaussian":  # PEFT 'gaussian': N(0, 1/r)
     return jax.random.normal(key, (d_in, r), jnp.float32) / r
+  if init == "graded":
+    scale = jnp.asarray(decay, jnp.float32) ** jnp.arange(r, dtype=jnp.float32)
+    return jax.nn.initializers.orthogonal()(key, (d_in, r), jnp.float32) * scale[None, :]
   raise ValueError(f"lora.init={init!r}: allowed values are {INITS}")
 
 
@@ -99,7 +110,8 @@ def init_adapters(key: jax.Array, frozen: dict, cfg) -> dict:
     for p in path:
       node = node[p]
     d_in, d_out = node["kernel"].shape
-    leaf = {"lora_a": _init_a(jax.random.fold_in(key, i), d_in, cfg.rank, cfg.init),
+    leaf = {"lora_a": _init_a(jax.random.fold_in(key, i), d_in, cfg.rank, cfg.init,
+                              cfg.get("init_decay", 1.0)),
             "lora_b": jnp.zeros((cfg.rank, d_out), jnp.float32)}
     cur = out
     for p in path[:-1]:

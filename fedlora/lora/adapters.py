@@ -81,10 +81,12 @@ def match_targets(frozen: dict, targets) -> list[tuple]:
 
 
 def _init_a(key, d_in: int, r: int, init: str, decay: float = 1.0) -> jax.Array:
-  """A `[d_in, r]` for `init` (INITS). 'graded' (ours): orthonormal columns scaled by decay**i, so
-  column i's share of the product's change, B's update times ‖a_i‖, falls geometrically with i and a
-  round's update concentrates in the leading rank components, the ones SOFT's norm importance
-  keeps (B = 0 at the start gives every component's update about the same norm under AdamW)."""
+  """A `[d_in, r]` for `init` (INITS). 'graded' (ours): orthonormal columns scaled by decay**i.
+  From B = 0, AdamW gives every b_i about the same update norm, so component i's share of the
+  product's change, ‖Δb_i‖·‖a_i‖, falls geometrically with i: a round's update concentrates in the
+  leading components, where SOFT scoring the product ('product') finds it and SVD truncation keeps
+  it too (benchmarks/bench_update_capture.py). Measured: SOFT at a fixed ratio then keeps picking
+  the same leading components, and the others are never trained (README: Fair comparison)."""
   if init == "kaiming":  # PEFT default: kaiming_uniform(a=sqrt(5)) -> U(-1/sqrt(d_in), 1/sqrt(d_in))
     bound = 1.0 / math.sqrt(d_in)
     return jax.random.uniform(key, (d_in, r), jnp.float32, -bound, bound)

@@ -34,6 +34,8 @@ all runs of a seed share data, clients, channel draws and the model init. Groups
   graded    every method with lora.init='graded' (A's orthonormal column i scaled by 0.5**i, so a
             round's update concentrates in the leading rank components): ideal, SOFT ρ = 1/4 scoring
             the product, SVD, top-k, random-k at ρ = 1/4, SOFT + TSFA at τ̄ = 0.5 s, SOFT ρ = 1/8
+  queue     SOFT + TSFA at τ̄ = 0.5 s and 0.45 s with the queue starting at 2·τ̄
+            (tsfa.online.initial_queue) instead of empty, whose first round sends everything
   rank      the offline stage's check: SOFT + TSFA at lora.rank ∈ {2, 4, 8, 16, 32} under the same
             latency budget, and one run with tsfa.offline.enabled (pilot at r_max = 32 picks the rank;
             its choice is printed with the table) — the choice should be within one grid step of
@@ -182,6 +184,9 @@ def grid() -> list:
   out.append(("graded", "soft_tsfa_t050", "soft", {**TSFA, "tsfa.online.latency_budget": 0.5,
                                                    "compress.score_on": "product", **gr}))
   out.append(("graded", "soft_product_r8", *_soft(0.125, **{"compress.score_on": "product", **gr})))
+  for t in (0.5, 0.45):  # TSFA's queue starting at 2·τ̄ instead of empty (the first rounds' overspend)
+    out.append(("queue", f"soft_tsfa_t{round(100 * t):03d}_q", "soft",
+                {**TSFA, **nodl, "tsfa.online.latency_budget": t, "tsfa.online.initial_queue": 2 * t}))
   for r in RANKS:
     out.append(("rank", f"rank_{r}", "soft", {**TSFA, **nodl, "lora.rank": r}))
   for r in RANKS:  # the same sweep at the budget both stages were run at (rank_8_t050 = soft_tsfa_t050)
@@ -412,6 +417,8 @@ HEAD_TO_HEAD = (
     (("graded", "svd"), ("main", "svd_r4")),
     (("graded", "soft_tsfa_t050"), ("main", "soft_tsfa_t050")),
     (("graded", "soft_product_r8"), ("r8", "svd_r8")),
+    (("queue", "soft_tsfa_t050_q"), ("main", "soft_tsfa_t050")),
+    (("queue", "soft_tsfa_t045_q"), ("main", "soft_tsfa_t045")),
 )
 
 
@@ -542,7 +549,7 @@ def plot(res: dict, out_png: str) -> None:
 def main(argv):
   ov = parse_overrides(argv)
   groups = pop_list(ov, "groups",
-                    "main,robust,tsfa_all,score,ortho,init,r8,ef,senders,skew,reorth,graded,rank")
+                    "main,robust,tsfa_all,score,ortho,init,r8,ef,senders,skew,reorth,graded,queue,rank")
   only = pop_list(ov, "runs", "") or None
   seeds = pop_list(ov, "seeds", "0,1,2", int)
   out_root = str(ov.pop("out", os.path.join(ROOT, "runs/sweep")))

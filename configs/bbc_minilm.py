@@ -145,6 +145,7 @@ def get_config(arg=None):
   c.tsfa.online.max_backtracks = 40  # step halvings per solver iteration
   c.tsfa.online.continuation = 0.98  # temperature homotopy factor per iteration (1.0 = off)
   c.tsfa.online.start_temperature = 0.1  # homotopy start (fraction of the start's largest latency)
+  c.tsfa.online.initial_queue = 0.0  # Q(0) (s); ~ the queue's steady value plans round 1 like the rest
   c.tsfa.offline = ml_collections.ConfigDict()
   c.tsfa.offline.enabled = False  # run TSFA's offline stage: pilot at r_max, choose rank, V, ρ_min
   c.tsfa.offline.pilot_rounds = 3  # rounds of the pilot run (dense uploads at rank r_max)

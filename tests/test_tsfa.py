@@ -209,7 +209,7 @@ def test_online_config_validation():
   for kw, name in ((dict(rho_min=0.0), "rho_min"), (dict(rho_min=1.5), "rho_min"),
                    (dict(latency_budget=-1.0), "latency_budget"), (dict(bandwidth_hz=0.0), "bandwidth_hz"),
                    (dict(V=-1.0), "V"), (dict(temperature=0.0), "temperature"),
-                   (dict(continuation=1.5), "continuation")):
+                   (dict(continuation=1.5), "continuation"), (dict(initial_queue=-1.0), "initial_queue")):
     base = dict(latency_budget=1.0, V=1.0, rho_min=0.25)
     with pytest.raises(ValueError, match=name):
       tsfa.OnlineConfig(**{**base, **kw})
@@ -233,6 +233,27 @@ def test_update_uses_realised_latency_for_the_queue():
   assert float(diag.queue) == pytest.approx(0.75) and float(state.queue) == pytest.approx(0.75)
   state = tsfa.observe(state, inst["budget"] - 5.0, cfg)
   assert float(state.queue) == 0.0  # the queue never goes negative
+
+
+def test_initial_queue_is_the_first_plans_queue_and_holds_its_latency_back():
+  """Q(0) = initial_queue is the queue the first plan uses; with an empty queue the first plan pays
+  no latency cost (its ratios are as large as the sparsification error wants), with a backlog of a
+  few budgets it plans a shorter round with smaller ratios."""
+  import dataclasses
+  inst = random_instance(np.random.default_rng(7), 6)
+  empty = online_config(inst)
+  held = dataclasses.replace(empty, initial_queue=3.0 * inst["budget"])
+  update = jax.jit(tsfa.update, static_argnames="cfg")
+  ids = jnp.arange(6)
+  plans = {}
+  for name, cfg in (("empty", empty), ("held", held)):
+    state = tsfa.init(10, cfg)
+    assert float(state.queue) == pytest.approx(cfg.initial_queue)
+    rho, _, diag, _ = update(state, to_inputs(inst), 0.0, cfg=cfg, client_ids=ids)
+    assert float(diag.queue) == pytest.approx(cfg.initial_queue)
+    plans[name] = (np.asarray(rho), float(diag.max_latency))
+  assert plans["held"][1] < plans["empty"][1]
+  assert np.all(plans["held"][0] <= plans["empty"][0] + 1e-6) and plans["held"][0].sum() < plans["empty"][0].sum()
 
 
 # ----------------------------------------------------------------------------------------------------

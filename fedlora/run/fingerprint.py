@@ -34,6 +34,7 @@ ADDED_KEYS = {
     "server.mean": "all",  # 2026-12-01: the FedAvg mean over all delivered uploads
     "method.reorth": False,  # 2026-12-01: no server re-orthogonalisation
     "lora.init_decay": 0.5,  # 2026-12-02: read only by lora.init='graded', which did not exist
+    "tsfa.online.initial_queue": 0.0,  # 2026-12-02: TSFA's queue started empty
 }
 
 

@@ -84,6 +84,10 @@ class OnlineConfig:
                     (module docstring); 0.85-0.95 converge faster but stall further from the
                     optimum for K ≥ 100. 1.0 switches the homotopy off.
     start_temperature: ours 0.1 (fraction of the start point's largest normalised latency).
+    initial_queue:  ours 0.0 (s): Q(0). With an empty queue the first round's plan pays no latency
+                    cost, so it sends everything (ρ = 1) and the next rounds pay the excess back;
+                    starting at about the queue's steady value (a place-holder backlog, as in
+                    Neely's drift-plus-penalty) plans the first rounds as the later ones.
   """
   latency_budget: float = _static()
   V: float = _static()
@@ -99,6 +103,7 @@ class OnlineConfig:
   max_backtracks: int = _static(40)
   continuation: float = _static(0.98)
   start_temperature: float = _static(0.1)
+  initial_queue: float = _static(0.0)
 
   def __post_init__(self):
     def need(ok, name, allowed):
@@ -116,6 +121,7 @@ class OnlineConfig:
     need(num(self.tie_break) and self.tie_break >= 0, "tie_break", ">= 0")
     need(num(self.continuation) and 0 < self.continuation <= 1, "continuation", "a factor in (0, 1]")
     need(num(self.start_temperature) and self.start_temperature > 0, "start_temperature", "> 0")
+    need(num(self.initial_queue) and self.initial_queue >= 0, "initial_queue", ">= 0 seconds")
     need(isinstance(self.max_backtracks, int) and self.max_backtracks >= 0, "max_backtracks",
          "an integer >= 0")
 
@@ -170,11 +176,12 @@ class Diagnostics(NamedTuple):
 
 
 def init(num_clients: int, cfg: OnlineConfig) -> TSFAState:
-  """Empty queue, ρ = 1 and an equal bandwidth split as the first warm start."""
+  """Queue Q(0) = cfg.initial_queue (0: empty), ρ = 1 and an equal bandwidth split as the first
+  warm start."""
   n = int(num_clients)
   if n < 1:
     raise ValueError(f"num_clients={num_clients!r} is not allowed: an integer >= 1")
-  return TSFAState(jnp.float32(0.0), jnp.ones((n,), jnp.float32), jnp.full((n,), 1.0 / n, jnp.float32),
+  return TSFAState(jnp.float32(cfg.initial_queue), jnp.ones((n,), jnp.float32), jnp.full((n,), 1.0 / n, jnp.float32),
                    jnp.int32(0))
 
 

@@ -253,7 +253,8 @@ def test_initial_queue_is_the_first_plans_queue_and_holds_its_latency_back():
     assert float(diag.queue) == pytest.approx(cfg.initial_queue)
     plans[name] = (np.asarray(rho), float(diag.max_latency))
   assert plans["held"][1] < plans["empty"][1]
-  assert np.all(plans["held"][0] <= plans["empty"][0] + 1e-6) and plans["held"][0].sum() < plans["empty"][0].sum()
+  assert np.all(plans["held"][0] <= plans["empty"][0] + 1e-6)
+  assert plans["held"][0].sum() < plans["empty"][0].sum()
 
 
 # ----------------------------------------------------------------------------------------------------

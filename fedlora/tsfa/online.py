@@ -181,8 +181,8 @@ def init(num_clients: int, cfg: OnlineConfig) -> TSFAState:
   n = int(num_clients)
   if n < 1:
     raise ValueError(f"num_clients={num_clients!r} is not allowed: an integer >= 1")
-  return TSFAState(jnp.float32(cfg.initial_queue), jnp.ones((n,), jnp.float32), jnp.full((n,), 1.0 / n, jnp.float32),
-                   jnp.int32(0))
+  return TSFAState(jnp.float32(cfg.initial_queue), jnp.ones((n,), jnp.float32),
+                   jnp.full((n,), 1.0 / n, jnp.float32), jnp.int32(0))
 
 
 def observe(state: TSFAState, realised_latency, cfg: OnlineConfig) -> TSFAState:

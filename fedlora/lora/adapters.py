@@ -33,7 +33,7 @@ def validate_lora_config(cfg) -> None:
   if cfg.init not in INITS:
     raise ValueError(f"lora.init={cfg.init!r}: allowed values are {INITS}")
   if cfg.init == "graded":
-    decay = cfg.get("init_decay")
+    decay = getattr(cfg, "init_decay", None)
     if not isinstance(decay, (int, float)) or isinstance(decay, bool) or not 0.0 < decay <= 1.0:
       raise ValueError(f"lora.init_decay={decay!r}: lora.init='graded' needs a number in (0, 1]")
   targets = _as_tuple(cfg.targets)
@@ -113,7 +113,7 @@ def init_adapters(key: jax.Array, frozen: dict, cfg) -> dict:
       node = node[p]
     d_in, d_out = node["kernel"].shape
     leaf = {"lora_a": _init_a(jax.random.fold_in(key, i), d_in, cfg.rank, cfg.init,
-                              cfg.get("init_decay", 1.0)),
+                              getattr(cfg, "init_decay", 1.0)),
             "lora_b": jnp.zeros((cfg.rank, d_out), jnp.float32)}
     cur = out
     for p in path[:-1]:

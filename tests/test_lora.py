@@ -120,9 +120,9 @@ def test_bad_lora_config_is_named(bad, match):
 def test_graded_init_is_orthogonal_with_geometric_column_norms():
   """'graded': A's columns orthogonal, column i of norm decay**i; decay 1 is the orthogonal init."""
   base, _ = build(lcfg())
+  orth = lora.init_adapters(jax.random.PRNGKey(3), base.frozen, lcfg(init="orthogonal"))
   for decay in (0.5, 1.0):
     ad = lora.init_adapters(jax.random.PRNGKey(3), base.frozen, lcfg(init="graded", init_decay=decay))
-    orth = lora.init_adapters(jax.random.PRNGKey(3), base.frozen, lcfg(init="orthogonal"))
     pairs = list(zip(adapter_pairs(ad), adapter_pairs(orth)))
     assert pairs
     for (_, a, b), (_, a_o, _) in pairs:

@@ -94,9 +94,9 @@ def _init_a(key, d_in: int, r: int, init: str, decay: float = 1.0) -> jax.Array:
     return jax.nn.initializers.orthogonal()(key, (d_in, r), jnp.float32)
   if init == "gaussian":  # PEFT 'gaussian': N(0, 1/r)
     return jax.random.normal(key, (d_in, r), jnp.float32) / r
-  if init == "graded":
+  if init == "graded":  # the orthogonal init, column i scaled by decay**i
     scale = jnp.asarray(decay, jnp.float32) ** jnp.arange(r, dtype=jnp.float32)
-    return jax.nn.initializers.orthogonal()(key, (d_in, r), jnp.float32) * scale[None, :]
+    return _init_a(key, d_in, r, "orthogonal") * scale[None, :]
   raise ValueError(f"lora.init={init!r}: allowed values are {INITS}")
 
 

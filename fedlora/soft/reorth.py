@@ -2,8 +2,9 @@
 
 SOFT keeps the rank components with the largest s_i = ‖a_i‖·‖b_i‖, which are the singular values of
 the product `a @ b` only when a's columns and b's rows are orthogonal. The local regulariser makes
-them nearly so over many rounds (`fedlora/soft/ortho.py`), but not in the early rounds. With `method.reorth=True` the server, after each round's update, rewrites every
-adapter's global factors in the singular basis of their own product, exactly:
+them nearly so over many rounds (`fedlora/soft/ortho.py`), but not in the early rounds. With
+`method.reorth=True` the server, after each round's update, rewrites every adapter's global factors
+in the singular basis of their own product, exactly:
 
   `a: [d_in, r]`, `b: [r, d_out]`, `a @ b = U S Vᵀ` (rank r; computed WITHOUT forming the product:
   two thin QRs and the SVD of an r×r core, `fedlora.compress.svd.svd_rotation`, O((d_in + d_out)·r²

@@ -10,12 +10,13 @@ of the global model `(a [d_in, r], b [r, d_out])`, computes with numpy:
   a_off      largest |off-diagonal| of aᵀa;
   s_err      ‖sort(s) − σ‖ / ‖σ‖, σ the top-r singular values of a @ b;
   captured   ‖Σ_{i in top-m by s} a_i b_iᵀ‖_F² / Σ_{j ≤ m} σ_j²: the energy SOFT's pick keeps relative
-             to the best rank-m approximation (1 = as good as the SVD), at m = ceil(ρ·r).
+             to the best rank-m approximation (1 = as good as the SVD), at m = ceil(ρ·r);
+  b_zero     rank components whose row of b is exactly 0 (never trained: B starts at 0).
 Prints the median / worst over adapters per run (and the mean over seeds) and writes
-`benchmarks/results/soft_alignment.json`.
+`benchmarks/results/<out>.json` (default soft_alignment).
 
   python benchmarks/bench_soft_alignment.py [group=score] [labels=gram_delta,cosine_delta,...]
-         [ratio=0.25]
+         [ratio=0.25] [out=soft_alignment]
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def measure(a: np.ndarray, b: np.ndarray, ratio: float) -> dict:
   best = float(np.sum(np.square(sig[:m])))
   return {"b_cos": off(cos), "a_off": off(ga),
           "s_err": float(np.linalg.norm(np.sort(s)[::-1] - sig) / max(np.linalg.norm(sig), 1e-30)),
-          "captured": float(kept / best) if best > 0 else 1.0}
+          "captured": float(kept / best) if best > 0 else 1.0, "b_zero": float(np.sum(nb == 0.0))}
 
 
 def final_state(workdir: str):
@@ -79,12 +80,13 @@ def main(argv):
   labels = pop_list(ov, "labels", "gram_delta,gram_updated,gram_product,cosine_delta,cosine_updated,"
                     "cosine_product")
   ratio = float(ov.pop("ratio", 0.25))
+  out_name = str(ov.pop("out", "soft_alignment"))
   if ov:
-    raise SystemExit(f"unknown arguments {sorted(ov)}; allowed: group, labels, ratio")
+    raise SystemExit(f"unknown arguments {sorted(ov)}; allowed: group, labels, ratio, out")
   sweep = json.load(open(os.path.join(RESULTS, "sweep_methods.json")))["groups"].get(group, {})
   rows = {}
   print(f"{'run':<16}{'seed':>5}{'round':>6}{'B cos med/max':>16}{'AᵀA off med':>13}"
-        f"{'s_err med/max':>16}{'captured med/min':>18}")
+        f"{'s_err med/max':>16}{'captured med/min':>18}{'B zero rows min/max':>21}")
   for label in labels:
     if label not in sweep:
       print(f"{label}: no finished run in group {group!r} of benchmarks/results/sweep_methods.json")
@@ -103,14 +105,15 @@ def main(argv):
                         **{k: {"median": v[0], "max": v[1], "min": v[2]} for k, v in agg.items()}}
       print(f"{label:<16}{seed[4:]:>5}{step:>6}{agg['b_cos'][0]:>9.3f}/{agg['b_cos'][1]:.3f}"
             f"{agg['a_off'][0]:>13.3f}{agg['s_err'][0]:>9.3f}/{agg['s_err'][1]:.3f}"
-            f"{agg['captured'][0]:>11.3f}/{agg['captured'][2]:.3f}")
+            f"{agg['captured'][0]:>11.3f}/{agg['captured'][2]:.3f}"
+            f"{agg['b_zero'][2]:>16.0f}/{agg['b_zero'][1]:.0f}")
     if per_seed:
       rows[label] = {"workdir": d, "per_seed": per_seed,
                      "mean_over_seeds": {k: float(np.mean([s[k]["median"] for s in per_seed.values()]))
-                                         for k in ("b_cos", "a_off", "s_err", "captured")}}
+                                         for k in ("b_cos", "a_off", "s_err", "captured", "b_zero")}}
   if not rows:
     raise SystemExit(f"no finished run with checkpoints in group {group!r} for labels {labels}")
-  write_result("soft_alignment", {"group": group, "ratio": ratio, "runs": rows})
+  write_result(out_name, {"group": group, "ratio": ratio, "runs": rows})
 
 
 if __name__ == "__main__":

@@ -267,6 +267,7 @@ def summarise(workdir) -> dict | None:
       "profile_bits": 8 * s.get("cum_profile_bytes", 0.0),
       "mean_ratio": float(np.mean([np.mean(r["ratio"]) for r in recs])),
       "mean_round_latency_s": float(np.mean(lat)) if lat else None,
+      "first_round_latency_s": float(lat[0]) if lat else None,  # TSFA's empty queue: see group queue
       "deadline_misses": int(sum(r.get("deadline_misses", 0) for r in recs)),
       "train_seconds": s["train_seconds_all_rounds"],
       "curve": [(r["round"], r["test_accuracy"], 8 * r["cum_uplink_bytes"]) for r in recs
@@ -286,12 +287,15 @@ def aggregate(runs: dict) -> dict:
     b = [c[2] for s in seeds for c in runs[s]["curve"] if c[0] == t]
     curve.append((t, float(np.mean(a)), float(np.std(a)), float(np.mean(b))))
   lat = [runs[s]["mean_round_latency_s"] for s in seeds if runs[s]["mean_round_latency_s"] is not None]
+  first = [runs[s]["first_round_latency_s"] for s in seeds  # rows read back from an older results
+           if runs[s].get("first_round_latency_s") is not None]  # file may lack it
   return {"seeds": seeds, "acc_mean": float(acc.mean()), "acc_std": float(acc.std()),
           "uplink_bits_mean": float(bits.mean()),
           "uplink_attempted_bits_mean": float(np.mean([runs[s]["uplink_attempted_bits"] for s in seeds])),
           "profile_bits_mean": float(np.mean([runs[s]["profile_bits"] for s in seeds])),
           "mean_ratio": float(np.mean([runs[s]["mean_ratio"] for s in seeds])),
           "mean_round_latency_s": float(np.mean(lat)) if lat else None,
+          "first_round_latency_s": float(np.mean(first)) if first else None,
           "deadline_misses": float(np.mean([runs[s]["deadline_misses"] for s in seeds])),
           "curve": curve}
 
@@ -508,18 +512,19 @@ def markdown(res: dict, header: str) -> str:
     ideal = group_ideal(res, group)
     lines += [f"### {group}", "",
               "| run | seeds | final acc % (mean ± std) | Δ vs ideal, paired (pts, n) | uplink Mbit | "
-              "vs ideal bits | mean ρ | mean τ (s) | misses | attempted Mbit | profile kbit |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "vs ideal bits | mean ρ | mean τ (s) | round-1 τ (s) | misses | attempted Mbit | "
+              "profile kbit |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, r in rows.items():
       if "offline_chosen_rank" in r:
         label = f"{label} (chose r = {r['offline_chosen_rank']})"
       frac = f"{r['uplink_bits_mean'] / ideal['uplink_bits_mean']:.3f}" if ideal else "-"
       lat = "-" if r["mean_round_latency_s"] is None else f"{r['mean_round_latency_s']:.3f}"
+      lat1 = "-" if r.get("first_round_latency_s") is None else f"{r['first_round_latency_s']:.3f}"
       p = paired(r, ideal)
       dp = "-" if p is None else f"{p[0]:+.2f} ± {p[1]:.2f} ({p[2]})"
       lines.append(f"| {label} | {len(r['seeds'])} | {100 * r['acc_mean']:.2f} ± "
                    f"{100 * r['acc_std']:.2f} | {dp} | {r['uplink_bits_mean'] / 1e6:.1f} | {frac} | "
-                   f"{r['mean_ratio']:.3f} | {lat} | {r['deadline_misses']:.1f} | "
+                   f"{r['mean_ratio']:.3f} | {lat} | {lat1} | {r['deadline_misses']:.1f} | "
                    f"{r['uplink_attempted_bits_mean'] / 1e6:.1f} | {r['profile_bits_mean'] / 1e3:.1f} |")
     lines.append("")
   return "\n".join(lines)

@@ -165,3 +165,14 @@ def test_rank_check_finds_the_best_rank_over_common_seeds_and_the_offline_distan
   assert c["chosen"] == [2, 16] and c["steps"] == [1, 2]
   assert "| offline | 2 | 93.00 | 95.00 | 95.00 | 94.00 | 92.00 | 4 | [2, 16] | [1, 2] |" in \
       sweep.rank_check_markdown([c])
+
+
+def test_aggregate_first_round_latency_over_the_seeds_that_have_it():
+  """Round-1 latency is averaged over the seeds that report it (a row read back from an older results
+  file has none), and is None when no seed does."""
+  def run(first=None):
+    r = {"final_test_accuracy": 0.9, "uplink_bits": 1.0, "uplink_attempted_bits": 1.0, "profile_bits": 0.0,
+         "mean_ratio": 0.5, "mean_round_latency_s": 0.5, "deadline_misses": 0, "curve": [(5, 0.9, 1.0)]}
+    return r if first is None else {**r, "first_round_latency_s": first}
+  assert sweep.aggregate({0: run(1.0), 1: run(), 2: run(2.0)})["first_round_latency_s"] == 1.5
+  assert sweep.aggregate({0: run(), 1: run()})["first_round_latency_s"] is None

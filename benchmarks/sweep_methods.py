@@ -423,6 +423,8 @@ HEAD_TO_HEAD = (
     (("graded", "soft_product_r8"), ("r8", "svd_r8")),
     (("queue", "soft_tsfa_t050_q"), ("main", "soft_tsfa_t050")),
     (("queue", "soft_tsfa_t045_q"), ("main", "soft_tsfa_t045")),
+    (("init", "init_kaiming"), ("init", "init_orthogonal")),
+    (("init", "init_gaussian"), ("init", "init_orthogonal")),
     # the rank sweep's best rank against the others, at each budget (the offline stage's check)
     *((("rank", f"rank_2{tag}"), ("rank", f"rank_{r}{tag}")) for tag, _ in RANK_CHECKS for r in RANKS[1:]),
 )

@@ -27,6 +27,7 @@ def get_config(arg=None):
   c.model.remat = "none"  # recompute block activations in backward: 'none' | 'block' | a jax.checkpoint_policies name
   c.model.compute_dtype = "float32"  # matmul dtype: 'float32' | 'bfloat16' (norms, softmax, loss stay float32)
   c.model.param_dtype = "float32"  # frozen base stored as 'float32' | 'bfloat16' (LoRA, head, optimizer: float32)
+  c.model.grad_barrier = True  # CPU speed only (same values): materialise the gradient between blocks (layers.grad_barrier)
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "bbcnews"  # 'bbcnews' | 'csv' | 'json' | 'parquet' | 'disk' (save_to_disk folder)
@@ -59,6 +60,7 @@ def get_config(arg=None):
   c.fed.batch_size = 8  # examples per local step
   c.fed.client_chunk = 0  # C clients vmapped at once, the K sampled run as ceil(K/C) chunks (0 = auto)
   c.fed.memory_budget_gb = 0.0  # budget auto-chunking sizes C for (0 = device limit or 70% of RAM)
+  c.fed.cpu_chunk_tokens = 1024  # CPU only: auto-chunking also keeps C * batch * length <= this (0 = no cap)
   c.fed.nonfinite = "stop"  # NaN/Inf client loss or update: 'stop' the run | 'skip' the client (weight 0, counted)
 
   c.server = ml_collections.ConfigDict()  # server optimiser on the mean update (fedlora/server/)

@@ -118,7 +118,7 @@ def build(config) -> Experiment:
   adapters = lora.init_adapters(k_lora, base.frozen, lora_cfg)
   lora.attach(model, adapters, scale=lora.lora_scale(config.lora.alpha, config.lora.rank),
               dropout=config.lora.dropout)
-  set_precision(model, config.model.compute_dtype, config.model.remat)
+  set_precision(model, config.model.compute_dtype, config.model.remat, config.model.grad_barrier)
   parts = lora.split_model(model, family.head_paths)
   pdt = DTYPES[config.model.param_dtype]  # frozen base cast once; trainable stays float32
   parts = parts._replace(frozen=jax.tree_util.tree_map(
@@ -193,7 +193,13 @@ def auto_chunk(config, round_fns: RoundFns, parts, clients: ClientData, mesh) ->
            + out_bytes + est["shared"])
   budget, source = memory.memory_budget(config.fed.memory_budget_gb)
   devices = mesh.shape["clients"] if mesh is not None else 1
-  return memory.choose_chunk(k, est["per_client"], fixed, budget * devices, source, devices)
+  cap, why = 0, ""
+  tokens = config.fed.batch_size * config.data.max_length  # one client's tokens per local step
+  if config.fed.cpu_chunk_tokens and jax.default_backend() == "cpu":
+    cap = max(1, config.fed.cpu_chunk_tokens // tokens)
+    why = (f"fed.cpu_chunk_tokens={config.fed.cpu_chunk_tokens} ({tokens} tokens per client step; "
+           "on CPU bigger chunks ran slower, benchmarks/bench_cpu_step.py)")
+  return memory.choose_chunk(k, est["per_client"], fixed, budget * devices, source, devices, cap, why)
 
 
 def init_state(exp: Experiment) -> dict:

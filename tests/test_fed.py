@@ -235,6 +235,15 @@ def test_auto_chunk_fits_the_budget_and_matches_fixed_chunk(capsys):
   assert "client_chunk=2 of K=4 (2 chunk(s))" in capsys.readouterr().out
   c = memory.choose_chunk(10, 100, 50, 50 + 350, "test", devices=2)
   assert c.chunk == 2  # 3 fit, rounded down to the 2 devices of the clients axis
+  # the CPU cap (fed.cpu_chunk_tokens): at most `cap` (to the devices' multiple), balanced, named
+  for cap, devices, want in ((3, 1, 3), (3, 2, 4), (7, 1, 5), (20, 1, 10)):
+    c = memory.choose_chunk(10, 1, 0, 10**6, "test", devices=devices, cap=cap, cap_why="the cap")
+    assert c.chunk == want and (("capped at" in c.reason) == (cap < 10)), (cap, devices, c)
+  assert "the cap" in memory.choose_chunk(10, 1, 0, 10**6, "test", cap=3, cap_why="the cap").reason
+  capped = build(tiny_config(**{"fed.clients_per_round": 4, "fed.memory_budget_gb": 64.0,
+                                "fed.cpu_chunk_tokens": 1}))  # 1 token: one client per chunk
+  assert capped.round_fns.client_chunk == 1
+  assert "capped at 1 by fed.cpu_chunk_tokens=1" in capsys.readouterr().out
 
 
 def test_remat_cuts_the_per_client_step_memory():

@@ -30,8 +30,10 @@ from fedlora.utils.validate import ConfigError, validate
     ("data.source", "csv", "data.path"),
     ("fed.client_chunk", -1, "fed.client_chunk=-1"),
     ("fed.memory_budget_gb", -2.0, "fed.memory_budget_gb=-2.0"),
+    ("fed.cpu_chunk_tokens", -1, "fed.cpu_chunk_tokens=-1"),
     ("model.remat", "sometimes", "model.remat='sometimes'"),
     ("model.compute_dtype", "float16", "model.compute_dtype='float16'"),
+    ("model.grad_barrier", None, "model.grad_barrier=None"),
     ("mesh.model", 0, "mesh.model=0"),
 ])
 def test_bad_config_values_are_named(key, value, match):

@@ -94,10 +94,16 @@ def one_client_bytes(one_client, global_tr, frozen, batches, client_state, ctx=N
 
 
 def choose_chunk(k: int, per_client: int, fixed: int, budget: int, source: str,
-                 devices: int = 1) -> ChunkChoice:
+                 devices: int = 1, cap: int = 0, cap_why: str = "") -> ChunkChoice:
+  """C for K clients: as many as the budget fits (a multiple of `devices`), at most `cap` (> 0;
+  rounded up to a multiple of `devices`; `cap_why` says where it comes from), then balanced so the
+  chunks are as even as possible."""
   avail = budget - fixed
   fit = max(0, avail) // max(1, per_client)
   cmax = min(k, max(devices, (fit // devices) * devices))
+  capped = cap > 0 and cmax > -(-cap // devices) * devices
+  if capped:
+    cmax = -(-cap // devices) * devices
   n = -(-k // cmax)
   c = -(-k // n)  # balanced: the same number of chunks, as little padding as possible
   c = -(-c // devices) * devices
@@ -108,6 +114,8 @@ def choose_chunk(k: int, per_client: int, fixed: int, budget: int, source: str,
          f"step's shared temporaries) fits {fit}")
   if fit < devices:
     why += f"; below the minimum, using {c} (may not fit)"
+  elif capped:
+    why += f"; capped at {cmax} by {cap_why}"
   return ChunkChoice(c, per_client, fixed, budget, source, why)
 
 

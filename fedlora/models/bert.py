@@ -155,7 +155,8 @@ class BertEncoder(nnx.Module):
 
   def __call__(self, x, mask, *, rate: float = 0.0, key=None):
     return run_blocks(self.layers, getattr(self, "remat", None),
-                      lambda layer, h, k: layer(h, mask, rate=rate, key=k), x, key)
+                      lambda layer, h, k: layer(h, mask, rate=rate, key=k), x, key,
+                      barrier=getattr(self, "block_barrier", False))
 
 
 class BertPooler(nnx.Module):

@@ -137,7 +137,8 @@ class GPT2LMHeadModel(nnx.Module):
     mask, _, index, kv_seg = segment_mask(attention_mask, cache)
     x = t.wte(input_ids) + t.wpe(position_ids)
     if cache is None:
-      x = run_blocks(t.h, getattr(t, "remat", None), lambda block, h, k: block(h, mask, k), x, key)
+      x = run_blocks(t.h, getattr(t, "remat", None), lambda block, h, k: block(h, mask, k), x, key,
+                     barrier=getattr(t, "block_barrier", False))
       return t.wte.attend(t.ln_f(x))
     ks, vs = [], []  # with a KV cache (generation: no backward pass) blocks are never rematerialised
     for i, block in enumerate(t.h):

@@ -164,18 +164,23 @@ def dot_product_attention(q, k, v, mask):
       before the softmax (a fully masked row becomes uniform, never NaN).
   Returns:
     `[B, L, H, D]`.
+
+  The heads are moved in front of the sequence once (`[B, Hkv, G, L, D]`, `[B, Hkv, S, D]`) so
+  both batched matmuls read and write contiguous `[L, D]` / `[L, S]` tiles; written straight into
+  `[B, L, H, D]` the P·V product was slower on XLA:CPU (`benchmarks/bench_cpu_step.py` times both
+  layouts; the values are the same).
   """
   b, l, h, d = q.shape
   hkv = k.shape[2]
   g = h // hkv
-  qg = q.reshape(b, l, hkv, g, d)
-  scores = jnp.einsum("blkgd,bskd->bkgls", qg, k) / jnp.sqrt(jnp.asarray(d, q.dtype))
+  qh = q.reshape(b, l, hkv, g, d).transpose(0, 2, 3, 1, 4)  # [B, Hkv, G, L, D]
+  kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, Hkv, S, D]
+  scores = jnp.einsum("bkgld,bksd->bkgls", qh, kh) / jnp.sqrt(jnp.asarray(d, q.dtype))
   scores = scores.reshape(b, h, l, -1)
   scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
   probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(q.dtype)
-  probs = probs.reshape(b, hkv, g, l, -1)
-  out = jnp.einsum("bkgls,bskd->blkgd", probs, v)
-  return out.reshape(b, l, h, d)
+  out = jnp.einsum("bkgls,bksd->bkgld", probs.reshape(b, hkv, g, l, -1), vh)  # [B, Hkv, G, L, D]
+  return out.transpose(0, 3, 1, 2, 4).reshape(b, l, h, d)
 
 
 def rotate_half(x):
@@ -257,10 +262,12 @@ def check_dtype(key: str, name: str):
   return DTYPES[name]
 
 
-def set_precision(model: nnx.Module, compute_dtype: str = "float32", remat: str = "none") -> nnx.Module:
+def set_precision(model: nnx.Module, compute_dtype: str = "float32", remat: str = "none",
+                  grad_barrier: bool = False) -> nnx.Module:
   """Build-time: every `Linear` computes its matmuls in `compute_dtype` ('float32' leaves the
-  reference path untouched), and every module with a block loop (`remat` attribute, read by
-  `run_blocks`) recomputes its blocks' activations in the backward pass per `remat`.
+  reference path untouched), and every module with a block loop (`remat` and `block_barrier`
+  attributes, read by `run_blocks`) recomputes its blocks' activations in the backward pass per
+  `remat` and, with `grad_barrier`, materialises the gradient between blocks on CPU.
   Returns the model for chaining."""
   cd = check_dtype("model.compute_dtype", compute_dtype)
   check_remat(remat)
@@ -269,10 +276,52 @@ def set_precision(model: nnx.Module, compute_dtype: str = "float32", remat: str 
       m.compute_dtype = None if cd == jnp.float32 else cd
     if any(isinstance(getattr(m, a, None), nnx.List) for a in BLOCK_LISTS):
       m.remat = remat
+      m.block_barrier = bool(grad_barrier)
   return model
 
 
-def run_blocks(blocks, remat: str | None, step, x, key=None):
+BARRIER_WIDTH = 8  # the identity matmul of `grad_barrier` contracts groups of this many elements
+
+
+def _materialise(g):
+  """`g` through an `[.., 8] @ eye(8)` matmul: the same values (for finite `g`), but a dot, which
+  XLA:CPU never fuses into an elementwise consumer, so `g` is computed once and read from memory."""
+  if g.size % BARRIER_WIDTH:
+    return g
+  eye = jnp.eye(BARRIER_WIDTH, dtype=g.dtype)
+  return (g.reshape(-1, BARRIER_WIDTH) @ eye).reshape(g.shape)
+
+
+@jax.custom_vjp
+def grad_barrier(x):
+  """Identity whose backward pass materialises the cotangent on CPU (on other platforms: identity).
+
+  Why: in the backward pass of a block stack without remat, XLA:CPU fuses each block's
+  residual-stream gradient (its LayerNorm backward, a chain of elementwise ops) into every
+  consumer instead of writing it once, so the fusions of block i recompute the chain of all the
+  blocks above it: quadratic in depth. It happens when a client step is compiled unbatched or in
+  a chunk of one client (the Python loop, `fed.client_chunk=1`); `benchmarks/bench_cpu_step.py`
+  counts the fused instructions and times the step with and without the barrier.
+  `jax.lax.optimization_barrier` does not stop it (XLA:CPU expands it before fusion); a dot
+  does. The matmul costs 2·8 FLOPs per element (~0.1 % of a block's). Values are unchanged bar
+  one case: a non-finite cotangent spreads NaN over its group of 8 (such a step is non-finite
+  anyway; the guard counts and drops it). `tests/test_models.py` checks equality.
+  """
+  return x
+
+
+def _grad_barrier_fwd(x):
+  return x, None
+
+
+def _grad_barrier_bwd(_, g):
+  return (jax.lax.platform_dependent(g, cpu=_materialise, default=lambda t: t),)
+
+
+grad_barrier.defvjp(_grad_barrier_fwd, _grad_barrier_bwd)
+
+
+def run_blocks(blocks, remat: str | None, step, x, key=None, barrier: bool = False):
   """`x` through every block in order: `x = step(block, x, site_key(key, i))` for block i.
 
   remat 'none' (or None): a Python loop, the reference path. 'block' (save nothing inside a block)
@@ -282,11 +331,16 @@ def run_blocks(blocks, remat: str | None, step, x, key=None):
   remat save memory: with a Python loop of `jax.checkpoint`ed blocks, XLA:CPU's estimate of the
   step's temporaries stayed byte-identical to no remat (by all appearances each block's
   recomputation is merged with or scheduled beside its forward pass); inside the scan's backward
-  loop the recomputation of block i can only happen at iteration i. Cost: the stacked weights are one copy of the blocks' weights
-  per call (outside any vmap over clients: they are not batched).
+  loop the recomputation of block i can only happen at iteration i. Cost: the stacked weights are
+  one copy of the blocks' weights per call (outside any vmap over clients: they are not batched).
+  barrier: (Python loop only; the scan's loop boundary already does it) the gradient between
+  blocks goes through `grad_barrier`, which on CPU stops XLA from recomputing the whole
+  residual-gradient chain inside every block's fusions.
   """
   if remat in (None, "none"):
     for i, block in enumerate(blocks):
+      if barrier and i > 0:  # the gradient entering block i-1 from block i (`grad_barrier`)
+        x = grad_barrier(x)
       x = step(block, x, site_key(key, i))
     return x
   policy = None if remat == "block" else getattr(jax.checkpoint_policies, remat)

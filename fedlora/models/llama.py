@@ -214,7 +214,8 @@ class LlamaModel(nnx.Module):
     x = self.embed_tokens(input_ids)
     if cache is None:
       x = run_blocks(self.layers, getattr(self, "remat", None),
-                     lambda layer, h, k: layer(h, cos, sin, mask, k), x, key)
+                     lambda layer, h, k: layer(h, cos, sin, mask, k), x, key,
+                     barrier=getattr(self, "block_barrier", False))
       return self.norm(x)
     # with a KV cache (generation: no backward pass) blocks are never rematerialised
     ks, vs = [], []

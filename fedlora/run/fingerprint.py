@@ -27,6 +27,8 @@ RESUMABLE_KEYS = (
     "mesh.*",         # devices the clients are mapped over (resume restores onto any mesh)
     "fed.client_chunk",      # how the sampled clients are chunked (same result, tests/test_fed.py)
     "fed.memory_budget_gb",  # the budget the automatic chunk is sized for (same result)
+    "fed.cpu_chunk_tokens",  # the automatic chunk's CPU cap (same result)
+    "model.grad_barrier",    # where XLA:CPU materialises a gradient (same values, tests/test_models.py)
 )
 
 # key -> the value that reproduces the behaviour from before the key existed (tests/test_run.py)

@@ -87,6 +87,7 @@ def validate(c) -> None:
   from fedlora.models.layers import DTYPES, REMAT, remat_policies
   _check(c.model.remat in REMAT + remat_policies(), "model.remat", c.model.remat,
          f"one of {REMAT + remat_policies()}")
+  _check(isinstance(c.model.grad_barrier, bool), "model.grad_barrier", c.model.grad_barrier, "True or False")
   for k in ("compute_dtype", "param_dtype"):
     _check(c.model[k] in DTYPES, f"model.{k}", c.model[k], f"one of {tuple(DTYPES)}")
   if c.data.source != "bbcnews":
@@ -106,6 +107,7 @@ def validate(c) -> None:
   _int(c, "fed.local_steps", 1)
   _int(c, "fed.batch_size", 1)
   _int(c, "fed.client_chunk", 0)
+  _int(c, "fed.cpu_chunk_tokens", 0)
   _check(isinstance(c.fed.memory_budget_gb, (int, float)) and c.fed.memory_budget_gb >= 0,
          "fed.memory_budget_gb", c.fed.memory_budget_gb, "a number of GiB >= 0 (0 = automatic)")
   _server_and_client(c)

@@ -2,7 +2,9 @@
 
 Both run the same per-client function (`RoundFns.one_client`) on the same batches: the loop calls its
 jitted single-client version K times per round; the vmapped path is one jitted call for all K clients.
-Compile time is reported apart; steady state is the median over repeats after a warm-up.
+Compile time is reported apart; steady state is the median over repeats after a warm-up, the two
+paths called alternately (vmapped, loop, vmapped, ...) so that both see the same machine: on a
+shared or drifting CPU, timing one path after the other skews their ratio.
 
   python benchmarks/bench_round_throughput.py [fed.clients_per_round=10 data.max_length=128 ...]
 Measures two regimes of the default config in one run: 'default' (B=8 examples of 128 tokens per
@@ -13,11 +15,12 @@ one by one is overhead-bound). Overrides apply to both. Writes benchmarks/result
 from __future__ import annotations
 
 import os
+import statistics
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (apply_overrides, parse_overrides, script_setup, timed,  # noqa: E402
-                               write_result)
+from benchmarks.common import apply_overrides, parse_overrides, script_setup, write_result  # noqa: E402
 
 script_setup()
 
@@ -58,8 +61,17 @@ def measure(config, repeats):
     return outs
 
   steps = k * config.fed.local_steps
-  first_v, med_v, all_v = timed(vmapped, repeats=repeats)
-  first_l, med_l, all_l = timed(loop, repeats=repeats)
+  def once(fn):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - t0
+  first_v, first_l = once(vmapped), once(loop)  # compile + first run, apart
+  once(vmapped), once(loop)  # warm-up
+  all_v, all_l = [], []
+  for _ in range(repeats):  # interleaved
+    all_v.append(once(vmapped))
+    all_l.append(once(loop))
+  med_v, med_l = statistics.median(all_v), statistics.median(all_l)
   return {
       "config": {"clients_per_round": k, "local_steps": config.fed.local_steps,
                  "batch_size": config.fed.batch_size, "max_length": config.data.max_length,
@@ -74,7 +86,7 @@ def measure(config, repeats):
 
 def main(argv):
   overrides = parse_overrides(argv)
-  repeats = int(overrides.pop("repeats", 3))
+  repeats = int(overrides.pop("repeats", 5))
   results = {}
   for regime, extra in REGIMES.items():
     config = apply_overrides(apply_overrides(bbc_minilm.get_config(), extra), overrides)

@@ -299,9 +299,11 @@ def grad_barrier(x):
   Why: in the backward pass of a block stack without remat, XLA:CPU fuses each block's
   residual-stream gradient (its LayerNorm backward, a chain of elementwise ops) into every
   consumer instead of writing it once, so the fusions of block i recompute the chain of all the
-  blocks above it: quadratic in depth. It happens when a client step is compiled unbatched or in
-  a chunk of one client (the Python loop, `fed.client_chunk=1`); `benchmarks/bench_cpu_step.py`
-  counts the fused instructions and times the step with and without the barrier.
+  blocks above it: quadratic in depth. It happened whenever a client step was compiled unbatched
+  or in a chunk of one client (the Python loop, `fed.client_chunk=1`) and for small clients
+  (2 × 32 tokens, also 4 per chunk), not for 4 default clients (8 × 128) per chunk;
+  `benchmarks/bench_cpu_step.py` counts the fused instructions and times the step with and
+  without the barrier.
   `jax.lax.optimization_barrier` does not stop it (XLA:CPU expands it before fusion); a dot
   does. The matmul costs 2·8 FLOPs per element (~0.1 % of a block's). Values are unchanged bar
   one case: a non-finite cotangent spreads NaN over its group of 8 (such a step is non-finite

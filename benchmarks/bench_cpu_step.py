@@ -230,9 +230,13 @@ def main(argv):
   res = {"args": {"repeats": repeats, "att_repeats": att_repeats, "ks": ks, "regimes": regimes,
                   "parts": parts}, "glibc_tunables": os.environ.get("GLIBC_TUNABLES")}
   path = os.path.join(RESULTS, "cpu_step.json")
+  res["args_by_part"] = {}
   if set(parts) != set(PARTS) and os.path.exists(path):  # re-measure some parts, keep the others
     with open(path) as fh:
-      res = dict({k: v for k, v in json.load(fh).items() if k in PARTS}, **res)
+      prev = json.load(fh)
+    res = dict({k: v for k, v in prev.items() if k in PARTS}, **res)
+    res["args_by_part"] = {k: v for k, v in prev.get("args_by_part", {}).items() if k not in parts}
+  res["args_by_part"].update({p: res["args"] for p in parts})
   if "attention" in parts:
     res["attention"] = attention_rows(att_repeats)
   if "grad_barrier" in parts:

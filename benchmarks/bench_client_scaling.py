@@ -71,24 +71,31 @@ def step_flops(config, frozen_shapes: dict, adapters: list) -> float:
   return float(tokens * (4 * n + att + lora))
 
 
+def regime_config(regime: str, over: dict):
+  """The default config in `regime` with `over` applied, on the issue's client setting: at least
+  200 IID clients (as many as K when K is larger), each with at least one example."""
+  import bbc_minilm
+  from benchmarks.common import apply_overrides
+  config = apply_overrides(bbc_minilm.get_config(), dict(REGIMES[regime], **over))
+  config.data.num_clients = max(200, config.fed.clients_per_round)
+  config.data.partition = "iid"
+  config.data.min_examples_per_client = 1
+  return config
+
+
 def worker(spec: dict) -> dict:
   """One configuration, measured in this (fresh) process."""
   import jax
   import jax.numpy as jnp
-  import bbc_minilm
-  from benchmarks.common import apply_overrides, timed
+  from benchmarks.common import timed
   from fedlora.compress.base import adapter_pairs
   from fedlora.fed import memory
   from fedlora.train import build
 
   k = spec["K"]
-  over = dict(REGIMES[spec["regime"]], **{"fed.clients_per_round": k, "fed.local_steps": spec["steps"],
-                                          "fed.client_chunk": spec["chunk"], "progress": False,
-                                          "fed.memory_budget_gb": spec["budget_gb"]}, **spec["extra"])
-  config = apply_overrides(bbc_minilm.get_config(), over)
-  config.data.num_clients = max(200, k)  # the issue's setting: 200 IID clients (1000 for K=1000)
-  config.data.partition = "iid"
-  config.data.min_examples_per_client = 1
+  config = regime_config(spec["regime"], dict({"fed.clients_per_round": k, "fed.local_steps": spec["steps"],
+                                               "fed.client_chunk": spec["chunk"], "progress": False,
+                                               "fed.memory_budget_gb": spec["budget_gb"]}, **spec["extra"]))
   t0 = time.perf_counter()
   exp = build(config)
   build_s = time.perf_counter() - t0

@@ -35,10 +35,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (RESULTS, apply_overrides, parse_overrides, pop_list, script_setup,  # noqa: E402
+from benchmarks.bench_client_scaling import REGIMES, regime_config  # noqa: E402
+from benchmarks.common import (RESULTS, interleaved, parse_overrides, pop_list, script_setup,  # noqa: E402
                                write_result)
 
 script_setup()
@@ -48,8 +48,6 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 PARTS = ("attention", "grad_barrier", "matmul", "chunk")  # the measurements below, in this order
-REGIMES = {"small": {"fed.batch_size": 2, "data.max_length": 32, "client.scaffold": False},
-           "default": {"fed.batch_size": 8, "data.max_length": 128, "client.scaffold": False}}
 
 
 def attention_heads_last(q, k, v, mask):
@@ -67,17 +65,10 @@ def attention_heads_last(q, k, v, mask):
   return out.reshape(b, l, h, d)
 
 
-def interleaved(fns: dict, repeats: int) -> dict:
-  """{name: (min s, median s)} of `repeats` rounds calling every fn once per round, in turn."""
-  for f in fns.values():  # warm-up
-    jax.block_until_ready(f())
-  ts = {n: [] for n in fns}
-  for _ in range(repeats):
-    for n, f in fns.items():
-      t0 = time.perf_counter()
-      jax.block_until_ready(f())
-      ts[n].append(time.perf_counter() - t0)
-  return {n: (min(t), float(np.median(t))) for n, t in ts.items()}
+def min_median(fns: dict, repeats: int) -> dict:
+  """{name: (min s, median s)} of `repeats` interleaved calls after each fn's first call."""
+  _, times = interleaved(fns, repeats)
+  return {n: (min(t), float(np.median(t))) for n, t in times.items()}
 
 
 def fusion_sizes(compiled_text: str) -> list[int]:
@@ -102,7 +93,7 @@ def attention_rows(repeats: int) -> dict:
       fns[f"{name}/forward"] = lambda f=fwd: f(q, k, v, mask)
       fns[f"{name}/forward+backward"] = lambda f=both: f(q, k, v)
       diff[name] = fwd(q, k, v, mask)
-    t = interleaved(fns, repeats)
+    t = min_median(fns, repeats)
     rows[regime] = {"shape_BLHD": [b, l, 12, 32], "times_s": t,
                     "max_abs_diff": float(jnp.abs(diff["heads_first"] - diff["heads_last"]).max()),
                     "forward_speedup": t["heads_last/forward"][1] / t["heads_first/forward"][1],
@@ -118,16 +109,10 @@ def attention_rows(repeats: int) -> dict:
 def step_calls(regime: str, k: int, barrier: bool = True, chunk: int = 0, loop: bool = True) -> dict:
   """{'vmap K=k': (call, compiled text, client-steps), 'loop': ...}: the client phase of K clients
   in chunks of `chunk` (0: all K in one) and, with `loop`, the Python loop's one-client step."""
-  import bbc_minilm
   from fedlora.train import build
-  over = dict(REGIMES[regime], **{"fed.clients_per_round": k, "fed.local_steps": 1,
-                                  "fed.client_chunk": chunk or k, "progress": False,
-                                  "model.grad_barrier": barrier})
-  config = apply_overrides(bbc_minilm.get_config(), over)
-  config.data.num_clients = 200  # bench_client_scaling's setting: 200 IID clients
-  config.data.partition = "iid"
-  config.data.min_examples_per_client = 1
-  exp = build(config)
+  exp = build(regime_config(regime, {"fed.clients_per_round": k, "fed.local_steps": 1,
+                                     "fed.client_chunk": chunk or k, "progress": False,
+                                     "model.grad_barrier": barrier}))
   fns, g, frozen = exp.round_fns, exp.parts.trainable, exp.parts.frozen
   key = jax.random.PRNGKey(0)
   ctx = fns.context(fns.init_server(g), 1)
@@ -158,7 +143,7 @@ def barrier_rows(regimes: list, ks: list, repeats: int) -> dict:
         if name == "loop" and k != ks[0]:
           continue  # the loop does not depend on K
         fns = {f"barrier={b}": calls[b][name][0] for b in (False, True)}
-        t = interleaved(fns, repeats)
+        t = min_median(fns, repeats)
         per = calls[False][name][2]
         d0, d1 = (jax.tree_util.tree_leaves(fns[f"barrier={b}"]()) for b in (False, True))
         sizes = {b: fusion_sizes(calls[b][name][1]) for b in (False, True)}
@@ -189,7 +174,7 @@ def matmul_rows(repeats: int) -> dict:
       b = jax.random.normal(jax.random.PRNGKey(n), (k, n))
       fns[(name, m)] = lambda a=a, b=b: f(a, b)
       flops[(name, m)] = 2 * m * k * n
-  t = interleaved(fns, repeats)  # every shape in each round: a drifting machine slows all alike
+  t = min_median(fns, repeats)  # every shape in each round: a drifting machine slows all alike
   rows = {}
   for (name, m), (_, med) in t.items():
     rows.setdefault(name, {})[m] = flops[(name, m)] / med
@@ -203,7 +188,7 @@ def chunk_rows(repeats: int) -> dict:
   rows = {}
   for regime, k, chunks in (("default", 10, (1, 2, 5, 10)), ("small", 64, (4, 16, 32, 64))):
     fns = {c: step_calls(regime, k, chunk=c, loop=False)[f"vmap K={k}"][0] for c in chunks}
-    t = interleaved(fns, repeats)
+    t = min_median(fns, repeats)
     tokens = REGIMES[regime]["fed.batch_size"] * REGIMES[regime]["data.max_length"]
     rows[f"{regime}/K={k}"] = {str(c): {"tokens_per_chunk": c * tokens, "client_steps_per_s": k / t[c][1],
                                         "client_steps_per_s_best": k / t[c][0]} for c in chunks}

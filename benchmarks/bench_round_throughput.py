@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import apply_overrides, parse_overrides, script_setup, write_result  # noqa: E402
+from benchmarks.common import (apply_overrides, interleaved, parse_overrides, script_setup,  # noqa: E402
+                               write_result)
 
 script_setup()
 
@@ -61,16 +61,8 @@ def measure(config, repeats):
     return outs
 
   steps = k * config.fed.local_steps
-  def once(fn):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - t0
-  first_v, first_l = once(vmapped), once(loop)  # compile + first run, apart
-  once(vmapped), once(loop)  # warm-up
-  all_v, all_l = [], []
-  for _ in range(repeats):  # interleaved
-    all_v.append(once(vmapped))
-    all_l.append(once(loop))
+  first, times = interleaved({"vmapped": vmapped, "loop": loop}, repeats, warmup=1)
+  (first_v, all_v), (first_l, all_l) = (first["vmapped"], times["vmapped"]), (first["loop"], times["loop"])
   med_v, med_l = statistics.median(all_v), statistics.median(all_l)
   return {
       "config": {"clients_per_round": k, "local_steps": config.fed.local_steps,

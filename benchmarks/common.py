@@ -53,6 +53,26 @@ def timed(fn, *args, repeats: int = 3, warmup: int = 1):
   return first, statistics.median(times), times
 
 
+def interleaved(fns: dict, repeats: int, warmup: int = 0) -> tuple[dict, dict]:
+  """(first-call seconds incl. compile, steady times) per name, the calls interleaved: after each
+  fn's first call (timed apart) and `warmup` more untimed ones, `repeats` rounds call every fn once,
+  in turn, so that all of them see the same machine (on a drifting CPU, timing one after the other
+  skews their ratio). Every call's outputs are `block_until_ready`-ed."""
+  def once(fn):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - t0
+  first = {n: once(f) for n, f in fns.items()}
+  for _ in range(warmup):
+    for f in fns.values():
+      once(f)
+  times = {n: [] for n in fns}
+  for _ in range(repeats):
+    for n, f in fns.items():
+      times[n].append(once(f))
+  return first, times
+
+
 def environment() -> dict:
   return {"jax": jax.__version__, "backend": jax.default_backend(),
           "devices": [str(d) for d in jax.devices()], "cpu_count": os.cpu_count(),

@@ -296,17 +296,11 @@ def test_run_blocks_remat_equals_the_loop_across_block_structures():
     assert jaxpr.count("scan[") == 3  # blocks {0, 1}, {2}, {3}: one scan per run of equal structure
 
 
-def _fusion_sizes(compiled_text: str) -> list[int]:
-  """Instructions of each fused computation of a compiled CPU module (largest first)."""
-  import re
-  bodies = re.findall(r"^%fused_computation\S* .*?^\}", compiled_text, re.S | re.M)
-  return sorted((len(re.findall(r"^\s+(?:ROOT )?%\S+ = ", b, re.M)) for b in bodies), reverse=True)
-
-
 def test_grad_barrier_keeps_values_and_stops_the_refusion():
   """`model.grad_barrier` (layers.grad_barrier between blocks): the loss gradient of a 3-layer
   MiniLM with LoRA is bit-identical with and without it, and on CPU it stops XLA from re-fusing the
   residual-gradient chain of the blocks above into each block (the largest fusion shrinks)."""
+  from benchmarks.bench_cpu_step import fusion_sizes
   from fedlora import lora
   from fedlora.models.layers import grad_barrier, set_precision
   model = load_pretrained(_minilm_path(), num_labels=3, key=jax.random.PRNGKey(0), num_layers=3)
@@ -324,7 +318,7 @@ def test_grad_barrier_keeps_values_and_stops_the_refusion():
       return jnp.sum(nnx.merge(graphdef, p, rest)(ids, mask) ** 2)
     f = jax.jit(jax.grad(loss))
     grads[barrier] = f(params)
-    sizes[barrier] = _fusion_sizes(f.lower(params).compile().as_text())
+    sizes[barrier] = fusion_sizes(f.lower(params).compile().as_text())
   for a, b in zip(jax.tree_util.tree_leaves(grads[False]), jax.tree_util.tree_leaves(grads[True])):
     np.testing.assert_array_equal(a, b)
   assert jax.default_backend() == "cpu"

@@ -101,9 +101,10 @@ def choose_chunk(k: int, per_client: int, fixed: int, budget: int, source: str,
   avail = budget - fixed
   fit = max(0, avail) // max(1, per_client)
   cmax = min(k, max(devices, (fit // devices) * devices))
-  capped = cap > 0 and cmax > -(-cap // devices) * devices
+  cap = -(-cap // devices) * devices  # a multiple of the devices (0 stays 0: no cap)
+  capped = 0 < cap < cmax
   if capped:
-    cmax = -(-cap // devices) * devices
+    cmax = cap
   n = -(-k // cmax)
   c = -(-k // n)  # balanced: the same number of chunks, as little padding as possible
   c = -(-c // devices) * devices

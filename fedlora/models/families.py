@@ -32,6 +32,7 @@ class Family(NamedTuple):
   lora_targets: default `lora.targets` regexes (over '/'-joined Linear paths).
   pad_token_id: (HF config dict, tokenizer or None) -> the id used to pad (decoder LMs without a pad
     token pad with EOS; padding is masked out of attention and loss, so its value never matters).
+  gguf: how the family reads a llama.cpp GGUF checkpoint (`GGUFSpec`), or None when it cannot.
   """
   name: str
   model_types: tuple
@@ -45,6 +46,23 @@ class Family(NamedTuple):
   head_paths: tuple
   lora_targets: tuple
   pad_token_id: Callable[[dict, Any], int]
+  gguf: "GGUFSpec | None" = None
+
+
+class GGUFSpec(NamedTuple):
+  """How a family reads a GGUF file (fedlora/models/gguf.py): the file's tensors are renamed to the
+  family's Hugging Face tensor names, so the HF loading path (`tensor_namer`, `transpose`) does the rest.
+
+  archs: the `general.architecture` values it loads (e.g. ('llama',)).
+  config: GGUF metadata `{key: Python value}` -> the HF `config.json` dict (with `model_type`) that
+    `Family.parse_config` accepts.
+  tensor: (GGUF tensor name, float32 array in the file's numpy order, HF config dict) -> (HF tensor
+    name, array) or None for a tensor the model does not use; undoes llama.cpp's conversions (e.g.
+    the q/k row permutation of llama-arch models).
+  """
+  archs: tuple
+  config: Callable[[dict], dict]
+  tensor: Callable[[str, Any, dict], "tuple[str, Any] | None"]
 
 
 _REGISTRY: dict[str, Family] = {}

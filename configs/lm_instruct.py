@@ -8,7 +8,7 @@
 No pretrained decoder weights are installable offline here: `tiny` runs a tiny RANDOM Llama
 (tests/fixtures/tiny_llama3: GQA, llama3 rope scaling, tied embeddings, a character tokenizer) on
 240 generated short-answer instructions; it shows the pipeline, not quality. Every key of
-configs/bbc_minilm.py exists here too (same meaning); the keys below differ or are new.
+the config sections exists here too (`--print_config`); the keys below differ from the defaults.
 """
 import os
 import sys
@@ -25,16 +25,9 @@ def get_config(arg=None):
   c.task.name = "causal_lm"  # next-token loss on the response tokens only (fedlora/tasks/causal_lm.py)
   c.client.scaffold = False  # FedAvg: the SCAFFOLD default is measured on classification only
 
-  c.model.path = ""  # REQUIRED: local HF-format folder (config.json, *.safetensors, tokenizer files)
-  c.model.package = ""  # no packaged decoder checkpoint exists offline
+  c.model.package = ""  # no packaged checkpoint: model.path is required (an HF-format folder)
 
   c.data.source = "json"  # 'json' (also JSONL) | 'csv' | 'parquet' | 'disk' (save_to_disk folder)
-  c.data.path = ""  # the instruction data file / folder
-  c.data.prompt_column = "instruction"  # column holding the prompt (ignored with messages_column)
-  c.data.response_column = "output"  # column holding the response that is learned
-  c.data.messages_column = ""  # column of chat turns [{'role', 'content'}, ...] (last = response); '' = off
-  c.data.category_column = ""  # column with a category per example (Dirichlet non-IID split); '' = none
-  c.data.packing = False  # pack several examples per row (segment-masked) instead of padding each
   c.data.max_length = 512  # tokens per row: the prompt is cut from the left, then the response on the right
   c.data.partition = "quantity"  # 'iid' | 'dirichlet' (over data.category_column) | 'quantity' (size skew)
   c.data.min_examples_per_client = 4  # every client gets at least this many training examples
@@ -44,17 +37,12 @@ def get_config(arg=None):
   c.lora.rank = 16  # LoRA rank r
   c.lora.alpha = 32.0  # W = W0 + (alpha / r) * A @ B
 
-  c.fed.rounds = 20  # communication rounds
   c.fed.clients_per_round = 5  # clients sampled per round
   c.fed.local_steps = 10  # optimizer steps per client per round
   c.fed.batch_size = 4  # rows per local step
   c.optim.lr = 2e-4  # client AdamW learning rate
 
-  c.eval.every = 5  # held-out loss / perplexity (and exact match) every n rounds
   c.eval.batch_size = 8  # rows per evaluation forward pass
-  c.eval.max_new_tokens = 32  # greedy tokens for exact match on short answers (0 = skip exact match)
-  c.eval.print_samples = 3  # held-out prompts printed with their generation after training (0 = none)
-  c.eval.temperature = 0.0  # sampling temperature of the printed samples (0 = greedy)
 
   if arg == "tiny":
     c.name = "lm_instruct_tiny"

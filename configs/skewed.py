@@ -32,7 +32,6 @@ def get_config(arg=None):
   c.data.max_length = 32  # short inputs keep the 2-core CPU runs small
   c.data.num_clients = 50  # N clients
   c.data.min_examples_per_client = 4  # smallest client (Dirichlet draws are retried until it holds)
-  c.fed.rounds = 20  # communication rounds
   c.eval.every = 5  # test every 5 rounds
   if arg == "dir01":
     c.data.partition, c.data.dirichlet_alpha = "client_dirichlet", 0.1  # label skew, equal sizes

@@ -22,8 +22,6 @@ def get_config(arg=None):
   c.name = "wireless_compare" + ("_tiny" if arg == "tiny" else "")  # names the default workdir
   c.method.name = "soft"  # SOFT sparsification + TSFA allocation
   c.client.scaffold = False  # FedAvg: SCAFFOLD's dense Δc_i upload would swamp the compressed bits compared
-  c.method.allocation = "default"  # each method's own: tsfa for SOFT, fixed for the baselines
-  c.method.ratio = 0.25  # fixed ratio of the baselines (and of SOFT with allocation='fixed')
   c.lora.init = "orthogonal"  # SOFT starts from orthonormal A (the regulariser keeps it close)
   c.wireless.enabled = True  # simulate the uplink
   c.wireless.channel.bandwidth_hz = 2e6  # a narrow band: the uplink, not compute, is the bottleneck

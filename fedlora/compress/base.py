@@ -312,35 +312,3 @@ def dense_rule(bits_per_value: int, simulate_quantization: bool) -> Callable:
 def require_ref(ref: PyTree, who: str) -> None:
   if ref is None:
     raise ValueError(f"{who} needs ref_tree (the round's global trainable tree); got None")
-
-
-# ----------------------------------------------------------------------------------------------------
-# Config helpers (Python boundary)
-# ----------------------------------------------------------------------------------------------------
-
-def cfg_get(cfg, key: str, default):
-  if cfg is None:
-    return default
-  if hasattr(cfg, "get"):
-    v = cfg.get(key, default)
-  else:
-    v = getattr(cfg, key, default)
-  return default if v is None else v
-
-
-def check_bits_per_value(section: str, q) -> int:
-  if isinstance(q, bool) or not isinstance(q, int) or q not in VALUE_BITS:
-    raise ValueError(f"{section}.bits_per_value={q!r}: allowed values are {VALUE_BITS}")
-  return q
-
-
-def check_bool(section: str, key: str, v) -> bool:
-  if not isinstance(v, bool):
-    raise ValueError(f"{section}.{key}={v!r}: must be True or False")
-  return v
-
-
-def check_choice(section: str, key: str, v, allowed: Sequence) -> Any:
-  if v not in allowed:
-    raise ValueError(f"{section}.{key}={v!r}: allowed values are {tuple(allowed)}")
-  return v

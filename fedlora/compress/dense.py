@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from fedlora.compress import register
+from fedlora.compress import COMPRESSORS
 from fedlora.compress.base import CompressOut, Compressor, adapter_rank, dense_bits
 
 
@@ -28,6 +28,6 @@ def dense_compressor(bits_per_value: int = 32) -> Compressor:
   return Compressor(init, update, payload)
 
 
-@register("none")
-def _from_config(opts, section):
-  return dense_compressor(opts["bits_per_value"])
+@COMPRESSORS.register("none")
+def build(section):
+  return dense_compressor(section.bits_per_value)

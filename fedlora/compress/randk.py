@@ -14,18 +14,35 @@ chose ρ, so it knows k), hence indices are free: `bits = Σ_matrices k·q + see
 Payload model: c1 = Σ_matrices n·q, c0 = seed_bits + dense bits; exact where ρ·n is an integer.
 Profile: uniform (a random k-subset keeps a fraction ρ of any mass in expectation): E(ρ) = 1 − ρ.
 
-Config keys (section `compress`; common: bits_per_value, simulate_quantization, error_feedback):
-  unbiased              = False   # scale kept entries by n/k
-  seed_bits             = 32      # bits of the shared seed sent with each upload (int >= 0)
+Config keys: `Options` below (section `compress`).
 """
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 
-from fedlora.compress import check_bool, register
+from fedlora.compress import COMPRESSORS
 from fedlora.compress.base import (Compressor, adapter_pairs, build_compressor, compress_by_parts,
                                    dense_bits_of, dense_rule, num_keep, numel, quantize, top_mask)
+from fedlora.section import Section, is_int
+
+
+@dataclasses.dataclass(frozen=True)
+class Options(Section):
+  """Keys of 'randk' (section `compress`).
+
+  unbiased:  scale kept entries by n/k (unbiased, higher variance)
+  seed_bits: bits of the shared mask seed sent with each upload (an integer >= 0)
+  """
+  SECTION = "compress"
+  unbiased: bool = False
+  seed_bits: int = 32
+
+  def check(self) -> None:
+    self.need(isinstance(self.unbiased, bool), "unbiased", "True or False")
+    self.need(is_int(self.seed_bits) and self.seed_bits >= 0, "seed_bits", "an integer >= 0")
 
 
 def randk_matrix(x, ratio, key, bits_per_value: int = 32, unbiased: bool = False,
@@ -74,11 +91,7 @@ def randk_compressor(bits_per_value: int = 32, error_feedback: bool = False, unb
   return build_compressor(compress_tree, error_feedback, payload)
 
 
-@register("randk", {"unbiased": False, "seed_bits": 32})
-def _from_config(opts, section):
-  unbiased = check_bool(section, "unbiased", opts["unbiased"])
-  seed_bits = opts["seed_bits"]
-  if isinstance(seed_bits, bool) or not isinstance(seed_bits, int) or seed_bits < 0:
-    raise ValueError(f"{section}.seed_bits={seed_bits!r}: must be an integer >= 0")
-  return randk_compressor(opts["bits_per_value"], opts["error_feedback"], unbiased, seed_bits,
-                          opts["simulate_quantization"])
+@COMPRESSORS.register("randk", options=Options)
+def build(section):
+  return randk_compressor(section.bits_per_value, section.error_feedback, section.unbiased,
+                          section.seed_bits, section.simulate_quantization)

@@ -30,19 +30,34 @@ Requires r ≤ min(d_in, d_out). Needs ref_tree.
 (With bits_per_value = 16 the rotated kept values are rounded through bfloat16; R's own rounding is
 not simulated.)
 
-Config keys (section `compress`; common: bits_per_value, simulate_quantization, error_feedback):
-  rcond                 = 1e-6    # floor on |T_ii| relative to max|T_ii| (float in [0, 1))
+Config keys: `Options` below (section `compress`).
 """
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
-from fedlora.compress import register
+from fedlora.compress import COMPRESSORS
 from fedlora.compress.base import (Compressor, adapter_pairs, build_compressor, compress_by_parts,
                                    dense_bits_of, dense_rule, num_keep, path_str, quantize,
                                    require_ref, sorted_mass, top_mask)
+from fedlora.section import Section, is_num
+
+
+@dataclasses.dataclass(frozen=True)
+class Options(Section):
+  """Keys of 'svd' (section `compress`).
+
+  rcond: floor on |T_ii| relative to max|T_ii| of the thin QRs (a number in [0, 1))
+  """
+  SECTION = "compress"
+  rcond: float = 1e-6
+
+  def check(self) -> None:
+    self.need(is_num(self.rcond) and 0.0 <= self.rcond < 1.0, "rcond", "a number in [0, 1)")
 
 
 def _after(x, token):
@@ -161,10 +176,7 @@ def svd_compressor(bits_per_value: int = 32, error_feedback: bool = False, rcond
   return build_compressor(compress_tree, error_feedback, payload)
 
 
-@register("svd", {"rcond": 1e-6})
-def _from_config(opts, section):
-  rcond = opts["rcond"]
-  if isinstance(rcond, bool) or not isinstance(rcond, (int, float)) or not 0.0 <= rcond < 1.0:
-    raise ValueError(f"{section}.rcond={rcond!r}: must be a float in [0, 1)")
-  return svd_compressor(opts["bits_per_value"], opts["error_feedback"], float(rcond),
-                        opts["simulate_quantization"])
+@COMPRESSORS.register("svd", options=Options)
+def build(section):
+  return svd_compressor(section.bits_per_value, section.error_feedback, float(section.rcond),
+                        section.simulate_quantization)

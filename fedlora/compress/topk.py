@@ -18,19 +18,34 @@ Exact on the grid where ρ·n is an integer for every matrix (within the 'min' r
 Profile: per matrix the sorted squared entries in r equal-count bins (`binned_mass`): top-k at ρ = m/r
 keeps exactly the first m bins, so E(m/r) is the fraction of squared magnitude top-k drops.
 
-Config keys (section `compress`; common: bits_per_value, simulate_quantization, error_feedback):
-  index_coding          = 'min'   # 'min' | 'indices' | 'bitmap'
+Config keys: `Options` below (section `compress`).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 
-from fedlora.compress import check_choice, register
+from fedlora.compress import COMPRESSORS
 from fedlora.compress.base import (Compressor, adapter_pairs, binned_mass, build_compressor,
                                    compress_by_parts, dense_bits_of, dense_rule, index_bits,
                                    num_keep, numel, quantize, top_mask)
+from fedlora.section import Section
 
 INDEX_CODINGS = ("min", "indices", "bitmap")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options(Section):
+  """Keys of 'topk' (section `compress`).
+
+  index_coding: 'min' (the cheaper of both) | 'indices' | 'bitmap'
+  """
+  SECTION = "compress"
+  index_coding: str = "min"
+
+  def check(self) -> None:
+    self.need(self.index_coding in INDEX_CODINGS, "index_coding", f"one of {INDEX_CODINGS}")
 
 
 def topk_index_bits(k, n: int, index_coding: str = "min"):
@@ -87,8 +102,7 @@ def topk_compressor(bits_per_value: int = 32, error_feedback: bool = False,
                           lambda t: topk_payload(t, bits_per_value, index_coding))
 
 
-@register("topk", {"index_coding": "min"})
-def _from_config(opts, section):
-  coding = check_choice(section, "index_coding", opts["index_coding"], INDEX_CODINGS)
-  return topk_compressor(opts["bits_per_value"], opts["error_feedback"], coding,
-                         opts["simulate_quantization"])
+@COMPRESSORS.register("topk", options=Options)
+def build(section):
+  return topk_compressor(section.bits_per_value, section.error_feedback, section.index_coding,
+                         section.simulate_quantization)

@@ -7,7 +7,7 @@ Typical use::
     idx = sample_batches(key, fd.clients.num_examples, fd.clients.n_max, batch_size, steps)
     batch = gather_batches(fd.clients, idx[:, step])   # [C, B, L]
 
-See fedlora.data.sources for the ``config.data`` keys and defaults.
+The ``data`` section's keys and defaults: fedlora/data/config.py.
 
 Note: the functions ``tokenize`` and ``partition`` are re-exported under their modules' names, so the
 attribute ``fedlora.data.partition`` is the function. ``from fedlora.data.partition import describe``
@@ -23,32 +23,19 @@ from fedlora.data.clients import (
     stack_client_rows,
     stack_clients,
 )
-from fedlora.data.partition import METHODS, describe, label_skew, partition, partition_from_config
-from fedlora.data.sources import (
-    DATA_DEFAULTS,
-    SOURCES,
-    bbcnews_data_dir,
-    default_data_config,
-    get_option,
-    load_bbcnews,
-    load_dataset_from_config,
-    load_dataset_with_report,
-)
+from fedlora.data.partition import describe, label_skew, partition, partition_from_config
+from fedlora.data.readers.bbcnews import bbcnews_data_dir, load_bbcnews
+from fedlora.data.sources import load_dataset_from_config, load_dataset_with_report
 from fedlora.data.split import split_indices, train_test_split
 from fedlora.data.tokenize import default_tokenizer_path, load_tokenizer, tokenize
 
 __all__ = [
     "ClientData",
-    "DATA_DEFAULTS",
     "FederatedData",
-    "METHODS",
-    "SOURCES",
     "bbcnews_data_dir",
-    "default_data_config",
     "default_tokenizer_path",
     "describe",
     "gather_batches",
-    "get_option",
     "label_skew",
     "load_bbcnews",
     "load_dataset_from_config",

@@ -202,15 +202,15 @@ def prepare_federated_data(data_cfg: Any, tokenizer, ds=None, hosted=None) -> Fe
     ``[H, n_max, ...]``, n_max the largest client of ALL clients, ``num_examples [H]``) and
     ``hosted_examples`` is the number of training examples tokenised."""
     from fedlora.data.partition import describe, partition_from_config
-    from fedlora.data.sources import get_option, load_dataset_from_config
+    from fedlora.data.sources import load_dataset_from_config
     from fedlora.data.split import train_test_split
     from fedlora.data.tokenize import tokenize
 
     if ds is None:
         ds = load_dataset_from_config(data_cfg)
     names = list(ds.features["label"].names)
-    train, test = train_test_split(ds, get_option(data_cfg, "test_fraction"), get_option(data_cfg, "split_seed"))
-    max_length = get_option(data_cfg, "max_length")
+    train, test = train_test_split(ds, data_cfg.test_fraction, data_cfg.split_seed)
+    max_length = data_cfg.max_length
     if hosted is None:
         train_arr = tokenize(train, tokenizer, max_length)
         labels, tokenized = train_arr["labels"], len(train)

@@ -32,33 +32,28 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-LM_SOURCES = ("json", "csv", "parquet", "disk")
-
-
 class Example(NamedTuple):
   prompt: list   # token ids
   response: list  # token ids, ending in EOS unless truncated
 
 
+def files_sources() -> tuple:
+  """The registered sources that read a user's `data.path` (what instruction data needs)."""
+  from fedlora.data.readers import READERS
+  return tuple(n for n, e in READERS.entries().items() if e.obj.files)
+
+
 def load_instruct_dataset(data_cfg) -> Any:
   """The raw `datasets.Dataset` of `config.data` with its columns checked."""
-  from fedlora.data.sources import _malformed, _read, check_encoding, get_option
+  from fedlora.data.readers import READERS
   source, path = data_cfg.source, data_cfg.path
-  if source not in LM_SOURCES:
-    raise ValueError(f"config.data.source={source!r} is not allowed for task causal_lm: one of {LM_SOURCES}")
+  reader = READERS.get(source).obj
+  if not reader.files:
+    raise ValueError(f"config.data.source={source!r} is not allowed for task causal_lm: a source "
+                     f"reading data.path, one of {files_sources()}")
   if not path or not os.path.exists(path):
     raise ValueError(f"config.data.path={path!r}: no such file or folder (source {source!r})")
-  encoding = get_option(data_cfg, "encoding")
-  if source in ("csv", "json") and os.path.isfile(path):
-    check_encoding(path, encoding)
-  try:
-    ds = _read(source, [os.fspath(path)], None, encoding)
-  except (StopIteration, IndexError) as e:
-    raise ValueError(f"dataset from {path!r} is empty (0 examples) or unreadable: {e!r}") from e
-  except Exception as e:  # noqa: BLE001 - DatasetGenerationError, pandas/arrow parser errors
-    if source not in ("csv", "json"):
-      raise
-    raise _malformed(source, path, e) from None
+  ds = reader.read(data_cfg)
   if data_cfg.messages_column:
     need = [data_cfg.messages_column]
   else:
@@ -261,13 +256,10 @@ def prepare_instruct_data(data_cfg, tokenizer, *, pad_id: int, eos_id: int,
 
 def _split_and_partition(data_cfg, cats: np.ndarray):
   """(train_idx, test_idx, parts) from the category ids alone."""
-  from fedlora.data.partition import partition
+  from fedlora.data.partition import partition_from_config
   from fedlora.data.split import split_indices
   train_idx, test_idx = split_indices(cats, data_cfg.test_fraction, data_cfg.split_seed)
-  seed = data_cfg.split_seed if data_cfg.get("partition_seed") is None else data_cfg.partition_seed
-  parts = partition(cats[train_idx], data_cfg.num_clients, data_cfg.partition, seed=seed,
-                    alpha=data_cfg.dirichlet_alpha, sigma=data_cfg.quantity_sigma,
-                    min_per_client=data_cfg.min_examples_per_client)
+  parts = partition_from_config(cats[train_idx], data_cfg)
   return train_idx, test_idx, parts
 
 

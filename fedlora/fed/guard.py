@@ -10,9 +10,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-NONFINITE_MODES = ("stop", "skip")
-
-
 def all_finite(tree) -> jax.Array:
   """Scalar bool: every element of every leaf is finite (True for an empty tree)."""
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)

@@ -58,19 +58,3 @@ def make_local_update(loss_fn: Callable, optimizer: optax.GradientTransformation
     return params, metrics, gmean
 
   return local_update
-
-
-def make_optimizer(optim_cfg, labels=None) -> optax.GradientTransformation:
-  """Client optimizer from `config.optim`; leaves labelled 'freeze' get zero updates (FFA-LoRA)."""
-  name = optim_cfg.name
-  if name == "adamw":
-    opt = optax.adamw(optim_cfg.lr, weight_decay=optim_cfg.weight_decay)
-  elif name == "sgd":
-    opt = optax.sgd(optim_cfg.lr, momentum=optim_cfg.momentum or None)
-  else:
-    raise ValueError(f"optim.name={name!r}: allowed values are ('adamw', 'sgd')")
-  if optim_cfg.grad_clip and optim_cfg.grad_clip > 0:
-    opt = optax.chain(optax.clip_by_global_norm(optim_cfg.grad_clip), opt)
-  if labels is not None:
-    opt = optax.multi_transform({"train": opt, "freeze": optax.set_to_zero()}, labels)
-  return opt

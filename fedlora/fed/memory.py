@@ -133,3 +133,40 @@ def peak_memory_bytes() -> dict:
   ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
   out["host_peak_rss_bytes"] = int(ru if sys.platform == "darwin" else ru * 1024)
   return out
+
+
+def abstract_client_states(round_fns, trainable, num_clients: int):
+  """Shapes of every client's state row `[N, ...]` (nothing is allocated)."""
+  return jax.eval_shape(lambda tr: round_fns.init_client_states(tr, int(num_clients)), trainable)
+
+
+def client_step_bytes(round_fns, trainable, frozen, clients, states=None) -> dict:
+  """XLA's estimate of the client step (`one_client_bytes`: per client and shared), on the task's
+  own batch keys and shapes (one client's arrays `[E, B, ...]`) and client state row;
+  states: `abstract_client_states` when the caller already has it."""
+  one = jax.eval_shape(lambda d: round_fns.sample(jax.random.PRNGKey(0), d, jnp.zeros((1,), jnp.int32))[0],
+                       clients)  # one client's batches: every key the loss reads, [1, E, B, ...]
+  batches = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), one)
+  states = abstract_client_states(round_fns, trainable, clients.num_clients) if states is None else states
+  row = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), states)
+  ctx = jax.eval_shape(lambda tr: round_fns.context(round_fns.init_server(tr), 1), trainable)
+  return one_client_bytes(round_fns.one_client, trainable, frozen, batches, row, ctx)
+
+
+def auto_chunk(fed, max_length: int, round_fns, trainable, frozen, clients, mesh) -> ChunkChoice:
+  """`fed.client_chunk=0`: C from the memory budget and XLA's estimate of the client step (`fed`:
+  the `fed` section; max_length: tokens per example)."""
+  k = fed.clients_per_round
+  states = abstract_client_states(round_fns, trainable, clients.num_clients)
+  est = client_step_bytes(round_fns, trainable, frozen, clients, states)
+  out_bytes = k * (tree_bytes(trainable) + 4096)
+  fixed = tree_bytes(frozen) + tree_bytes(clients) + tree_bytes(states) + out_bytes + est["shared"]
+  budget, source = memory_budget(fed.memory_budget_gb)
+  devices = mesh.shape["clients"] if mesh is not None else 1
+  cap, why = 0, ""
+  tokens = fed.batch_size * max_length  # one client's tokens per local step
+  if fed.cpu_chunk_tokens and jax.default_backend() == "cpu":
+    cap = max(1, fed.cpu_chunk_tokens // tokens)
+    why = (f"fed.cpu_chunk_tokens={fed.cpu_chunk_tokens} ({tokens} tokens per client step; "
+           "on CPU bigger chunks ran slower, benchmarks/bench_cpu_step.py)")
+  return choose_chunk(k, est["per_client"], fixed, budget * devices, source, devices, cap, why)

@@ -9,20 +9,18 @@ Per-client state (kept across rounds, one row per client of the federation) is O
 `client_states` whose leaves are `[N, ...]`, e.g. `{'compressor': error-feedback residuals, 'scaffold': c_i}`; the client
 phase gathers the rows of a chunk's clients, `one_client` maps a client's row to its new row, and the
 phase scatters them back. Adding a kind of per-client state (a new key) needs no change here.
-Drift control (FedProx / SCAFFOLD, fedlora/fed/drift.py) enters the local steps as a gradient
-correction; the server step is a server optimiser (fedlora/server/).
+Drift corrections (FedProx / SCAFFOLD, fedlora/drift/) enter the local steps as a gradient
+correction chained before the client optimiser; the server step is a server optimiser (fedlora/server/).
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from fedlora.data.clients import gather_batches, sample_batches
-from fedlora.fed import drift as drift_lib
-from fedlora.fed.drift import DriftControl
+from fedlora.drift import Drift
 from fedlora.fed.guard import all_finite, guard
 from fedlora.fed.local import make_local_update
 from fedlora.fed.sharding import clients_size, constrain_clients
@@ -38,12 +36,12 @@ CLIENT_IN_AXES = (None, None, 0, 0, 0, 0, None)
 class ClientOut(NamedTuple):
   """Per sampled client (leading axis `[K]` after vmap)."""
   delta: Any          # sparsified update the server receives (trainable-tree structure)
-  bits: jax.Array     # uplink payload in bits (compressed update + SCAFFOLD's Δc_i when enabled)
+  bits: jax.Array     # uplink payload in bits (compressed update + the drift corrections' uploads)
   metrics: dict       # local 'loss', 'first_loss', 'ce', 'acc', 'finite' (see fedlora.fed.guard)
   kept: Any           # compressor diagnostics (e.g. kept-rank masks) or None
   profile: jax.Array  # [r] the compressor's planning profile (CompressOut.profile): sorted normalised
                       # mass of the scores it selects by, pooled over adapters
-  control_delta: Any = None  # SCAFFOLD's Δc_i (trainable-tree structure) or None
+  control_delta: Any = None  # the drift corrections' uploads {name: tree} (SCAFFOLD's Δc_i) or None
 
 
 class RoundFns(NamedTuple):
@@ -55,8 +53,8 @@ class RoundFns(NamedTuple):
                           #   control_deltas) -> (global, server_state)
   init_client: Callable   # trainable -> ONE client's state {'compressor': ..., ['scaffold': c_i]}
   init_server: Callable   # trainable -> server state {'opt': optax state, ['control': c]}
-  context: Callable       # (server_state, t) -> round-wide client inputs {'lr_scale', ['control']}
-  drift: DriftControl     # static drift-control settings (SCAFFOLD bits, downlink size)
+  context: Callable       # (server_state, t) -> round-wide client inputs {'lr_scale', 'drift'}
+  drift: Drift            # the chained drift corrections (their bits, downlink size)
   init_client_states: Callable  # (trainable, num_clients) -> client_states, leaves [N, ...]
   client_chunk: int       # C: clients vmapped at once (0 = all K sampled clients in one chunk)
 
@@ -92,7 +90,7 @@ def check_reparam(round_fns: "RoundFns", trainable, who: str) -> None:
 
 
 def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, batch_size: int,
-               server: ServerOptimizer | None = None, drift: DriftControl | None = None,
+               server: ServerOptimizer | None = None, drift: Drift | None = None,
                client_lr_scale: Callable | None = None, num_classes: int = 0, mesh=None,
                client_chunk: int = 0, donate: bool = False,
                reparam: Callable | None = None) -> RoundFns:
@@ -110,30 +108,30 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
     clients before chunking, so the result does not depend on C. With a mesh, C is padded up to a
     multiple of the 'clients' axis size.
   server_phase: the server's mean of the deltas (`server.mean`) -> server optimiser step
-    (fedlora/server); SCAFFOLD's server variate from the delivered Δc_i (weight > 0).
-  server: default fedavg at lr 1; drift: default none; client_lr_scale: `t -> scale` (default 1);
+    (fedlora/server); the drift corrections' server state from the delivered uploads (weight > 0).
+  server: default fedavg at lr 1; drift: default none (fedlora.drift.build_drift); client_lr_scale: `t -> scale` (default 1);
   num_classes > 0 adds each client's label histogram to its batches as `label_counts [K, E, C]`
   (the label-skew losses read it).
   donate: donate `client_states` (the trainer replaces it; callers that reuse it must not donate).
   reparam: `global trainable -> global trainable`, applied after the server step (the method's
     `Method.reparam`, e.g. SOFT's `method.reorth`); see `check_reparam`.
   """
-  drift = drift if drift is not None else DriftControl(0.0, False, None, 0, 32, 1)
-  local = make_local_update(loss_fn, optimizer, partial(drift_lib.correct, drift) if drift.active
-                            else None, track_grads=drift.scaffold)
+  drift = drift if drift is not None else Drift()
+  local = make_local_update(loss_fn, optimizer, drift.correct if drift.active else None,
+                            track_grads=drift.needs_grads)
 
   def one_client(global_tr, frozen, batches, key, ratio, cstate, ctx):
     k_train, k_comp = jax.random.split(key)
     new_tr, metrics, gmean = local(global_tr, frozen, batches, k_train, ctx["lr_scale"],
-                                   drift_lib.anchor(drift, global_tr, ctx, cstate))
+                                   drift.anchor(global_tr, ctx["drift"], cstate))
     delta = tree_sub(new_tr, global_tr)
     out = compressor.update(cstate["compressor"], delta, ratio, k_comp, global_tr)
-    dstate, dc, dbits = drift_lib.finish_client(drift, cstate, gmean)
+    dstate, dc, dbits = drift.finish(cstate, gmean)
     new_cstate = dict(cstate, compressor=out.state, **dstate)
     finite = (jnp.isfinite(metrics["loss"]) & all_finite(delta) & all_finite(out.delta)
               & all_finite(dc))
     sent, new_cstate, profile = guard(finite, out.delta, new_cstate, cstate, out.profile)
-    if dc is not None:  # a non-finite client's Δc_i is never applied either
+    if dc is not None:  # a non-finite client's drift uploads are never applied either
       dc = jax.tree_util.tree_map(lambda x: jnp.where(finite, x, jnp.zeros_like(x)), dc)
     return ClientOut(sent, out.bits + dbits, dict(metrics, finite=finite), out.kept, profile,
                      dc), new_cstate
@@ -194,7 +192,7 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
     return outs, client_states
 
   def init_client(trainable):
-    return {"compressor": compressor.init(trainable), **drift_lib.init_client(drift, trainable)}
+    return {"compressor": compressor.init(trainable), **drift.init_client(trainable)}
 
   def init_client_states(trainable, num_clients: int):
     """Every client's state, leaves `[N, ...]` (`init_client` broadcast)."""
@@ -204,14 +202,11 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
   server_opt = server if server is not None else build_server(None, 1)
 
   def init_server(trainable):
-    return {"opt": server_opt.init(trainable), **drift_lib.init_server(drift, trainable)}
+    return {"opt": server_opt.init(trainable), **drift.init_server(trainable)}
 
   def context(server_state, t):
     scale = client_lr_scale(t) if client_lr_scale is not None else jnp.float32(1.0)
-    ctx = {"lr_scale": jnp.asarray(scale, jnp.float32)}
-    if drift.scaffold:
-      ctx["control"] = server_state["control"]
-    return ctx
+    return {"lr_scale": jnp.asarray(scale, jnp.float32), "drift": drift.context(server_state)}
 
   @jax.jit
   def server_phase(global_tr, server_state, deltas, weights, t, control_deltas=None):
@@ -220,9 +215,9 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
     if reparam is not None:
       new_tr = reparam(new_tr)
     server_state = dict(server_state, opt=opt)
-    if drift.scaffold:
-      server_state = drift_lib.update_server(drift, server_state, control_deltas,
-                                             (weights > 0).astype(jnp.float32))
+    if control_deltas is not None:
+      server_state = drift.update_server(server_state, control_deltas,
+                                         (weights > 0).astype(jnp.float32))
     return new_tr, server_state
 
   phase = jax.jit(client_phase, donate_argnums=(6,) if donate else ())

@@ -16,13 +16,43 @@ the client rows of its own devices' shards (`hosted_clients`) and builds only th
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from fedlora.section import Section, is_int
+
 AXES = ("clients", "model")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig(Section):
+  """Section `mesh`: the devices and processes the clients are mapped over.
+
+  num_devices:         devices of the mesh (0 = all visible, all processes)
+  model:               devices on the 'model' axis; the 'clients' axis gets num_devices / model
+  shard_frozen:        split the frozen base over 'model' (FSDP-style) instead of replicating it
+  coordinator_address: multi-host: 'host:port' of process 0, 'auto' (SLURM/TPU), '' = one process
+  num_processes:       multi-host: number of processes (0 = from FEDLORA_NUM_PROCESSES or 1)
+  process_id:          multi-host: this process's id (-1 = from FEDLORA_PROCESS_ID)
+  """
+  SECTION = "mesh"
+  num_devices: int = 0
+  model: int = 1
+  shard_frozen: bool = False
+  coordinator_address: str = ""
+  num_processes: int = 0
+  process_id: int = -1
+
+  def check(self) -> None:
+    for k, lo in (("num_devices", 0), ("model", 1), ("num_processes", 0), ("process_id", -1)):
+      self.need(is_int(getattr(self, k)) and getattr(self, k) >= lo, k, f"an integer >= {lo}")
+    self.need(isinstance(self.shard_frozen, bool), "shard_frozen", "True or False")
+    self.need(isinstance(self.coordinator_address, str), "coordinator_address",
+              "'host:port', 'auto' or ''")
 
 
 def init_distributed(mesh_cfg) -> None:

@@ -3,12 +3,11 @@
 `W = W0 + (alpha/r) * A @ B` in our `[d_in, d_out]` kernel layout: `lora_a: [d_in, r]`,
 `lora_b: [r, d_out]`; rank component i is `(lora_a[:, i], lora_b[i, :])` (the paper's a_i, b_i).
 """
-from fedlora.lora.adapters import (attach, init_adapters, lora_scale, match_targets, merge,
-                                   validate_lora_config)
+from fedlora.lora.adapters import attach, init_adapters, lora_scale, match_targets, merge
 from fedlora.lora.count import tree_bytes, tree_size
 from fedlora.lora.split import ModelParts, split_model, trainable_labels
 
 __all__ = [
-    "attach", "init_adapters", "lora_scale", "match_targets", "merge", "validate_lora_config",
+    "attach", "init_adapters", "lora_scale", "match_targets", "merge",
     "tree_bytes", "tree_size", "ModelParts", "split_model", "trainable_labels",
 ]

@@ -6,7 +6,6 @@ any regex in `targets` matches its path (`re.search`).
 """
 from __future__ import annotations
 
-import math
 import re
 from typing import Any, Iterable
 
@@ -14,36 +13,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-INITS = ("kaiming", "orthogonal", "gaussian", "graded")
-
 
 def lora_scale(alpha: float, rank: int) -> float:
   """The LoRA scaling `alpha / r`."""
   return float(alpha) / float(rank)
-
-
-def validate_lora_config(cfg) -> None:
-  """Raise ValueError naming the bad `lora.*` value and what is allowed."""
-  if not isinstance(cfg.rank, int) or cfg.rank < 1:
-    raise ValueError(f"lora.rank={cfg.rank!r}: must be an integer >= 1")
-  if not cfg.alpha > 0:
-    raise ValueError(f"lora.alpha={cfg.alpha!r}: must be > 0")
-  if not 0.0 <= cfg.dropout < 1.0:
-    raise ValueError(f"lora.dropout={cfg.dropout!r}: must be in [0, 1)")
-  if cfg.init not in INITS:
-    raise ValueError(f"lora.init={cfg.init!r}: allowed values are {INITS}")
-  if cfg.init == "graded":
-    decay = getattr(cfg, "init_decay", None)
-    if not isinstance(decay, (int, float)) or isinstance(decay, bool) or not 0.0 < decay <= 1.0:
-      raise ValueError(f"lora.init_decay={decay!r}: lora.init='graded' needs a number in (0, 1]")
-  targets = _as_tuple(cfg.targets)
-  if not targets:
-    raise ValueError("lora.targets is empty: give at least one regex over layer paths")
-  for t in targets:
-    try:
-      re.compile(t)
-    except re.error as e:
-      raise ValueError(f"lora.targets entry {t!r} is not a valid regex: {e}") from None
 
 
 def _as_tuple(targets) -> tuple[str, ...]:
@@ -80,40 +53,21 @@ def match_targets(frozen: dict, targets) -> list[tuple]:
   return chosen
 
 
-def _init_a(key, d_in: int, r: int, init: str, decay: float = 1.0) -> jax.Array:
-  """A `[d_in, r]` for `init` (INITS). 'graded' (ours): orthonormal columns scaled by decay**i.
-  From B = 0, AdamW gives every b_i about the same update norm, so component i's share of the
-  product's change, ‖Δb_i‖·‖a_i‖, falls geometrically with i: a round's update concentrates in the
-  leading components, where SOFT scoring the product ('product') finds it and SVD truncation keeps
-  it too (benchmarks/bench_update_capture.py). Measured: SOFT at a fixed ratio then keeps picking
-  the same leading components, and the others are never trained (README: Fair comparison)."""
-  if init == "kaiming":  # PEFT default: kaiming_uniform(a=sqrt(5)) -> U(-1/sqrt(d_in), 1/sqrt(d_in))
-    bound = 1.0 / math.sqrt(d_in)
-    return jax.random.uniform(key, (d_in, r), jnp.float32, -bound, bound)
-  if init == "orthogonal":  # orthonormal columns: A A^T = I_r in the paper's layout (SOFT)
-    return jax.nn.initializers.orthogonal()(key, (d_in, r), jnp.float32)
-  if init == "gaussian":  # PEFT 'gaussian': N(0, 1/r)
-    return jax.random.normal(key, (d_in, r), jnp.float32) / r
-  if init == "graded":  # the orthogonal init, column i scaled by decay**i
-    scale = jnp.asarray(decay, jnp.float32) ** jnp.arange(r, dtype=jnp.float32)
-    return _init_a(key, d_in, r, "orthogonal") * scale[None, :]
-  raise ValueError(f"lora.init={init!r}: allowed values are {INITS}")
-
-
 def init_adapters(key: jax.Array, frozen: dict, cfg) -> dict:
   """Fresh adapters `{path...: {'lora_a': [d_in, r], 'lora_b': [r, d_out] = 0}}` for matched layers.
 
-  Pure: the same key and parameters give the same adapters; each layer folds its index into key.
+  `cfg`: the `lora` section (fedlora.lora.config.LoraConfig: targets, rank, init and the init's own
+  keys). Pure: the same key and parameters give the same adapters; each layer folds its index into key.
   """
-  validate_lora_config(cfg)
+  from fedlora.lora.inits import LORA_INITS
+  init_a = LORA_INITS.get(cfg.init).obj
   out: dict = {}
   for i, path in enumerate(match_targets(frozen, cfg.targets)):
     node = frozen
     for p in path:
       node = node[p]
     d_in, d_out = node["kernel"].shape
-    leaf = {"lora_a": _init_a(jax.random.fold_in(key, i), d_in, cfg.rank, cfg.init,
-                              getattr(cfg, "init_decay", 1.0)),
+    leaf = {"lora_a": init_a(jax.random.fold_in(key, i), d_in, cfg.rank, cfg),
             "lora_b": jnp.zeros((cfg.rank, d_out), jnp.float32)}
     cur = out
     for p in path[:-1]:

@@ -14,15 +14,23 @@ from typing import Any, Callable, NamedTuple
 import jax.numpy as jnp
 
 
+class UplinkInputs(NamedTuple):
+  """What a method's uplink reads of the run, fixed at build time (no other object is passed in)."""
+  trainable: Any            # the initial trainable tree (payload models)
+  frozen: Any               # the frozen base (compute FLOPs)
+  num_examples: Any         # [N] training examples per client (aggregation weights)
+  extra_upload_bits: float  # bits every upload carries besides the update (drift corrections)
+
+
 class Method(NamedTuple):
   name: str
   compressor: Any                    # fedlora.compress.Compressor
   freeze: str | None                 # regex over trainable leaf paths kept frozen (None = none)
   penalty: Callable | None           # trainable -> scalar, added to the local loss
   penalty_weight: float
-  init_state: Callable               # (exp) -> PyTree of arrays
-  plan: Callable                     # (exp, mstate, ids [K], key) -> ({'ratio': [K], ...}, mstate)
-  deliver: Callable                  # (exp, mstate, plan, bits [K], profiles [K, r])
+  init_state: Callable               # (UplinkInputs) -> PyTree of arrays
+  plan: Callable                     # (mstate, ids [K], key, UplinkInputs) -> ({'ratio': [K], ...}, mstate)
+  deliver: Callable                  # (mstate, plan, bits [K], profiles [K, r])
                                      #   -> (delivered [K] in {0,1}, mstate, record)
   plot: Callable                     # (records, workdir) -> None
   broadcast_bits: float = 0.0        # downlink bits per sampled client per round
@@ -36,17 +44,17 @@ class Method(NamedTuple):
 
 def fixed_ratio_plan(ratio: float):
   """Every sampled client uses the same configured ratio; no channel."""
-  def plan(exp, mstate, ids, key):
+  def plan(mstate, ids, key, inputs):
     return {"ratio": jnp.full(ids.shape, ratio, jnp.float32)}, mstate
   return plan
 
 
-def deliver_all(exp, mstate, plan, bits, profiles):
+def deliver_all(mstate, plan, bits, profiles):
   """Ideal uplink: every upload arrives, no latency recorded."""
   return jnp.ones(bits.shape, jnp.float32), mstate, {}
 
 
-def no_state(exp):
+def no_state(inputs):
   return {"none": jnp.zeros((), jnp.float32)}
 
 

@@ -20,24 +20,46 @@ method, and TSFA then plans with that method's OWN payload model (`Compressor.pa
 importance profile (`CompressOut.profile`). With `wireless.enabled=False` every method runs without
 a channel (all uploads arrive) at ratio `method.ratio` (1 for dense methods).
 
-Lookup: a registered name; else the module `fedlora.methods.<name>` is imported (so a new file in
-this folder needs no other edit); a method in any other module registers when it is imported.
+Lookup: `METHODS` (fedlora.registry): a registered name; else the module `fedlora.methods.<name>`
+is imported (a new file in this folder needs no other edit); a method in any other module registers
+when it is imported. A method's own `method` keys are an options section passed as
+`register_method(spec, options=...)`.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Callable, NamedTuple
 
-import jax.numpy as jnp
-
 from fedlora.compress import get_compressor
-from fedlora.compress.base import Compressor, CompressOut, check_bool
+from fedlora.compress.base import Compressor, CompressOut
 from fedlora.methods.base import Method, deliver_all, fixed_ratio_plan, no_plot, no_state
-from fedlora.utils.plugins import import_if_present
+from fedlora.registry import Registry
+from fedlora.section import Section, is_num
 
 ALLOCATIONS = ("default", "tsfa", "fixed")
-BUILTIN = ("ideal", "soft", "topk", "randk", "svd", "ffa")
-METHODS = BUILTIN  # the built-in names (`method_names()` adds any other registered method)
+METHODS = Registry("method", "fedlora.methods", "method.name")
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodConfig(Section):
+  """Section `method` (plus the keys each method declares, fedlora/methods/<name>.py).
+
+  name:       registered method: 'ideal' | 'soft' | 'topk' | 'randk' | 'svd' | 'ffa' (README: Methods)
+  allocation: with wireless: 'default' (the method's own: soft -> tsfa, others -> fixed) | 'tsfa'
+              (online ρ_k, b_k with the method's payload model) | 'fixed' (method.ratio, equal b)
+  ratio:      sparsification ratio for 'fixed' allocation (and without wireless), in (0, 1]
+  """
+  SECTION = "method"
+  COMPONENTS = staticmethod(lambda: METHODS)
+  name: str = "ideal"
+  allocation: str = "default"
+  ratio: float = 0.25
+
+  def check(self) -> None:
+    METHODS.get(self.name)
+    self.need(self.allocation in ALLOCATIONS, "allocation", f"one of {ALLOCATIONS}")
+    self.need(is_num(self.ratio) and 0.0 < self.ratio <= 1.0, "ratio", "a ratio in (0, 1]")
 
 
 class MethodSpec(NamedTuple):
@@ -45,50 +67,37 @@ class MethodSpec(NamedTuple):
   compressor: str                   # registered compressor name (fedlora.compress)
   freeze: str | None = None         # regex over trainable leaf paths kept frozen (never sent)
   penalty: Callable | None = None   # trainable -> scalar, added to the local loss
-  penalty_key: str | None = None    # config.method key holding the penalty weight
+  penalty_key: str | None = None    # key of its options holding the penalty weight
   make_penalty: Callable | None = None  # (opt: key -> value) -> penalty, for a regulariser with
                                         #   options of its own (SOFT's ortho_b); instead of `penalty`
   reparam: Callable | None = None   # jittable trainable -> trainable map the server applies to the
                                     #   global model after every round when the bool config.method
                                     #   key `reparam_key` is True (SOFT's reorth); it must keep the
                                     #   model's function (fed.round.check_reparam)
-  reparam_key: str | None = None    # that key (in `defaults`)
+  reparam_key: str | None = None    # that key (of its options)
   rank_grid: bool = False           # the compressor keeps whole rank components (ρ -> m/r)
   allocation: str = "fixed"         # default allocation with the wireless uplink: 'tsfa' | 'fixed'
   dense: bool = False               # uploads are dense: the ratio is 1 whatever method.ratio says
-  defaults: dict = {}               # own config.method keys and their defaults
-  validate: Callable | None = None  # (method_section) -> None, raises ValueError
 
 
-_REGISTRY: dict[str, MethodSpec] = {}
-
-
-def register_method(spec: MethodSpec) -> MethodSpec:
+def register_method(spec: MethodSpec, options=None) -> MethodSpec:
+  """Registers `spec` under `spec.name`; `options`: its own `method` keys (a Section class)."""
   if spec.allocation not in ("tsfa", "fixed"):
     raise ValueError(f"method {spec.name!r}: allocation={spec.allocation!r}; one of ('tsfa', 'fixed')")
-  if spec.reparam is not None and spec.reparam_key not in spec.defaults:
-    raise ValueError(f"method {spec.name!r}: reparam needs reparam_key, a bool key of its defaults; "
-                     f"got {spec.reparam_key!r}")
-  _REGISTRY[spec.name] = spec
-  return spec
+  keys = options.defaults() if options is not None else {}
+  for what, key in (("reparam", spec.reparam_key if spec.reparam is not None else None),
+                    ("penalty", spec.penalty_key if spec.penalty or spec.make_penalty else None)):
+    if key is not None and key not in keys:
+      raise ValueError(f"method {spec.name!r}: {what} needs {what}_key, a key of its options; got {key!r}")
+  return METHODS.register(spec.name, options=options)(spec)
 
 
 def get_spec(name: str) -> MethodSpec | None:
-  if name not in _REGISTRY and isinstance(name, str) and re.fullmatch(r"\w+", name):
-    import_if_present(f"fedlora.methods.{name}")
-  return _REGISTRY.get(name)
+  return METHODS.get(name).obj if name in METHODS else None
 
 
 def method_names() -> tuple:
-  for n in BUILTIN:
-    get_spec(n)
-  return tuple(sorted(_REGISTRY))
-
-
-def method_opt(config, spec: MethodSpec, key: str):
-  """`config.method.<key>`, or the method file's default when the config lacks the key."""
-  v = config.method.get(key, None) if hasattr(config.method, "get") else None
-  return spec.defaults[key] if v is None else v
+  return METHODS.names()
 
 
 def not_sending(comp: Compressor, frozen_bits: float) -> Compressor:
@@ -114,41 +123,27 @@ def build_method(config, trainable=None) -> Method:
   """The method of `config.method.name`. `trainable` (the initial trainable tree) is needed for the
   bit accounting of frozen leaves and the downlink (0 bits without it)."""
   name = config.method.name
-  spec = get_spec(name)
-  if spec is None:
-    raise ValueError(f"config.method.name={name!r} is not allowed: one of {method_names()}")
-  if spec.validate is not None:
-    spec.validate(config.method)
+  spec = METHODS.get(name).obj
+  opts = config.method.options(name) if METHODS.get(name).options is not None else None
   weight = 0.0
   if spec.penalty is not None or spec.make_penalty is not None:
-    weight = method_opt(config, spec, spec.penalty_key)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-      raise ValueError(f"config.method.{spec.penalty_key}={weight!r} is not allowed: a number >= 0")
-    weight = float(weight)
+    weight = float(getattr(opts, spec.penalty_key))
   penalty = spec.penalty
   if spec.make_penalty is not None:
-    penalty = spec.make_penalty(lambda key: method_opt(config, spec, key))
+    penalty = spec.make_penalty(lambda key: getattr(opts, key))
   reparam = None
-  if spec.reparam is not None and check_bool("config.method", spec.reparam_key,
-                                             method_opt(config, spec, spec.reparam_key)):
+  if spec.reparam is not None and getattr(opts, spec.reparam_key):
     reparam = spec.reparam
   allocation = config.method.allocation
-  if allocation not in ALLOCATIONS:
-    raise ValueError(f"config.method.allocation={allocation!r} is not allowed: one of {ALLOCATIONS}")
   allocation = spec.allocation if allocation == "default" else allocation
   ratio = 1.0 if spec.dense else config.method.ratio
-  if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio <= 1.0:
-    raise ValueError(f"config.method.ratio={ratio!r} is not allowed: a ratio in (0, 1]")
   comp = get_compressor(spec.compressor, config.compress)
   if comp.payload is None and config.wireless.enabled:
     raise ValueError(f"compressor {spec.compressor!r} (method {name!r}) declares no payload model "
                      "(Compressor.payload); the wireless uplink plans with it")
 
   q = config.compress.bits_per_value
-  q_dl = config.compress.get("downlink_bits_per_value", 0) or q
-  if isinstance(q_dl, bool) or not isinstance(q_dl, int) or q_dl not in (16, 32):
-    raise ValueError(f"config.compress.downlink_bits_per_value={q_dl!r} is not allowed: 0 (= "
-                     "bits_per_value), 16 or 32")
+  q_dl = config.compress.downlink_bits_per_value or q
   pat = re.compile(spec.freeze) if spec.freeze else None
   sizes = list(_leaf_sizes(trainable)) if trainable is not None else []
   n_frozen = sum(n for p, n in sizes if pat is not None and pat.search(p))

@@ -16,7 +16,6 @@ the global trainable tree (`broadcast_bits` at the downlink rate, `wireless.late
 """
 from __future__ import annotations
 
-import math
 import os
 
 import jax
@@ -25,7 +24,6 @@ import numpy as np
 
 from fedlora.tsfa import online
 from fedlora.wireless import channel as wch
-from fedlora.wireless.channel import ChannelConfig
 from fedlora.wireless.latency import downlink_latency, realise, shannon_rate
 
 
@@ -40,12 +38,6 @@ def local_flops(frozen: dict, tokens_per_round: int) -> float:
   return 6.0 * n * tokens_per_round
 
 
-def validate_uplink(config) -> None:
-  if not config.wireless.deadline_factor > 0:
-    raise ValueError(f"config.wireless.deadline_factor={config.wireless.deadline_factor!r} is not "
-                     "allowed: > 0 (math.inf = no deadline)")
-
-
 def make_uplink(config, compressor, *, allocation: str, ratio: float, rank_grid: bool = False,
                 broadcast_bits: float = 0.0):
   """(init_state, plan, deliver, plot) closures for a method that goes through the wireless channel.
@@ -58,24 +50,23 @@ def make_uplink(config, compressor, *, allocation: str, ratio: float, rank_grid:
   broadcast_bits: downlink bits each sampled client receives per round (latency only with
   `wireless.channel.downlink=True`).
   """
-  validate_uplink(config)
-  chan = ChannelConfig.from_config(config.wireless.channel)
+  chan = config.wireless.channel
   use_tsfa = allocation == "tsfa"
-  tcfg = online.OnlineConfig.from_config(config.tsfa.online, bandwidth_hz=chan.bandwidth_hz)
+  tcfg = config.tsfa.online.with_band(chan.bandwidth_hz)
   deadline = config.tsfa.online.latency_budget * config.wireless.deadline_factor
   ratio = float(ratio)
   cache = {}
 
-  def consts(exp):
+  def consts(inputs):
     if "c" not in cache:
-      c0, c1 = compressor.payload(exp.parts.trainable)
-      c0 += exp.round_fns.drift.scaffold_bits  # SCAFFOLD's dense Δc_i rides along (0 without it)
+      c0, c1 = compressor.payload(inputs.trainable)
+      c0 += inputs.extra_upload_bits  # e.g. SCAFFOLD's dense Δc_i rides along (0 without it)
       tokens = config.fed.local_steps * config.fed.batch_size * config.data.max_length
-      cache["c"] = (c0, c1, local_flops(exp.parts.frozen, tokens))
+      cache["c"] = (c0, c1, local_flops(inputs.frozen, tokens))
     return cache["c"]
 
-  def init_state(exp):
-    n = exp.clients.num_clients
+  def init_state(inputs):
+    n = int(inputs.num_examples.shape[0])
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2 * 10**6)
     cs = wch.init(key, n, chan)
     ts = online.init(n, tcfg)
@@ -108,9 +99,9 @@ def make_uplink(config, compressor, *, allocation: str, ratio: float, rank_grid:
             "downlink_latency": downlink_latency(broadcast_bits, rc.gain, chan), "ids": ids, **extra}
     return plan, mstate
 
-  def plan(exp, mstate, ids, key):
-    c0, c1, flops = consts(exp)
-    w = exp.clients.num_examples[ids].astype(jnp.float32)
+  def plan(mstate, ids, key, inputs):
+    c0, c1, flops = consts(inputs)
+    w = inputs.num_examples[ids].astype(jnp.float32)
     return _plan(mstate, ids, key, w / w.sum(), c0, c1, flops)
 
   @jax.jit
@@ -127,7 +118,7 @@ def make_uplink(config, compressor, *, allocation: str, ratio: float, rank_grid:
            "round_latency": real.round_latency, "queue": ts.queue}
     return (~real.missed).astype(jnp.float32), dict(mstate, tsfa=ts._asdict(), profiles=prof), rec
 
-  def deliver(exp, mstate, plan, bits, profiles):
+  def deliver(mstate, plan, bits, profiles):
     delivered, mstate, rec = _deliver(mstate, plan, bits, profiles)
     rec = {k: np.asarray(v) for k, v in rec.items()}
     rec["deadline_misses"] = int(rec["missed"].sum())

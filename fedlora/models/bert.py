@@ -21,6 +21,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
+from fedlora.models.families import FAMILIES
 from fedlora.models.layers import (Embed, LayerNorm, Linear, activation, dot_product_attention, dropout,
                                    run_blocks, site_key)
 
@@ -278,4 +279,4 @@ def _family():
       lora_targets=("query", "value"), pad_token_id=default_pad_token_id)
 
 
-FAMILY = _family()
+FAMILY = FAMILIES.register("bert")(_family())

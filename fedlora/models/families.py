@@ -1,16 +1,18 @@
 """Model families as plug-ins: each family declares, in its own model file, everything the loader,
 the LoRA set-up and the tasks need to know about it, as one `Family` value named `FAMILY`.
 
-Adding a family = one new file `fedlora/models/<name>.py` (the Flax NNX module + its `FAMILY`) and
-its test; this registry finds it by scanning the `fedlora.models` package for modules that define
-`FAMILY` (nothing else to edit). `family_for(model_type)` raises a ValueError naming the supported
-`model_type` values.
+Adding a family = one new file `fedlora/models/<name>.py` (the Flax NNX module + its declaration,
+registered with `FAMILIES.register(name)(Family(...))`) and its test; the registry finds it by
+importing the `fedlora.models` package's modules (nothing else to edit). `family_for(model_type)`
+raises a ValueError naming the supported `model_type` values.
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any, Callable, NamedTuple
+
+from fedlora.registry import Registry
+
+FAMILIES = Registry("model family", "fedlora.models", "model_type")
 
 
 class Family(NamedTuple):
@@ -65,22 +67,15 @@ class GGUFSpec(NamedTuple):
   tensor: Callable[[str, Any, dict], "tuple[str, Any] | None"]
 
 
-_REGISTRY: dict[str, Family] = {}
-
-
 def _discover() -> dict[str, Family]:
-  if not _REGISTRY:
-    import fedlora.models as pkg
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-      mod = importlib.import_module(f"fedlora.models.{info.name}")
-      fam = getattr(mod, "FAMILY", None)
-      if isinstance(fam, Family):
-        clash = [t for t in fam.model_types for f in _REGISTRY.values() if t in f.model_types]
-        if fam.name in _REGISTRY or clash:
-          raise ValueError(f"model family {fam.name!r} ({info.name}.py) clashes with a registered one "
-                           f"(name or model_type {clash})")
-        _REGISTRY[fam.name] = fam
-  return _REGISTRY
+  fams = {n: e.obj for n, e in FAMILIES.entries().items()}
+  seen = {}
+  for name, fam in fams.items():
+    for t in fam.model_types:
+      if t in seen:
+        raise ValueError(f"model families {seen[t]!r} and {name!r} both load model_type {t!r}")
+      seen[t] = name
+  return fams
 
 
 def families() -> dict[str, Family]:

@@ -21,6 +21,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
+from fedlora.models.families import FAMILIES
 from fedlora.models.layers import (Embed, LayerNorm, Linear, activation, dot_product_attention,
                                    init_kv_cache, run_blocks, segment_mask, site_key,
                                    write_kv_cache)
@@ -171,4 +172,4 @@ def _family():
       lora_targets=("attn/c_attn",), pad_token_id=default_pad_token_id)
 
 
-FAMILY = _family()
+FAMILY = FAMILIES.register("gpt2")(_family())

@@ -26,6 +26,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
+from fedlora.models.families import FAMILIES
 from fedlora.models.layers import (Embed, Linear, RMSNorm, activation, apply_rope, dot_product_attention,
                                    init_kv_cache, rope_cos_sin, rope_inv_freq, run_blocks, segment_mask,
                                    site_key, write_kv_cache)
@@ -282,4 +283,4 @@ def _family():
       lora_targets=("self_attn/(q_proj|v_proj)",), pad_token_id=default_pad_token_id)
 
 
-FAMILY = _family()
+FAMILY = FAMILIES.register("llama")(_family())

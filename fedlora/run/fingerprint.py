@@ -8,6 +8,8 @@ added later — is part of the fingerprint, so a workdir's results always belong
 A key added after runs were recorded, at the value that reproduces what every run did before it
 existed, is left out (`ADDED_KEYS`): such a run's fingerprint is the one its workdir already holds,
 so its folder, resume and results stay valid; at any other value the key is in the fingerprint.
+`same_config(stored, fp)` compares a stored fingerprint with this one after applying that rule to
+the stored items too (a config that held such a key at that value before it was listed matches).
 """
 from __future__ import annotations
 
@@ -33,10 +35,22 @@ RESUMABLE_KEYS = (
 
 # key -> the value that reproduces the behaviour from before the key existed (tests/test_run.py)
 ADDED_KEYS = {
-    "server.mean": "all",  # 2026-12-01: the FedAvg mean over all delivered uploads
-    "method.reorth": False,  # 2026-12-01: no server re-orthogonalisation
-    "lora.init_decay": 0.5,  # 2026-12-02: read only by lora.init='graded', which did not exist
-    "tsfa.online.initial_queue": 0.0,  # 2026-12-02: TSFA's queue started empty
+    "server.mean": "all",  # the FedAvg mean over all delivered uploads
+    "method.reorth": False,  # no server re-orthogonalisation
+    "lora.init_decay": 0.5,  # read only by lora.init='graded'
+    "tsfa.online.initial_queue": 0.0,  # TSFA's queue starts empty
+    # keys every config holds since the sections declare them (some configs held them before):
+    "data.cache_dir": "",  # the datasets builders' own cache
+    "data.partition_seed": -1,  # the partition seed is data.split_seed
+    "data.prompt_column": "instruction",  # causal-LM columns, read only by task causal_lm
+    "data.response_column": "output",
+    "data.messages_column": "",
+    "data.category_column": "",
+    "data.packing": False,
+    "eval.max_new_tokens": 32,  # causal-LM evaluation settings, read only by task causal_lm
+    "eval.print_samples": 3,
+    "eval.temperature": 0.0,
+    "wireless.channel.downlink_tx_power_dbm": 43.0,  # the channel's built-in downlink power
 }
 
 
@@ -74,11 +88,19 @@ def fingerprint(config) -> dict:
   return {"hash": fingerprint_hash(items), "items": items}
 
 
+def same_config(stored: dict, fp: dict) -> bool:
+  """Whether a stored fingerprint (`{'hash', 'items'}`) is this config's (module docstring)."""
+  if stored.get("hash") == fp["hash"]:
+    return True
+  return fingerprint_hash(fingerprint_items(stored.get("items", {}))) == fp["hash"]
+
+
 _ABSENT = "<absent>"
 
 
 def differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
   """`[(key, old value, new value)]` of two fingerprints' items (a missing key shows as <absent>)."""
+  old = fingerprint_items(old)
   keys = sorted(set(old) | set(new))
   return [(k, old.get(k, _ABSENT), new.get(k, _ABSENT)) for k in keys
           if old.get(k, _ABSENT) != new.get(k, _ABSENT)]

@@ -22,7 +22,7 @@ import os
 
 from fedlora.run.errors import RunError
 from fedlora.run.fingerprint import (RESUMABLE_KEYS, describe_differences, differences, fingerprint,
-                                     fingerprint_hash, fingerprint_items)
+                                     fingerprint_hash, fingerprint_items, same_config)
 from fedlora.run.lock import WorkdirLock
 from fedlora.utils.files import write_json_atomic
 
@@ -36,10 +36,8 @@ def default_workdir(config) -> str:
 
 
 def resolve_workdir(config) -> str:
-  """Sets an empty `config.workdir` to `default_workdir(config)` and returns it."""
-  if not config.workdir:
-    config.workdir = default_workdir(config)
-  return config.workdir
+  """`config.workdir`, or `default_workdir(config)` when it is empty."""
+  return config.workdir or default_workdir(config)
 
 
 def checkpoint_steps(workdir: str) -> list[int]:
@@ -89,7 +87,7 @@ def check_workdir(config, fp: dict) -> None:
                      "workdir, or use --config.resume=auto to start a fresh run there")
     return
   old = read_fingerprint(w)
-  if old.get("hash") != fp["hash"]:
+  if not same_config(old, fp):
     diff = differences(old.get("items", {}), fp["items"])
     raise RunError(
         f"workdir {w!r} holds a run of a different config (fingerprint {old.get('hash')} != "
@@ -137,5 +135,5 @@ def open_workdir(config, lead: bool = True):
 def write_run_files(config, fp: dict) -> None:
   """config.json and fingerprint.json, each written atomically."""
   write_json_atomic(os.path.join(config.workdir, "config.json"),
-                    json.loads(config.to_json_best_effort()))
+                    json.loads(json.dumps(config.to_dict(), default=str)))
   write_json_atomic(os.path.join(config.workdir, FINGERPRINT_FILE), fp)

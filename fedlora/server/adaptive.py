@@ -8,24 +8,40 @@ of Reddi et al. 2021 ("Adaptive Federated Optimization"), with g = -Δ̄ the pse
 v starts at τ² (the paper's v_{-1} ≥ τ²) and m at 0; no bias correction (as in the paper). The state
 is the NamedTuple below (part of the run state, so it is checkpointed and resumes exactly).
 
-Keys (section `server`) of every adaptive optimiser, validated here (each file lists its DEFAULTS):
-  b1   first-moment decay β1 in [0, 1) (0 = no server momentum)
-  b2   second-moment decay β2 in [0, 1)
-  tau  adaptivity τ > 0 (the paper's ε; v starts at τ²)
-Typical server lr: 1e-2 … 1e-1 (the step is ~lr per coordinate, unlike fedavg's lr·Δ̄).
-
-An optimiser file (fedadagrad.py, fedadam.py, fedyogi.py) holds its DEFAULTS and its
-`second_moment(v, g2, b2)` on one leaf, and sets `build = adaptive_build(second_moment, DEFAULTS)`.
+Keys (section `server`) of every adaptive optimiser: `Options` below. Typical server lr: 1e-2 … 1e-1
+(the step is ~lr per coordinate, unlike fedavg's lr·Δ̄). An optimiser file (fedadagrad.py,
+fedadam.py, fedyogi.py) holds its `second_moment(v, g2, b2)` on one leaf and registers
+`adaptive_build(second_moment)` with these `Options`.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from fedlora.server.base import cfg_get, check_float
+from fedlora.section import Section, is_num
+
+
+@dataclasses.dataclass(frozen=True)
+class Options(Section):
+  """Keys of the adaptive optimisers 'fedadagrad' (b1, tau), 'fedadam' and 'fedyogi' (section `server`).
+
+  b1:  first-moment decay β1 in [0, 1) (0 = no server momentum)
+  b2:  second-moment decay β2 in [0, 1) (fedadam, fedyogi)
+  tau: adaptivity τ > 0 (the paper's ε; v starts at τ²)
+  """
+  SECTION = "server"
+  b1: float = 0.9
+  b2: float = 0.99
+  tau: float = 1e-3
+
+  def check(self) -> None:
+    for k in ("b1", "b2"):
+      self.need(is_num(getattr(self, k)) and 0.0 <= getattr(self, k) < 1.0, k, "a number >= 0.0 and < 1.0")
+    self.need(is_num(self.tau) and self.tau > 0, "tau", "a number > 0.0")
 
 
 class FedOptState(NamedTuple):
@@ -50,14 +66,8 @@ def scale_by_fedopt(second_moment: Callable, b1: float, b2: float,
   return optax.GradientTransformation(init, update)
 
 
-def adaptive_build(second_moment: Callable, defaults: dict) -> Callable:
-  """The `build(cfg) -> optax.GradientTransformation` of an adaptive optimiser file: validates
-  b1, b2, tau (ValueError naming the key, the value and the allowed range)."""
-
-  def build(cfg) -> optax.GradientTransformation:
-    b1 = check_float("b1", cfg_get(cfg, "b1", defaults["b1"]), 0.0, 1.0, hi_open=True)
-    b2 = check_float("b2", cfg_get(cfg, "b2", defaults["b2"]), 0.0, 1.0, hi_open=True)
-    tau = check_float("tau", cfg_get(cfg, "tau", defaults["tau"]), 0.0, lo_open=True)
-    return scale_by_fedopt(second_moment, b1, b2, tau)
-
+def adaptive_build(second_moment: Callable) -> Callable:
+  """The `build(section) -> optax.GradientTransformation` of an adaptive optimiser file."""
+  def build(section) -> optax.GradientTransformation:
+    return scale_by_fedopt(second_moment, float(section.b1), float(section.b2), float(section.tau))
   return build

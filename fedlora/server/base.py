@@ -10,30 +10,55 @@ rate, so the round-level schedule is applied here as a traced scalar); FedAvg is
 A round in which no upload arrives (every weight 0) leaves the global model AND the optimiser state
 unchanged (no server step; the schedule still follows the round number).
 
-Config section `server` (keys shared by all optimisers; each optimiser file lists its own):
-  name              'fedavg'     one of fedlora.server.NAMES
-  lr                1.0          server learning rate η (> 0)
-  lr_schedule       'constant'   'constant' | 'warmup' | 'cosine' over rounds (fedlora.fed.schedule)
-  lr_warmup_rounds  0            linear warm-up rounds
-  lr_final_fraction 0.0          cosine: lr at the last round as a fraction of `lr`
-  mean              'all'        how the client updates are averaged (fedlora/fed/aggregate.py):
-                                 'all' = FedAvg, Σ w_c Δ_c / Σ w_c over the delivered uploads;
-                                 'senders' = per coordinate over the uploads that carry it (a
-                                 sparsified entry is not shrunk by the clients that dropped it; ours)
+Config section `server`: `ServerConfig` below (keys shared by all optimisers; each optimiser file
+declares its own).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+import dataclasses
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from fedlora.fed.aggregate import MEANS, weighted_mean
-from fedlora.fed.schedule import round_schedule, validate_schedule
+from fedlora.registry import Registry
+from fedlora.schedules import check_schedule, round_schedule
+from fedlora.section import Section, is_num
 
-SHARED_DEFAULTS = {"name": "fedavg", "lr": 1.0, "lr_schedule": "constant", "lr_warmup_rounds": 0,
-                   "lr_final_fraction": 0.0, "mean": "all"}
+SERVERS = Registry("server optimiser", "fedlora.server", "server.name")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig(Section):
+  """Section `server` (plus the keys each server optimiser declares, fedlora/server/<name>.py).
+
+  name:              registered server optimiser: 'fedavg' | 'fedavgm' | 'fedadagrad' | 'fedadam' | 'fedyogi'
+  lr:                server learning rate η (> 0; fedavg 1.0 = plain FedAvg; adaptive ones ~1e-2..1e-1)
+  lr_schedule:       registered round schedule of the server lr (fedlora/schedules/): 'constant' |
+                     'warmup' | 'cosine'
+  lr_warmup_rounds:  linear warm-up rounds of the server lr
+  lr_final_fraction: cosine: server lr at the last round, as a fraction of lr
+  mean:              how the client updates are averaged (fedlora/fed/aggregate.py): 'all' = FedAvg,
+                     Σ w_c Δ_c / Σ w_c over the delivered uploads; 'senders' = per coordinate over
+                     the uploads that carry it (a sparsified entry is not shrunk by the clients that
+                     dropped it; ours)
+  """
+  SECTION = "server"
+  COMPONENTS = staticmethod(lambda: SERVERS)
+  name: str = "fedavg"
+  lr: float = 1.0
+  lr_schedule: str = "constant"
+  lr_warmup_rounds: int = 0
+  lr_final_fraction: float = 0.0
+  mean: str = "all"
+
+  def check(self) -> None:
+    SERVERS.get(self.name)
+    self.need(is_num(self.lr) and self.lr > 0, "lr", "a number > 0")
+    check_schedule(self)
+    self.need(self.mean in MEANS, "mean", f"one of {tuple(MEANS)}")
 
 
 class ServerOptimizer(NamedTuple):
@@ -43,41 +68,19 @@ class ServerOptimizer(NamedTuple):
   mean: Callable = weighted_mean  # (deltas [K, ...], weights [K]) -> the aggregated update
 
 
-def cfg_get(cfg, key, default):
-  """`cfg[key]` for a ConfigDict / dict section, `default` when absent or cfg is None."""
-  if cfg is None:
-    return default
-  try:
-    v = cfg[key]
-  except (KeyError, AttributeError):
-    return default
-  return default if v is None else v
+def build_server(section: ServerConfig | None, total_rounds: int) -> ServerOptimizer:
+  """The server optimiser `section.name` (default: the section's defaults, plain FedAvg)."""
+  section = ServerConfig() if section is None else section
+  tx = SERVERS.get(section.name).obj(section)
+  return make_server_optimizer(tx, section, total_rounds)
 
 
-def check_float(key: str, value, lo: float, hi: float | None = None, lo_open: bool = False,
-                hi_open: bool = False) -> float:
-  ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-  if ok:
-    ok = (value > lo if lo_open else value >= lo) and (
-        hi is None or (value < hi if hi_open else value <= hi))
-  if not ok:
-    lo_s = f"{'>' if lo_open else '>='} {lo}"
-    hi_s = "" if hi is None else f" and {'<' if hi_open else '<='} {hi}"
-    raise ValueError(f"config.server.{key}={value!r} is not allowed: a number {lo_s}{hi_s}")
-  return float(value)
-
-
-def make_server_optimizer(tx: optax.GradientTransformation, cfg, total_rounds: int) -> ServerOptimizer:
+def make_server_optimizer(tx: optax.GradientTransformation, section: ServerConfig,
+                          total_rounds: int) -> ServerOptimizer:
   """Wraps the direction transformation `tx` with the server lr and its round schedule."""
-  lr0 = check_float("lr", cfg_get(cfg, "lr", SHARED_DEFAULTS["lr"]), 0.0, lo_open=True)
-  kind = cfg_get(cfg, "lr_schedule", SHARED_DEFAULTS["lr_schedule"])
-  warm = cfg_get(cfg, "lr_warmup_rounds", SHARED_DEFAULTS["lr_warmup_rounds"])
-  final = cfg_get(cfg, "lr_final_fraction", SHARED_DEFAULTS["lr_final_fraction"])
-  validate_schedule("server", kind, warm, final)
-  mean_name = cfg_get(cfg, "mean", SHARED_DEFAULTS["mean"])
-  if mean_name not in MEANS:
-    raise ValueError(f"config.server.mean={mean_name!r} is not allowed: one of {tuple(MEANS)}")
-  sched = round_schedule(kind, warm, total_rounds, final)
+  lr0 = float(section.lr)
+  sched = round_schedule(section.lr_schedule, section.lr_warmup_rounds, total_rounds,
+                         section.lr_final_fraction)
 
   def lr(t):
     return lr0 * sched(t)
@@ -91,4 +94,4 @@ def make_server_optimizer(tx: optax.GradientTransformation, cfg, total_rounds: i
     return (jax.tree_util.tree_map(keep, new_params, params),
             jax.tree_util.tree_map(keep, new_state, opt_state))
 
-  return ServerOptimizer(tx.init, update, lr, MEANS[mean_name])
+  return ServerOptimizer(tx.init, update, lr, MEANS[section.mean])

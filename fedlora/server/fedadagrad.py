@@ -4,10 +4,8 @@ fedlora/server/adaptive.py.
 """
 from __future__ import annotations
 
-from fedlora.server.adaptive import adaptive_build
-
-DEFAULTS = {"b1": 0.9, "b2": 0.99, "tau": 1e-3}
-
+from fedlora.server.adaptive import Options, adaptive_build
+from fedlora.server.base import SERVERS
 
 def second_moment(v, g2, b2):
   """v <- v + g² (v, g2: one trainable leaf, same shape)."""
@@ -15,4 +13,4 @@ def second_moment(v, g2, b2):
   return v + g2
 
 
-build = adaptive_build(second_moment, DEFAULTS)
+build = SERVERS.register("fedadagrad", options=Options)(adaptive_build(second_moment))

@@ -1,13 +1,12 @@
 """'fedavg': the server adds lr · (weighted mean client update) — FedAvg (McMahan et al. 2017) with a
-server step size (lr = 1 is plain FedAvg; the former `fed.server_lr`).
-
-No keys of its own, no state (optax.identity)."""
+server step size (lr = 1 is plain FedAvg). No keys of its own, no state (optax.identity)."""
 from __future__ import annotations
 
 import optax
 
-DEFAULTS: dict = {}
+from fedlora.server.base import SERVERS
 
 
-def build(cfg) -> optax.GradientTransformation:
+@SERVERS.register("fedavg")
+def build(section) -> optax.GradientTransformation:
   return optax.identity()

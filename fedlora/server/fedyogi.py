@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from fedlora.server.adaptive import adaptive_build
-
-DEFAULTS = {"b1": 0.9, "b2": 0.99, "tau": 1e-3}
-
+from fedlora.server.adaptive import Options, adaptive_build
+from fedlora.server.base import SERVERS
 
 def second_moment(v, g2, b2):
   """v <- v - (1 - β2)·g²·sign(v - g²) (v, g2: one trainable leaf, same shape)."""
   return v - (1.0 - b2) * g2 * jnp.sign(v - g2)
 
 
-build = adaptive_build(second_moment, DEFAULTS)
+build = SERVERS.register("fedyogi", options=Options)(adaptive_build(second_moment))

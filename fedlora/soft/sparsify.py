@@ -18,15 +18,13 @@ Payload model: c1 = r·Σ(d_in + d_out)·q, c0 = r·#adapters + dense bits; exac
 Profile: the sorted s_i² of the scores above, pooled over adapters.
 No SVD and no `a @ b` product anywhere: O((d_in + d_out)·r + r log r) per adapter.
 
-Config keys (section `compress`; common: bits_per_value, simulate_quantization, error_feedback):
-  score_on              = 'delta'   # 'delta' | 'updated' | 'product' ('updated'/'product' need ref)
+Config keys: `Options` below (section `compress`).
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-from fedlora.compress import check_choice, register
 from fedlora.compress.base import (Compressor, adapter_pairs, build_compressor, compress_by_parts,
                                    dense_bits_of, dense_rule, num_keep, quantize, require_ref,
                                    sorted_mass, top_mask)
@@ -98,10 +96,3 @@ def soft_compressor(bits_per_value: int = 32, error_feedback: bool = False, scor
     return dense_bits_of(trainable, q) + c0, c1
 
   return build_compressor(compress_tree, error_feedback, payload)
-
-
-@register("soft", {"score_on": "delta"})
-def _from_config(opts, section):
-  score_on = check_choice(section, "score_on", opts["score_on"], SCORE_ON)
-  return soft_compressor(opts["bits_per_value"], opts["error_feedback"], score_on,
-                         opts["simulate_quantization"])

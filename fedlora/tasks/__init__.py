@@ -1,4 +1,4 @@
 """Tasks behind one interface (`base.Task`), registered by name: `classification`, `causal_lm`."""
-from fedlora.tasks.base import Task, TaskData, get_task, task_name, tasks
+from fedlora.tasks.base import TASKS, Task, TaskData, get_task, tasks
 
-__all__ = ["Task", "TaskData", "get_task", "task_name", "tasks"]
+__all__ = ["TASKS", "Task", "TaskData", "get_task", "tasks"]

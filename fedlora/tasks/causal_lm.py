@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from fedlora.lora.split import ModelParts
+from fedlora.tasks.base import TASKS, Task, TaskData, headline_summary
 
 BATCH = {"input_ids": "[B, L] int32", "attention_mask": "[B, L] int32 segment ids (0 = pad)",
          "loss_mask": "[B, L] int32 (1 = response token)", "position_ids": "[B, L] int32"}
@@ -135,31 +136,32 @@ def special_ids(config, tokenizer, hf_config: dict) -> tuple[int, int]:
 
 
 def validate_config(c) -> None:
-  from fedlora.data.instruct import LM_SOURCES
-  from fedlora.utils.validate import ConfigError
+  """Instruction data is read from a user's file with prompt/response (or messages) columns; the
+  label-skew partitions need a category column; printed samples need generation."""
+  from fedlora.data.instruct import files_sources
+  from fedlora.data.partitions import PARTITIONS
+  from fedlora.section import ConfigError
 
   def check(ok, key, value, allowed):
     if not ok:
       raise ConfigError(f"config.{key}={value!r} is not allowed: {allowed}")
   d = c.data
-  check(d.source in LM_SOURCES, "data.source", d.source, f"one of {LM_SOURCES} for task causal_lm")
+  check(d.source in files_sources(), "data.source", d.source,
+        f"one of {files_sources()} for task causal_lm")
   if not d.messages_column:
     check(bool(d.prompt_column) and bool(d.response_column), "data.prompt_column", d.prompt_column,
           "prompt_column and response_column must both be set unless data.messages_column is")
-  check(isinstance(d.packing, bool), "data.packing", d.packing, "True or False")
-  check(d.partition != "dirichlet" or bool(d.category_column), "data.partition", d.partition,
-        "'dirichlet' needs data.category_column; use 'quantity' or 'iid'")
-  for k in ("max_new_tokens", "print_samples"):
-    v = c.eval[k]
-    check(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"eval.{k}", v, "an integer >= 0")
-  check(c.eval.temperature >= 0, "eval.temperature", c.eval.temperature, ">= 0 (0 = greedy)")
+  label_skew = PARTITIONS.get(d.partition).options is not None and "dirichlet" in d.partition
+  check(not label_skew or bool(d.category_column), "data.partition", d.partition,
+        f"{d.partition!r} needs data.category_column; use 'quantity' or 'iid'")
+  check(not c.eval.print_samples or c.eval.max_new_tokens > 0, "eval.print_samples",
+        c.eval.print_samples, "0 when eval.max_new_tokens=0 (samples are generated)")
 
 
 def prepare_data(config, tokenizer, hf_config, hosted=None):
   """Instruction data -> clients (`hosted`: only those clients' examples, see fedlora.tasks.base;
   their own counts go to `info['client_stats']` `{key: [H]}`, summed over clients by the trainer)."""
   from fedlora.data.instruct import prepare_instruct_data
-  from fedlora.tasks.base import TaskData
   pad_id, eos_id = special_ids(config, tokenizer, hf_config)
   d = prepare_instruct_data(config.data, tokenizer, pad_id=pad_id, eos_id=eos_id,
                             max_new_tokens=config.eval.max_new_tokens, hosted=hosted)
@@ -171,22 +173,19 @@ def prepare_data(config, tokenizer, hf_config, hosted=None):
                                       **hosted_info})
 
 
-def print_samples(exp, trainable) -> None:
+def print_samples(parts, config, data, tok, trainable) -> None:
   """Prints `eval.print_samples` held-out prompts with the model's generation and the reference."""
   from fedlora.models.generate import make_generate
-  n = exp.config.eval.print_samples
-  if not n or exp.tokenizer is None:
+  n = config.eval.print_samples
+  if not n or tok is None:
     return
-  info, test, ev = exp.info, exp.test, exp.config.eval
-  tok = exp.tokenizer
+  info, test, ev = data.info, data.test, config.eval
   max_new = ev.max_new_tokens
-  if "prompt_ids" not in test:
-    raise ValueError("eval.print_samples needs eval.max_new_tokens > 0")
-  gen = make_generate(exp.parts.module, max_new_tokens=max_new, temperature=float(ev.temperature),
+  gen = make_generate(parts.module, max_new_tokens=max_new, temperature=float(ev.temperature),
                       eos_id=info["eos_id"], pad_id=info["pad_id"])
   k = min(n, test["prompt_ids"].shape[0])
-  toks = np.asarray(gen(trainable, exp.parts.frozen, test["prompt_ids"][:k], test["prompt_mask"][:k],
-                        jax.random.PRNGKey(exp.config.seed)))
+  toks = np.asarray(gen(trainable, parts.frozen, test["prompt_ids"][:k], test["prompt_mask"][:k],
+                        jax.random.PRNGKey(config.seed)))
   if jax.process_index() != 0:  # multi-process: every process generates (collective), process 0 prints
     return
   for i in range(k):
@@ -199,16 +198,11 @@ def print_samples(exp, trainable) -> None:
           f"reference: {tok.decode(ref, skip_special_tokens=True)!r}")
 
 
-def _task():
-  from fedlora.tasks.base import Task
-  return Task(
-      name="causal_lm", head="causal_lm", batch=BATCH, validate=validate_config, prepare_data=prepare_data,
-      model_kwargs=lambda config, data: {},
-      make_loss=lambda parts, config, penalty, weight: make_loss(parts, penalty, weight),
-      make_eval=lambda parts, config, data, tokenizer: make_eval(
-          parts, config.eval.batch_size, max_new_tokens=config.eval.max_new_tokens,
-          eos_id=data.info["eos_id"], pad_id=data.info["pad_id"]),
-      headline="loss", after_training=print_samples)
-
-
-TASK = _task()
+TASKS.register("causal_lm")(Task(
+    name="causal_lm", head="causal_lm", batch=BATCH, validate=validate_config, prepare_data=prepare_data,
+    model_kwargs=lambda config, data: {},
+    make_loss=lambda parts, config, penalty, weight: make_loss(parts, penalty, weight),
+    make_eval=lambda parts, config, data, tokenizer: make_eval(
+        parts, config.eval.batch_size, max_new_tokens=config.eval.max_new_tokens,
+        eos_id=data.info["eos_id"], pad_id=data.info["pad_id"]),
+    headline="loss", after_training=print_samples, summarize=headline_summary("loss")))

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 
 from fedlora.lora.split import ModelParts
+from fedlora.tasks.base import TASKS, Task, TaskData, nothing_after_training
 from fedlora.tasks.label_skew import make_logit_adjust
 from fedlora.tasks.skew_metrics import confusion_counts
 
@@ -72,17 +73,8 @@ def make_eval(parts: ModelParts, batch_size: int):
 
 # ---- the task declaration (see fedlora.tasks.base) -----------------------------------------------------
 
-POOLINGS = ("mean", "cls")
-SOURCES = ("bbcnews", "csv", "json", "parquet", "disk")
-
-
 def validate_config(c) -> None:
-  """Classification keys: model.pooling, data.source (+ data.path), text/label columns."""
-  from fedlora.utils.validate import ConfigError
-  if c.model.pooling not in POOLINGS:
-    raise ConfigError(f"config.model.pooling={c.model.pooling!r} is not allowed: one of {POOLINGS}")
-  if c.data.source not in SOURCES:
-    raise ConfigError(f"config.data.source={c.data.source!r} is not allowed: one of {SOURCES}")
+  """Classification reads labelled text: the source must give text and labels (every source does)."""
 
 
 def prepare_data(config, tokenizer, hf_config, hosted=None):
@@ -91,7 +83,6 @@ def prepare_data(config, tokenizer, hf_config, hosted=None):
   from fedlora.data.clients import prepare_federated_data
   from fedlora.data.sources import load_dataset_with_report
   from fedlora.data.split import split_indices
-  from fedlora.tasks.base import TaskData
   ds, dropped = load_dataset_with_report(config.data)
   if config.data.max_examples and config.data.max_examples < len(ds):
     labels = np.asarray(ds["label"])
@@ -104,19 +95,44 @@ def prepare_data(config, tokenizer, hf_config, hosted=None):
                                            {"hosted_examples": fd.hosted_examples})})
 
 
-def _task():
-  from fedlora.tasks.base import Task, nothing_after_training
-  return Task(
-      name="classification", head="classifier",
-      batch={"input_ids": "[B, L] int32", "attention_mask": "[B, L] int32 (1 = token, 0 = pad)",
-             "labels": "[B] int32"},
-      validate=validate_config, prepare_data=prepare_data,
-      model_kwargs=lambda config, data: {"num_labels": len(data.info["label_names"]),
-                                         "pooling": config.model.pooling},
-      make_loss=lambda parts, config, penalty, weight: make_loss(
-          parts, penalty, weight, make_logit_adjust(config.client)),
-      make_eval=lambda parts, config, data, tokenizer: make_eval(parts, config.eval.batch_size),
-      headline="accuracy", after_training=nothing_after_training)
+def make_task_eval(parts, config, data, tokenizer):
+  """`evaluate(trainable, frozen, test)`: accuracy, loss and, from the confusion matrix and the
+  clients' label histogram, the skew metrics (fedlora/tasks/skew_metrics.py)."""
+  from fedlora.tasks.skew_metrics import skew_metrics
+  evaluate = make_eval(parts, config.eval.batch_size)
+  histogram = data.info.get("histogram")
+
+  def run(trainable, frozen, test):
+    out = evaluate(trainable, frozen, test)
+    conf = out.pop("confusion")
+    if histogram is not None:
+      out.update(skew_metrics(conf, histogram))
+    return out
+  return run
 
 
-TASK = _task()
+SUMMARY_KEYS = ("balanced_accuracy", "macro_f1", "client_accuracy_mean", "client_accuracy_worst10")
+
+
+def summarize(records: list) -> dict:
+  """Final and best test accuracy, and the final skew metrics, of the evaluated rounds."""
+  final = [r for r in records if "test_accuracy" in r]
+  return {
+      "final_test_accuracy": final[-1]["test_accuracy"] if final else None,
+      "best_test_accuracy": max(r["test_accuracy"] for r in final) if final else None,
+      **{f"final_test_{k}": final[-1].get(f"test_{k}") if final else None for k in SUMMARY_KEYS},
+      "best_test_balanced_accuracy": max((r.get("test_balanced_accuracy", 0.0) for r in final),
+                                         default=None)}
+
+
+TASKS.register("classification")(Task(
+    name="classification", head="classifier",
+    batch={"input_ids": "[B, L] int32", "attention_mask": "[B, L] int32 (1 = token, 0 = pad)",
+           "labels": "[B] int32"},
+    validate=validate_config, prepare_data=prepare_data,
+    model_kwargs=lambda config, data: {"num_labels": len(data.info["label_names"]),
+                                       "pooling": config.model.pooling},
+    make_loss=lambda parts, config, penalty, weight: make_loss(
+        parts, penalty, weight, make_logit_adjust(config.client)),
+    make_eval=make_task_eval, headline="accuracy", after_training=nothing_after_training,
+    summarize=summarize))

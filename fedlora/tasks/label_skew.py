@@ -50,21 +50,8 @@ def fedrs(logits, counts, alpha: float):
   return (logits * jnp.where(counts > 0, 1.0, alpha)).astype(logits.dtype)
 
 
-def validate(cfg) -> None:
-  kind = cfg.logit_adjust
-  if kind not in KINDS:
-    raise ValueError(f"config.client.logit_adjust={kind!r} is not allowed: one of {KINDS}")
-  tau = cfg.fedlc_tau
-  if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau >= 0:
-    raise ValueError(f"config.client.fedlc_tau={tau!r} is not allowed: a number >= 0")
-  a = cfg.fedrs_alpha
-  if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 <= a <= 1.0:
-    raise ValueError(f"config.client.fedrs_alpha={a!r} is not allowed: a number in [0, 1]")
-
-
 def make_logit_adjust(cfg) -> Callable | None:
-  """The adjustment of `cfg.logit_adjust` (section `client`), or None for 'none'."""
-  validate(cfg)
+  """The adjustment of `cfg.logit_adjust` (section `client`, checked there), or None for 'none'."""
   if cfg.logit_adjust == "fedlc":
     tau = float(cfg.fedlc_tau)
     return lambda logits, counts: fedlc(logits, counts, tau)

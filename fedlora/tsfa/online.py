@@ -37,6 +37,7 @@ built from `observe` (queue update) and `plan` (the per-round solve).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import NamedTuple
 
@@ -44,58 +45,59 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from fedlora.section import Section
 from fedlora.tsfa.bound import client_latency, smooth_max, sparsification_error
 from fedlora.tsfa.projection import project_simplex
 from fedlora.wireless.channel import ChannelConfig
 from fedlora.wireless.latency import snr_per_hz, spectral_rate
 
 
-def _static(default=None):
-  if default is None:
-    return struct.field(pytree_node=False)
+def _static(default):
   return struct.field(pytree_node=False, default=default)
 
 
 @struct.dataclass
-class OnlineConfig:
-  """Static settings of the online stage (a leafless pytree: pass it straight into jit).
+class OnlineConfig(Section):
+  """Section `tsfa.online`: settings of the online stage (a leafless pytree: pass it straight into jit).
 
     latency_budget: τ̄ (s), the long-term average round-latency budget.
     V:              Lyapunov penalty weight (s²; from `offline.choose`): larger = less sparsification
                     error, larger queue/slower convergence to the budget.
     rho_min:        lower bound of the ratio, in (0, 1] (from `offline.choose`).
-    bandwidth_hz:   B_tot (Hz), the FDMA uplink band.
-    temperature:    ours 0.01: log-sum-exp temperature as a fraction of τ̄; the smooth max exceeds
+    bandwidth_hz:   B_tot (Hz), the FDMA uplink band (not a key: `with_band` sets it from
+                    wireless.channel.bandwidth_hz).
+    temperature:    ours: log-sum-exp temperature as a fraction of τ̄; the smooth max exceeds
                     the max by at most temperature·τ̄·ln K, small next to the budget, while keeping
                     the problem smooth enough for a first-order solver.
-    max_iters:      ours 500: static iteration budget (measured on hard random cells: 110-340
+    max_iters:      ours: static iteration budget (measured on hard random cells: 110-340
                     iterations are used for K = 10, 250-400 for K = 100 and 1,000).
-    tol:            ours 1e-7: stop once the step's predicted decrease (the quadratic model term)
+    tol:            ours: stop once the step's predicted decrease (the quadratic model term)
                     is below tol·|objective| at the final temperature.
-    share_floor:    ours 1e-6: every active client keeps at least share_floor/K_active of the band
+    share_floor:    ours: every active client keeps at least share_floor/K_active of the band
                     (R > 0 so τ stays finite; the optimum is interior anyway because τ → ∞ as b → 0).
-    tie_break:      ours 1e-3: adds tie_break·V/τ̄ to Q so that with an empty queue bandwidth still
+    tie_break:      ours: adds tie_break·V/τ̄ to Q so that with an empty queue bandwidth still
                     goes to the lowest-latency split (the paper's objective is flat in b when Q = 0).
-    precondition:   ours True: diagonal Gauss-Newton preconditioning (see module docstring).
-    accelerate:     ours True: FISTA momentum with monotone restart.
-    max_backtracks: ours 40: halvings of the step per iteration before giving up on the iteration.
-    continuation:   ours 0.98: the temperature starts at start_temperature·max_k τ_k/τ̄ (of the
+    precondition:   ours: diagonal Gauss-Newton preconditioning (see module docstring).
+    accelerate:     ours: FISTA momentum with monotone restart.
+    max_backtracks: ours: halvings of the step per iteration before giving up on the iteration.
+    continuation:   ours: the temperature starts at start_temperature·max_k τ_k/τ̄ (of the
                     start point) and shrinks by this factor per iteration down to `temperature`
                     (module docstring); 0.85-0.95 converge faster but stall further from the
                     optimum for K ≥ 100. 1.0 switches the homotopy off.
-    start_temperature: ours 0.1 (fraction of the start point's largest normalised latency).
-    initial_queue:  ours 0.0 (s): Q(0). With an empty queue the first round's plan pays no latency
+    start_temperature: ours (fraction of the start point's largest normalised latency).
+    initial_queue:  ours (s): Q(0). With an empty queue the first round's plan pays no latency
                     cost, so it sends everything (ρ = 1) and the next rounds pay the excess back;
                     starting at about the queue's steady value (a place-holder backlog, as in
                     Neely's drift-plus-penalty) plans the first rounds as the later ones.
   """
-  latency_budget: float = _static()
-  V: float = _static()
-  rho_min: float = _static()
-  bandwidth_hz: float = _static(20e6)
+  SECTION = "tsfa.online"
+  DERIVED = ("bandwidth_hz",)
+  latency_budget: float = _static(2.0)
+  V: float = _static(1.0)
+  rho_min: float = _static(0.125)
   temperature: float = _static(0.01)
-  max_iters: int = _static(500)
-  tol: float = _static(1e-7)
+  max_iters: int = _static(300)
+  tol: float = _static(1e-6)
   share_floor: float = _static(1e-6)
   tie_break: float = _static(1e-3)
   precondition: bool = _static(True)
@@ -104,16 +106,16 @@ class OnlineConfig:
   continuation: float = _static(0.98)
   start_temperature: float = _static(0.1)
   initial_queue: float = _static(0.0)
+  bandwidth_hz: float | None = _static(None)
 
-  def __post_init__(self):
-    def need(ok, name, allowed):
-      if not ok:
-        raise ValueError(f"OnlineConfig.{name}={getattr(self, name)!r} is not allowed: {allowed}")
+  def check(self) -> None:
+    need = self.need
     num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     need(num(self.latency_budget) and self.latency_budget > 0, "latency_budget", "> 0 seconds")
     need(num(self.V) and self.V >= 0, "V", ">= 0")
     need(num(self.rho_min) and 0 < self.rho_min <= 1, "rho_min", "a ratio in (0, 1]")
-    need(num(self.bandwidth_hz) and self.bandwidth_hz > 0, "bandwidth_hz", "> 0 Hz")
+    need(self.bandwidth_hz is None or (num(self.bandwidth_hz) and self.bandwidth_hz > 0),
+         "bandwidth_hz", "> 0 Hz")
     need(num(self.temperature) and self.temperature > 0, "temperature", "> 0 (fraction of τ̄)")
     need(isinstance(self.max_iters, int) and self.max_iters >= 1, "max_iters", "an integer >= 1")
     need(num(self.tol) and self.tol >= 0, "tol", ">= 0")
@@ -125,14 +127,9 @@ class OnlineConfig:
     need(isinstance(self.max_backtracks, int) and self.max_backtracks >= 0, "max_backtracks",
          "an integer >= 0")
 
-  @classmethod
-  def from_config(cls, section, **overrides) -> "OnlineConfig":
-    """Build from a mapping (e.g. `config.tsfa`); keys are the field names; unknown keys raise."""
-    items = {**dict(section.items()), **overrides}
-    unknown = sorted(set(items) - set(cls.__dataclass_fields__))
-    if unknown:
-      raise ValueError(f"tsfa config: unknown keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
-    return cls(**items)
+  def with_band(self, bandwidth_hz: float) -> "OnlineConfig":
+    """This section with the uplink band B_tot (Hz) the solver plans over."""
+    return dataclasses.replace(self, bandwidth_hz=float(bandwidth_hz))
 
 
 class RoundInputs(NamedTuple):

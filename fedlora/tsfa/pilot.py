@@ -1,7 +1,8 @@
 """TSFA's offline stage inside a run: a short pilot at r_max measures the bound's constants, then
 `offline.choose` picks the rank r, V and ρ_min the run continues with (`tsfa.offline.enabled`).
 
-`offline_stage(config) -> config` (called by the trainer before it builds the experiment):
+`offline_stage(config, build) -> config` (called by the trainer before it builds the experiment,
+with the trainer's `build`):
   1. if `<workdir>/tsfa_offline.json` exists, its recorded choice is applied (a resumed run rebuilds
      the same shapes; the pilot is not rerun);
   2. else a pilot of `tsfa.offline.pilot_rounds` rounds runs in `<workdir>/pilot/` with the SAME
@@ -44,31 +45,10 @@ from fedlora.run.processes import broadcast_text, is_lead
 FILE = "tsfa_offline.json"
 
 
-def validate_offline(config) -> None:
-  o = config.tsfa.offline
-  if not isinstance(o.enabled, bool):
-    raise ValueError(f"config.tsfa.offline.enabled={o.enabled!r} is not allowed: True or False")
-  if not o.enabled:
-    return
-  for key, lo in (("pilot_rounds", 1), ("r_max", 1), ("horizon_rounds", 0)):
-    v = o[key]
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-      raise ValueError(f"config.tsfa.offline.{key}={v!r} is not allowed: an integer >= {lo}")
-  if not 0 < o.violation_tol:
-    raise ValueError(f"config.tsfa.offline.violation_tol={o.violation_tol!r} is not allowed: > 0")
-  if not 0 <= o.max_drop <= 1:
-    raise ValueError(f"config.tsfa.offline.max_drop={o.max_drop!r} is not allowed: in [0, 1]")
-  if not config.wireless.enabled:
-    raise ValueError("config.tsfa.offline.enabled=True needs config.wireless.enabled=True (the "
-                     "offline stage trades the bound against the uplink latency budget)")
-
-
 def _apply(config, choice: dict):
-  c = config.copy_and_resolve_references()
-  c.lora.rank = int(choice["rank"])
-  c.tsfa.online.V = float(choice["V"])
-  c.tsfa.online.rho_min = float(choice["rho_min"])
-  return c
+  online = config.tsfa.online.replace(V=float(choice["V"]), rho_min=float(choice["rho_min"]))
+  return config.replace(lora=config.lora.replace(rank=int(choice["rank"])),
+                        tsfa=config.tsfa.replace(online=online))
 
 
 def covariance_ratio(global_tr, deltas, weights) -> tuple[float, float]:
@@ -87,27 +67,26 @@ def covariance_ratio(global_tr, deltas, weights) -> tuple[float, float]:
   return cov_e, upd_e
 
 
-def run_pilot(config) -> dict:
-  """The pilot (module docstring, step 2); returns its measurements."""
-  from fedlora import train
+def run_pilot(config, build) -> dict:
+  """The pilot (module docstring, step 2); returns its measurements. `build`: config -> the built
+  experiment (the trainer's `build`, passed in: this module never imports the trainer)."""
   from fedlora.compress.base import dense_bits_of
   from fedlora.fed.sampling import sample_clients
   from fedlora.methods.uplink import local_flops
   from fedlora.utils.metrics import MetricsWriter
   o = config.tsfa.offline
-  pc = config.copy_and_resolve_references()
-  pc.lora.rank = int(o.r_max)
-  pc.tsfa.offline.enabled = False
-  pc.wireless.enabled = False
-  pc.method.allocation = "fixed"
-  pc.method.ratio = 1.0
-  pc.workdir = os.path.join(config.workdir, "pilot")
-  exp = train.build(pc)
+  pc = config.replace(
+      lora=config.lora.replace(rank=int(o.r_max)),
+      tsfa=config.tsfa.replace(offline=o.replace(enabled=False)),
+      wireless=config.wireless.replace(enabled=False),
+      method=config.method.replace(allocation="fixed", ratio=1.0),
+      workdir=os.path.join(config.workdir, "pilot"))
+  exp = build(pc)
   writer = None
   if is_lead():  # multi-process: the pilot runs on every process, process 0 alone writes its metrics
     os.makedirs(pc.workdir, exist_ok=True)
     writer = MetricsWriter(pc.workdir, 0)
-  state = train.init_state(exp)
+  state = exp.algorithm.init()
   tr, cstates, server = state["trainable"], state["client_states"], state["server"]
   profiles, ratios_c, up_bits = [], [], 0.0
   for t in range(1, int(o.pilot_rounds) + 1):
@@ -148,7 +127,6 @@ def choose_from_pilot(config, pilot: dict):
   """`(OfflineResult, PilotConstants)` from the pilot's measurements (module docstring, step 3)."""
   from fedlora.tsfa.bound import PilotConstants, fit_geometric_decay
   from fedlora.tsfa.offline import choose
-  from fedlora.wireless.channel import ChannelConfig
   o = config.tsfa.offline
   prof = np.asarray(pilot["profile"])
   try:
@@ -162,7 +140,7 @@ def choose_from_pilot(config, pilot: dict):
                latency_budget=float(config.tsfa.online.latency_budget),
                bits_per_component=pilot["bits_per_component"],
                fixed_latency=pilot["compute_latency_s"],
-               channel=ChannelConfig.from_config(config.wireless.channel), consts=consts,
+               channel=config.wireless.channel, consts=consts,
                profile=prof, mask_bits_per_rank=pilot["mask_bits_per_rank"],
                dense_bits=pilot["dense_bits"],
                horizon_rounds=int(o.horizon_rounds or config.fed.rounds),
@@ -170,9 +148,9 @@ def choose_from_pilot(config, pilot: dict):
   return res, consts
 
 
-def offline_stage(config):
-  """Applies (running the pilot first if needed) the offline choice; see the module docstring."""
-  validate_offline(config)
+def offline_stage(config, build):
+  """Applies (running the pilot first if needed) the offline choice; see the module docstring.
+  `build`: config -> the built experiment (the trainer's `build`)."""
   if not config.tsfa.offline.enabled:
     return config
   path = os.path.join(config.workdir, FILE)
@@ -190,7 +168,7 @@ def offline_stage(config):
                        f"{o.pilot_rounds}: use the config that wrote it or a fresh workdir")
     return _apply(config, rec["chosen"])
   from fedlora.tsfa.offline import format_table
-  pilot = run_pilot(config)
+  pilot = run_pilot(config, build)
   res, consts = choose_from_pilot(config, pilot)
   chosen = {"rank": res.rank, "V": res.V, "rho_min": res.rho_min}
   rec = {"chosen": chosen, "table": {k: v.tolist() for k, v in res.table.items()},

@@ -15,6 +15,7 @@ Saving defers Ctrl-C until the step is complete, so the newest step is always wh
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
@@ -24,9 +25,26 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from fedlora.run.errors import RunError, warn
-from fedlora.run.fingerprint import describe_differences, differences
+from fedlora.run.fingerprint import describe_differences, differences, same_config
 from fedlora.run.interrupt import deferred_sigint
 from fedlora.run.processes import all_true, barrier, is_lead
+from fedlora.section import Section, is_int
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig(Section):
+  """Section `checkpoint`.
+
+  every: save an orbax checkpoint every n rounds (and after the last)
+  keep:  how many recent checkpoints to keep
+  """
+  SECTION = "checkpoint"
+  every: int = 5
+  keep: int = 2
+
+  def check(self) -> None:
+    for k in ("every", "keep"):
+      self.need(is_int(getattr(self, k)) and getattr(self, k) >= 1, k, "an integer >= 1")
 
 
 def _host(x):
@@ -78,7 +96,7 @@ class Checkpointer:
   def _check_fingerprint(self, step: int) -> None:
     meta = self._mgr.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore()))["run"]
     fp = meta.get("fingerprint") or {}
-    if self.fingerprint is not None and fp.get("hash") != self.fingerprint["hash"]:
+    if self.fingerprint is not None and not same_config(fp, self.fingerprint):
       diff = differences(fp.get("items", {}), self.fingerprint["items"])
       raise RunError(
           f"checkpoint {self.directory}/{step} was written by a different config (fingerprint "

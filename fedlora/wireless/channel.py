@@ -18,10 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-
-def _check(ok: bool, name: str, value, allowed: str) -> None:
-  if not ok:
-    raise ValueError(f"{name}={value!r} is not allowed: {allowed}")
+from fedlora.section import Section
 
 
 def _static(default):
@@ -29,8 +26,8 @@ def _static(default):
 
 
 @struct.dataclass
-class ChannelConfig:
-  """Constants of the uplink (static: a pytree without leaves, safe to pass into `jax.jit`).
+class ChannelConfig(Section):
+  """Section `wireless.channel`: constants of the uplink (static: a pytree without leaves, safe to pass into `jax.jit`).
 
   Fields (defaults from method.md unless marked ours):
     cell_radius_m:        500 m, cell radius R.
@@ -48,6 +45,7 @@ class ChannelConfig:
                           the global adapters to each client's fixed latency (`downlink_latency`).
     downlink_tx_power_dbm: 43 dBm (ours: a small-cell base station), used only if `downlink`.
   """
+  SECTION = "wireless.channel"
   cell_radius_m: float = _static(500.0)
   min_distance_m: float = _static(10.0)
   tx_power_dbm: float = _static(23.0)
@@ -61,39 +59,25 @@ class ChannelConfig:
   downlink: bool = _static(False)
   downlink_tx_power_dbm: float = _static(43.0)
 
-  def __post_init__(self):
-    finite = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    _check(finite(self.cell_radius_m) and self.cell_radius_m > 0, "cell_radius_m",
-           self.cell_radius_m, "a finite radius > 0 m")
-    _check(finite(self.min_distance_m) and 0 < self.min_distance_m < self.cell_radius_m,
-           "min_distance_m", self.min_distance_m, f"in (0, cell_radius_m={self.cell_radius_m})")
+  def check(self) -> None:
+    finite = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+    self.need(finite(self.cell_radius_m) and self.cell_radius_m > 0, "cell_radius_m",
+              "a finite radius > 0 m")
+    self.need(finite(self.min_distance_m) and 0 < self.min_distance_m < self.cell_radius_m,
+              "min_distance_m", f"in (0, cell_radius_m={self.cell_radius_m})")
     for name in ("tx_power_dbm", "noise_psd_dbm_hz", "pathloss_const_db", "downlink_tx_power_dbm"):
-      _check(finite(getattr(self, name)), name, getattr(self, name), "a finite number (dB units)")
-    _check(finite(self.pathloss_exp_db) and self.pathloss_exp_db > 0, "pathloss_exp_db",
-           self.pathloss_exp_db, "> 0 dB per decade (path loss grows with distance)")
-    _check(finite(self.bandwidth_hz) and self.bandwidth_hz > 0, "bandwidth_hz", self.bandwidth_hz,
-           "a finite bandwidth > 0 Hz")
-    _check(finite(self.csi_error_std) and self.csi_error_std >= 0, "csi_error_std",
-           self.csi_error_std, ">= 0 (0 = perfect CSI)")
-    _check(finite(self.compute_speed_flops) and self.compute_speed_flops > 0,
-           "compute_speed_flops", self.compute_speed_flops, "> 0 FLOP/s")
-    _check(finite(self.compute_speed_spread) and self.compute_speed_spread >= 1,
-           "compute_speed_spread", self.compute_speed_spread, ">= 1 (max/min speed ratio)")
-    _check(isinstance(self.downlink, bool), "downlink", self.downlink, "True or False")
-
-  @classmethod
-  def from_config(cls, section) -> "ChannelConfig":
-    """Build from a mapping (e.g. an `ml_collections.ConfigDict` section `config.wireless`).
-
-    Missing keys keep their defaults; unknown keys raise a ValueError naming them.
-    """
-    known = set(cls.__dataclass_fields__)
-    items = dict(section.items())
-    unknown = sorted(set(items) - known)
-    if unknown:
-      raise ValueError(f"wireless config: unknown keys {unknown}; allowed: {sorted(known)}")
-    kw = {k: (v if isinstance(v, bool) else float(v)) for k, v in items.items()}
-    return cls(**kw)
+      self.need(finite(getattr(self, name)), name, "a finite number (dB units)")
+    self.need(finite(self.pathloss_exp_db) and self.pathloss_exp_db > 0, "pathloss_exp_db",
+              "> 0 dB per decade (path loss grows with distance)")
+    self.need(finite(self.bandwidth_hz) and self.bandwidth_hz > 0, "bandwidth_hz",
+              "a finite bandwidth > 0 Hz")
+    self.need(finite(self.csi_error_std) and self.csi_error_std >= 0, "csi_error_std",
+              ">= 0 (0 = perfect CSI)")
+    self.need(finite(self.compute_speed_flops) and self.compute_speed_flops > 0,
+              "compute_speed_flops", "> 0 FLOP/s")
+    self.need(finite(self.compute_speed_spread) and self.compute_speed_spread >= 1,
+              "compute_speed_spread", ">= 1 (max/min speed ratio)")
+    self.need(isinstance(self.downlink, bool), "downlink", "True or False")
 
   @property
   def tx_power_w(self) -> float:

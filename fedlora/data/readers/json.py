@@ -1,0 +1,10 @@
+"""'json': `data.path` (a file, a glob or a list of files) through the packaged `datasets` builder."""
+from fedlora.data.readers import READERS, Reader
+from fedlora.data.readers.files import read_files
+
+
+def _read(cfg):
+  return read_files("json", cfg)
+
+
+READERS.register("json")(Reader(_read))

@@ -1,0 +1,10 @@
+"""'parquet': `data.path` (a file, a glob or a list of files) through the packaged `datasets` builder."""
+from fedlora.data.readers import READERS, Reader
+from fedlora.data.readers.files import read_files
+
+
+def _read(cfg):
+  return read_files("parquet", cfg)
+
+
+READERS.register("parquet")(Reader(_read))

@@ -15,6 +15,7 @@ package into the plain JSONL file a user would have (read later through `data.so
 from __future__ import annotations
 
 import argparse
+import filecmp
 import hashlib
 import json
 import os
@@ -89,29 +90,31 @@ def fetch(pkg: Package, given: str | None, download_dir: str) -> str:
   return path
 
 
-def jsonl_bytes(rows: Iterable[dict]) -> bytes:
-  return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-
-
 def write_jsonl(path: str, rows: Iterable[dict], force: bool = False) -> str:
-  """Writes `rows` to `path` as JSON lines; returns 'written', 'unchanged' or 'replaced'. An
-  existing different file is an error (exit code 1) unless `force`."""
-  data = jsonl_bytes(rows)
-  status = "written"
-  if os.path.exists(path):
-    with open(path, "rb") as f:
-      if f.read() == data:
-        return "unchanged"
-    if not force:
-      raise SystemExit(f"error: {path} exists and differs from what this run prepares; pass --force "
-                       "to replace it, or choose another --out")
-    status = "replaced"
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  """Writes `rows` to `path` as JSON lines (UTF-8, keys in the given order); returns 'written',
+  'unchanged' or 'replaced'. The lines go to a temporary file beside `path` first; an existing
+  file with the same bytes is left as it is, a different one is an error (exit code 1) unless
+  `force`, in which case the new file replaces it atomically."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
   tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
-  return status
+  try:
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+      for r in rows:
+        f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    status = "written"
+    if os.path.exists(path):
+      if filecmp.cmp(tmp, path, shallow=False):
+        return "unchanged"
+      if not force:
+        raise SystemExit(f"error: {path} exists and differs from what this run prepares; pass --force "
+                         "to replace it, or choose another --out")
+      status = "replaced"
+    os.replace(tmp, path)
+    return status
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
 def nonneg_int(text: str) -> int:

@@ -140,6 +140,7 @@ def test_rerun_is_idempotent_and_never_overwrites_silently(sdist, tmp_path, caps
   assert "--force" in str(e.value.code) and out in str(e.value.code)
   with open(out, "rb") as f:
     assert f.read() == b'{"text": "mine", "label": "x"}\n'  # left as it was
+  assert sorted(os.listdir(tmp_path)) == ["multiemo.jsonl"]  # no temporary file left behind
   prepare_multiemo.main(["--sdist", sdist, "--out", str(tmp_path), "--force"])
   assert "(replaced)" in capsys.readouterr().out
   with open(out, "rb") as f:

@@ -69,7 +69,7 @@ def tasks() -> dict[str, Task]:
 
 
 def task_name(config) -> str:
-  """`config.task.name` ('classification' for configs written before tasks existed)."""
+  """`config.task.name` ('classification' for a config without a `task` section)."""
   return config.task.name if "task" in config else "classification"
 
 

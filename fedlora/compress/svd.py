@@ -6,9 +6,8 @@ Per adapter, with the round's global factors `(a0, b0)` (ref_tree) and the updat
      `b_locᵀ = Q_b T_b` give `M = Q (T T_bᵀ) Q_bᵀ`, so M's singular values are those of the r×r core
      `T T_bᵀ = U_c S V_cᵀ` and its top-r left singular vectors `U_r = Q U_c`. Cost
      O((d_in + d_out)·r² + r³) per adapter, like SOFT's norms up to a factor r (measured:
-     `benchmarks/bench_soft_vs_svd.py`); the full product and its O(d_in·d_out·min(d_in, d_out)) SVD,
-     used before 2026-12-01, gave the same update to float rounding (tests/test_compress.py compares
-     with numpy's SVD of M).
+     `benchmarks/bench_soft_vs_svd.py`); the result equals the update from the SVD of the full product
+     to float rounding (tests/test_compress.py compares with numpy's SVD of M).
   2. change of basis R: `[r, r]` with `a' = a_loc·R`, `b' = R⁻¹·b_loc`, `a'·b' = M`, component i of
      (a', b') = (u_i, σ_i v_iᵀ) for every nonzero singular value σ_i:
         a_loc = Q T (thin QR),  G = Qᵀ U_r,  W = qr(G).Q (orthogonal r×r),

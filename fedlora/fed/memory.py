@@ -88,7 +88,7 @@ def one_client_bytes(one_client, global_tr, frozen, batches, client_state, ctx=N
   one = _step_bytes(one_client, global_tr, frozen, batches, client_state, ctx, 1)
   two = _step_bytes(one_client, global_tr, frozen, batches, client_state, ctx, 2)
   # a second client that XLA fits in for free would make C unbounded: then count all of one client's
-  # bytes per client (the estimate before the shared part was measured apart)
+  # bytes per client (no shared part)
   per = two["total"] - one["total"] if two["total"] > one["total"] else max(1, one["total"])
   return {"one": one, "two": two, "per_client": per, "shared": max(0, one["total"] - per)}
 

@@ -21,7 +21,8 @@ def get_config(arg=None):
   c = bbc_minilm.get_config(arg)
   c.name = "wireless_compare" + ("_tiny" if arg == "tiny" else "")  # names the default workdir
   c.method.name = "soft"  # SOFT sparsification + TSFA allocation
-  c.client.scaffold = False  # FedAvg: SCAFFOLD's dense Δc_i upload would swamp the compressed bits compared
+  if arg != "tiny":  # (the tiny base already runs plain FedAvg)
+    c.client.scaffold = False  # FedAvg: SCAFFOLD's dense Δc_i upload would swamp the compressed bits compared
   c.lora.init = "orthogonal"  # SOFT starts from orthonormal A (the regulariser keeps it close)
   c.wireless.enabled = True  # simulate the uplink
   c.wireless.channel.bandwidth_hz = 2e6  # a narrow band: the uplink, not compute, is the bottleneck

@@ -161,6 +161,18 @@ class Section:
     return type(self).from_dict(values)
 
 
+def as_section(cls, value) -> Section:
+  """`value` as a `cls` section: None -> its defaults; a section of that class as it is; a mapping
+  (dict, ConfigDict) -> `cls.from_dict` (validated)."""
+  if value is None:
+    return cls()
+  if isinstance(value, cls):
+    return value
+  if hasattr(value, "to_dict"):
+    value = value.to_dict()
+  return cls.from_dict(dict(value))
+
+
 def component_options(cls) -> dict:
   """`{component name: options section class}` of the registry a section names (none: {})."""
   if cls.COMPONENTS is None:

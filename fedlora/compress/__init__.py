@@ -22,7 +22,7 @@ import dataclasses
 from fedlora.compress.base import (VALUE_BITS, CompressOut, Compressor, adapter_pairs, dense_leaves,
                                    is_adapter, map_adapters, map_dense, num_keep, top_mask)
 from fedlora.registry import Registry
-from fedlora.section import Section, is_int
+from fedlora.section import Section, as_section, is_int
 
 COMPRESSORS = Registry("compressor", "fedlora.compress", "compress")
 
@@ -52,10 +52,11 @@ class CompressConfig(Section):
               "downlink_bits_per_value", "0 (= bits_per_value), 16 or 32")
 
 
-def get_compressor(name: str, section: CompressConfig | None = None) -> Compressor:
-  """The compressor called `name`, configured from the `compress` section (None: its defaults)."""
+def get_compressor(name: str, section=None) -> Compressor:
+  """The compressor called `name`, configured from the `compress` section (a CompressConfig, a
+  mapping of its keys, or None: the defaults)."""
   entry = COMPRESSORS.get(name)
-  return entry.obj(CompressConfig() if section is None else section)
+  return entry.obj(as_section(CompressConfig, section))
 
 
 def names() -> tuple:

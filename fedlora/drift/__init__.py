@@ -117,7 +117,11 @@ def mask_of(trainable, labels=None):
 
 def build_drift(client_section, trainable, labels=None, bits_per_value: int = 32,
                 num_clients: int = 1) -> Drift:
-  """Every registered correction its keys in `client_section` switch on, in name order."""
+  """Every registered correction its keys in `client_section` (the `client` section, fed.config's
+  ClientConfig, or anything with its keys as attributes; None: no correction) switch on, in name
+  order."""
+  if client_section is None:
+    return Drift((), int(bits_per_value))
   mask = mask_of(trainable, labels)
   out = []
   for name, entry in sorted(DRIFTS.entries().items()):

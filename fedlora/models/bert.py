@@ -21,11 +21,11 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
+from fedlora.models.config import POOLINGS, ModelConfig
 from fedlora.models.families import FAMILIES
 from fedlora.models.layers import (Embed, LayerNorm, Linear, activation, dot_product_attention, dropout,
                                    run_blocks, site_key)
 
-POOLINGS = ("mean", "cls")
 
 # fold_in indices of the sub-keys of a forward key
 _K_EMB, _K_ENC, _K_POOL, _K_HEAD = 0, 1, 2, 3
@@ -182,7 +182,7 @@ class BertClassifier(nnx.Module):
       output; applied only when a `key` is passed to the forward (0 = none, the default).
   """
 
-  def __init__(self, cfg: BertConfig, num_labels: int, *, pooling: str = "mean",
+  def __init__(self, cfg: BertConfig, num_labels: int, *, pooling: str = ModelConfig.pooling,
                hidden_dropout: float = 0.0, rngs: nnx.Rngs):
     if pooling not in POOLINGS:
       raise ValueError(f"pooling={pooling!r}: allowed values are {list(POOLINGS)}")
@@ -265,8 +265,8 @@ def _bert_namer(tensors, options):
 
 
 def _bert_build(cfg: BertConfig, head: str, options: dict):
-  return BertClassifier(cfg, options["num_labels"], pooling=options.get("pooling", "mean"),
-                        hidden_dropout=options.get("hidden_dropout", 0.0), rngs=nnx.Rngs(0))
+  return BertClassifier(cfg, options["num_labels"], pooling=options["pooling"],
+                        hidden_dropout=options["hidden_dropout"], rngs=nnx.Rngs(0))
 
 
 def _family():

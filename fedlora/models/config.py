@@ -5,6 +5,8 @@ import dataclasses
 
 from fedlora.section import Section, is_int
 
+POOLINGS = ("mean", "cls")  # encoder classifiers (fedlora/models/bert.py)
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig(Section):
@@ -31,7 +33,6 @@ class ModelConfig(Section):
   grad_barrier: bool = True
 
   def check(self) -> None:
-    from fedlora.models.bert import POOLINGS
     from fedlora.models.layers import DTYPES, REMAT, remat_policies
     self.need(isinstance(self.path, str), "path", "a folder path ('' = model.package's model)")
     self.need(isinstance(self.package, str), "package", "an installed package name ('' = none)")

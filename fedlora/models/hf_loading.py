@@ -21,7 +21,7 @@ from flax import nnx
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
-from fedlora.models.bert import POOLINGS
+from fedlora.models.config import POOLINGS, ModelConfig
 INDEX_FILE = "model.safetensors.index.json"
 HEAD_INIT_STD = 0.02
 
@@ -193,7 +193,7 @@ def _limit_layers(cfg: dict, num_layers: int | None) -> dict:
           **({"layer_types": cfg["layer_types"][:num_layers]} if cfg.get("layer_types") else {})}
 
 
-def load_pretrained(path, *, num_labels: int | None = None, pooling: str = "mean",
+def load_pretrained(path, *, num_labels: int | None = None, pooling: str = ModelConfig.pooling,
                     key: jax.Array | None = None, num_layers: int | None = None,
                     hidden_dropout: float = 0.0) -> nnx.Module:
   """A pretrained model from a local Hugging Face-format folder.

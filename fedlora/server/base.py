@@ -25,7 +25,7 @@ import optax
 from fedlora.fed.aggregate import MEANS, weighted_mean
 from fedlora.registry import Registry
 from fedlora.schedules import check_schedule, round_schedule
-from fedlora.section import Section, is_num
+from fedlora.section import Section, as_section, is_num
 
 SERVERS = Registry("server optimiser", "fedlora.server", "server.name")
 
@@ -68,9 +68,9 @@ class ServerOptimizer(NamedTuple):
   mean: Callable = weighted_mean  # (deltas [K, ...], weights [K]) -> the aggregated update
 
 
-def build_server(section: ServerConfig | None, total_rounds: int) -> ServerOptimizer:
-  """The server optimiser `section.name` (default: the section's defaults, plain FedAvg)."""
-  section = ServerConfig() if section is None else section
+def build_server(section, total_rounds: int) -> ServerOptimizer:
+  """The server optimiser `section.name` (a ServerConfig, a mapping of its keys, or None: plain FedAvg)."""
+  section = as_section(ServerConfig, section)
   tx = SERVERS.get(section.name).obj(section)
   return make_server_optimizer(tx, section, total_rounds)
 

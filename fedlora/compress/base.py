@@ -249,15 +249,29 @@ def compress_by_parts(target: PyTree, adapter_rule: Callable, dense_rule: Callab
   return treedef.unflatten(sent), total, kept_tree, pool_profile(masses)
 
 
+def kept_mass(rho: jax.Array, profile: jax.Array) -> jax.Array:
+  """Kept importance mass at ratio ρ of a planning profile (TSFA's sparsification error is
+  Σp − kept_mass, fedlora/tsfa/bound.py): cum[⌊x⌋] + (x − ⌊x⌋)·p_(⌊x⌋+1), x = ρ·r clipped to [0, r].
+
+  `rho [...]`, `profile [..., r]` (sorted descending, normalised) -> `[...]`.
+  """
+  p = jnp.asarray(profile, jnp.float32)
+  r = p.shape[-1]
+  cum = jnp.concatenate([jnp.zeros(p.shape[:-1] + (1,), p.dtype), jnp.cumsum(p, axis=-1)], axis=-1)
+  x = jnp.clip(jnp.asarray(rho, jnp.float32) * r, 0.0, float(r))
+  j = jnp.clip(jnp.floor(x), 0, r - 1).astype(jnp.int32)
+  take = lambda a, i: jnp.take_along_axis(a, jnp.broadcast_to(i, a.shape[:-1])[..., None], -1)[..., 0]
+  return take(cum, j) + (x - j) * take(p, j)
+
+
 def pool_profile(masses: Sequence[jax.Array]) -> jax.Array:
   """`[r]` normalised sum of per-adapter mass vectors `[r]` (each already in keep order).
 
   Adapters of a smaller rank r_l < R = max rank are first resampled onto R: their interpolated kept
-  mass K_l(ρ) (`tsfa.bound.kept_mass`) is evaluated at ρ = j/R and differenced, so the pooled
+  mass K_l(ρ) (`kept_mass`) is evaluated at ρ = j/R and differenced, so the pooled
   profile's kept mass at ρ is Σ_l K_l(ρ) for every adapter's own grid. All-zero masses give all
   zeros (nothing to drop: E(ρ) = 0). No adapter: a `[1]` zero profile.
   """
-  from fedlora.tsfa.bound import kept_mass
   if not masses:
     return jnp.zeros((1,), jnp.float32)
   big = max(int(m.shape[-1]) for m in masses)

@@ -38,8 +38,9 @@ BIT_COMPONENTS = ("uplink", "uplink_attempted", "profile", "downlink")
 
 
 class FederatedAlgorithm(NamedTuple):
-  init: Callable   # () -> state
-  apply: Callable  # (state, t) -> (state, record)
+  init: Callable     # () -> state
+  apply: Callable    # (state, t) -> (state, record)
+  clients: Callable  # t -> (ids [K], plan key, clients' key): who takes part in round t, and its keys
 
 
 def round_bits(method: Method, drift, t: int, bits, delivered, sent=None) -> dict:
@@ -74,10 +75,13 @@ def make_algorithm(round_fns: RoundFns, method: Method, trainable, frozen, clien
             "server": round_fns.init_server(trainable), "method": method.init_state(inputs),
             "cum_bits": {k: np.asarray(0.0, np.float64) for k in BIT_COMPONENTS}}
 
-  def apply(state: dict, t: int) -> tuple[dict, dict]:
+  def round_clients(t: int):
     key = jax.random.fold_in(jax.random.PRNGKey(seed), t)
     k_sel, k_plan, k_clients = jax.random.split(key, 3)
-    ids = sample_clients(k_sel, num_clients, clients_per_round)
+    return sample_clients(k_sel, num_clients, clients_per_round), k_plan, k_clients
+
+  def apply(state: dict, t: int) -> tuple[dict, dict]:
+    ids, k_plan, k_clients = round_clients(t)
     plan, mstate = method.plan(state["method"], ids, k_plan, inputs)
     ctx = round_fns.context(state["server"], t)
     out, client_states = round_fns.client_phase(state["trainable"], frozen, clients, ids, k_clients,
@@ -118,4 +122,4 @@ def make_algorithm(round_fns: RoundFns, method: Method, trainable, frozen, clien
     record.update(wireless)
     return new_state, record
 
-  return FederatedAlgorithm(init, apply)
+  return FederatedAlgorithm(init, apply, round_clients)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedlora.fed.aggregate import MEANS, weighted_mean
+from fedlora.server.aggregate import MEANS, weighted_mean
 from fedlora.registry import Registry
 from fedlora.schedules import check_schedule, round_schedule
 from fedlora.section import Section, as_section, is_num
@@ -40,7 +40,7 @@ class ServerConfig(Section):
                      'warmup' | 'cosine'
   lr_warmup_rounds:  linear warm-up rounds of the server lr
   lr_final_fraction: cosine: server lr at the last round, as a fraction of lr
-  mean:              how the client updates are averaged (fedlora/fed/aggregate.py): 'all' = FedAvg,
+  mean:              how the client updates are averaged (fedlora/server/aggregate.py): 'all' = FedAvg,
                      Σ w_c Δ_c / Σ w_c over the delivered uploads; 'senders' = per coordinate over
                      the uploads that carry it (a sparsified entry is not shrunk by the clients that
                      dropped it; ours)

@@ -26,6 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from fedlora.compress.base import kept_mass
 from fedlora.wireless.latency import spectral_rate
 
 
@@ -86,20 +87,6 @@ def normalise_profile(s2: jax.Array) -> jax.Array:
   e = jnp.sort(jnp.asarray(s2, jnp.float32), axis=-1)[..., ::-1]
   tot = e.sum(axis=-1, keepdims=True)
   return jnp.where(tot > 0, e / jnp.where(tot > 0, tot, 1.0), 0.0)
-
-
-def kept_mass(rho: jax.Array, profile: jax.Array) -> jax.Array:
-  """Kept importance mass at ratio ρ: cum[⌊x⌋] + (x − ⌊x⌋)·p_(⌊x⌋+1), x = ρ·r clipped to [0, r].
-
-  `rho [...]`, `profile [..., r]` (sorted descending, normalised) -> `[...]`.
-  """
-  p = jnp.asarray(profile, jnp.float32)
-  r = p.shape[-1]
-  cum = jnp.concatenate([jnp.zeros(p.shape[:-1] + (1,), p.dtype), jnp.cumsum(p, axis=-1)], axis=-1)
-  x = jnp.clip(jnp.asarray(rho, jnp.float32) * r, 0.0, float(r))
-  j = jnp.clip(jnp.floor(x), 0, r - 1).astype(jnp.int32)
-  take = lambda a, i: jnp.take_along_axis(a, jnp.broadcast_to(i, a.shape[:-1])[..., None], -1)[..., 0]
-  return take(cum, j) + (x - j) * take(p, j)
 
 
 def sparsification_error(rho: jax.Array, profile: jax.Array) -> jax.Array:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -71,7 +70,6 @@ def run_pilot(config, build) -> dict:
   """The pilot (module docstring, step 2); returns its measurements. `build`: config -> the built
   experiment (the trainer's `build`, passed in: this module never imports the trainer)."""
   from fedlora.compress.base import dense_bits_of
-  from fedlora.fed.sampling import sample_clients
   from fedlora.methods.uplink import local_flops
   from fedlora.utils.metrics import MetricsWriter
   o = config.tsfa.offline
@@ -90,9 +88,7 @@ def run_pilot(config, build) -> dict:
   tr, cstates, server = state["trainable"], state["client_states"], state["server"]
   profiles, ratios_c, up_bits = [], [], 0.0
   for t in range(1, int(o.pilot_rounds) + 1):
-    key = jax.random.fold_in(jax.random.PRNGKey(pc.seed), t)
-    k_sel, _, k_clients = jax.random.split(key, 3)
-    ids = sample_clients(k_sel, exp.clients.num_clients, pc.fed.clients_per_round)
+    ids, _, k_clients = exp.algorithm.clients(t)  # the clients and keys the main round would use
     ctx = exp.round_fns.context(server, t)
     out, cstates = exp.round_fns.client_phase(tr, exp.parts.frozen, exp.clients, ids, k_clients,
                                               jnp.ones(ids.shape, jnp.float32), cstates, ctx)

@@ -4,7 +4,7 @@
 recipe: `--config.client.scaffold=False` gives plain FedAvg). Every key is at its default: the
 defaults are the fields of the config sections (fedlora/config.py lists where each is declared;
 `--print_config` shows them all). Run:
-  python -m fedlora.train --config configs/bbc_minilm.py [--config.fed.rounds=30 ...]
+  python -m fedlora --config configs/bbc_minilm.py [--config.fed.rounds=30 ...]
 Variant `tiny` (`--config configs/bbc_minilm.py:tiny`): seconds long, what the tests use.
 """
 from fedlora.config import defaults

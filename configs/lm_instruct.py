@@ -1,9 +1,9 @@
 """Federated instruction tuning of a decoder LLM (Llama / Mistral / Qwen2 / GPT-2 checkpoint) with LoRA.
 
-  python -m fedlora.train --config configs/lm_instruct.py --config.model.path=/data/Qwen2.5-0.5B \
+  python -m fedlora --config configs/lm_instruct.py --config.model.path=/data/Qwen2.5-0.5B \
       --config.data.path=/data/alpaca.jsonl --config.data.prompt_column=instruction \
       --config.data.response_column=output
-  python -m fedlora.train --config configs/lm_instruct.py:tiny     # seconds: tiny random checkpoint
+  python -m fedlora --config configs/lm_instruct.py:tiny     # seconds: tiny random checkpoint
 
 No pretrained decoder weights are installable offline here: `tiny` runs a tiny RANDOM Llama
 (tests/fixtures/tiny_llama3: GQA, llama3 rope scaling, tied embeddings, a character tokenizer) on

@@ -1,6 +1,6 @@
 """Skewed-client development settings: the default recipe on harder federated splits.
 
-  python -m fedlora.train --config configs/skewed.py:dir01      # BBC News, 50 clients, Dirichlet(0.1)
+  python -m fedlora --config configs/skewed.py:dir01      # BBC News, 50 clients, Dirichlet(0.1)
 Variants (`--config configs/skewed.py:<name>`):
   dir01     BBC News, 50 clients, Dirichlet(α = 0.1) label skew at equal sizes ('client_dirichlet':
             2.1 classes per client, 82 % of a client's data in its top class)

@@ -1,5 +1,5 @@
 """Seconds-long variant of the default experiment, used by the tests: 2 MiniLM layers, 32 tokens,
-240 BBC examples over 4 clients, 2 rounds. Run: python -m fedlora.train --config configs/tiny.py
+240 BBC examples over 4 clients, 2 rounds. Run: python -m fedlora --config configs/tiny.py
 (no variants: `configs/tiny.py:<anything>` is an error)."""
 import os
 import sys

@@ -3,7 +3,7 @@
 SOFT + TSFA by default; `--config.method.name=topk|randk|svd|ffa|ideal` gives the baselines under the
 same channel and latency budget (baselines default to a fixed ratio method.ratio and an equal
 bandwidth split; `--config.method.allocation=tsfa` plans them with TSFA and their own payload model). benchmarks/bench_methods_e2e.py runs them all and tabulates them.
-  python -m fedlora.train --config configs/wireless_compare.py --config.method.name=topk
+  python -m fedlora --config configs/wireless_compare.py --config.method.name=topk
 Each method gets its own default workdir, runs/wireless_compare-<method>-s<seed>, so the baselines
 never resume each other's state; a rerun into a workdir of a different config is refused (the run
 fingerprint), naming the keys that differ. Variants: '' or 'tiny' (as configs/bbc_minilm.py).

@@ -7,4 +7,4 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false   # let memory_stats() report what th
 export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-0}"
 python -c 'import jax, sys; sys.exit(0 if jax.default_backend() == "gpu" else
   "error: jax sees no GPU; install jax[cuda12]==0.10.2 into the venv (see launch/gpu.sh)")'
-exec python -m fedlora.train "$@"
+exec python -m fedlora "$@"

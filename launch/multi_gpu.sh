@@ -7,4 +7,4 @@ source "$(dirname "$0")/env.sh"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 python -c 'import jax, sys; sys.exit(0 if jax.default_backend() == "gpu" else
   "error: jax sees no GPU; install jax[cuda12]==0.10.2 into the venv (see launch/gpu.sh)")'
-exec python -m fedlora.train --config.mesh.num_devices=0 "$@"
+exec python -m fedlora --config.mesh.num_devices=0 "$@"

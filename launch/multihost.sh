@@ -8,4 +8,4 @@
 source "$(dirname "$0")/env.sh"
 : "${COORDINATOR:?set COORDINATOR=host:port of process 0}" "${NUM_PROCESSES:?}" "${PROCESS_ID:?}"
 export FEDLORA_COORDINATOR="$COORDINATOR" FEDLORA_NUM_PROCESSES="$NUM_PROCESSES" FEDLORA_PROCESS_ID="$PROCESS_ID"
-exec python -m fedlora.train "$@"
+exec python -m fedlora "$@"

@@ -4,4 +4,4 @@
 source "$(dirname "$0")/env.sh"
 args=("$@")
 case " ${args[*]-} " in *" --config="*|*" --config "*) ;; *) args=(--config configs/bbc_minilm.py "${args[@]}");; esac
-exec python -m fedlora.train "${args[@]}"
+exec python -m fedlora "${args[@]}"

@@ -9,6 +9,6 @@ source "$(dirname "$0")/env.sh"
 python -c 'import jax, sys; sys.exit(0 if jax.default_backend() == "tpu" else
   "error: jax sees no TPU; install jax[tpu]==0.10.2 into the venv (see launch/tpu.sh)")'
 if [ "${TPU_WORKER_HOSTNAMES:-}" != "" ] && [ "$(echo "$TPU_WORKER_HOSTNAMES" | tr ',' '\n' | wc -l)" -gt 1 ]; then
-  exec python -m fedlora.train --config.mesh.coordinator_address=auto "$@"
+  exec python -m fedlora --config.mesh.coordinator_address=auto "$@"
 fi
-exec python -m fedlora.train "$@"
+exec python -m fedlora "$@"

@@ -76,11 +76,11 @@ def test_num_keep_is_exact_decimal_ceil():
 
 
 @pytest.mark.parametrize("name,cfg,match", [
-    ("fancy", {}, r"name='fancy'.*allowed values"),
-    ("soft", {"bits_per_value": 8}, r"bits_per_value=8: allowed values are \(16, 32\)"),
+    ("fancy", {}, r"compress='fancy' is not allowed: one of \(.*'none'.*'soft'"),
+    ("soft", {"bits_per_value": 8}, r"compress.bits_per_value=8 is not allowed: one of \(16, 32\)"),
     ("none", {"bits_per_value": 32.0}, r"bits_per_value=32.0"),
-    ("soft", {"score_on": "bogus"}, r"score_on='bogus': allowed values are \('delta', 'updated', 'product'\)"),
-    ("soft", {"error_feedback": "yes"}, r"error_feedback='yes': must be True or False"),
+    ("soft", {"score_on": "bogus"}, r"compress.score_on='bogus' is not allowed: one of \('delta', 'updated', 'product'\)"),
+    ("soft", {"error_feedback": "yes"}, r"compress.error_feedback='yes' is not allowed: True or False"),
     ("topk", {"index_coding": "golomb"}, r"index_coding='golomb'"),
     ("randk", {"unbiased": 1}, r"unbiased=1"),
     ("randk", {"seed_bits": -4}, r"seed_bits=-4"),
@@ -406,8 +406,10 @@ def test_new_compressor_registers_from_one_file_and_runs_a_round(tmp_path, monke
   mod = tmp_path / "halfsign_compressor.py"
   mod.write_text('''
 """'halfsign': keeps every other rank component of each adapter at ρ >= 1/2, else the first; test-only."""
+import dataclasses
 import jax.numpy as jnp
-from fedlora.compress import register
+from fedlora.compress import COMPRESSORS
+from fedlora.section import Section
 from fedlora.compress.base import (adapter_pairs, build_compressor, compress_by_parts, dense_bits_of,
                                    dense_rule, num_keep, sorted_mass)
 
@@ -424,11 +426,17 @@ def halfsign(q, scale):
                                           for _, a, b in adapter_pairs(t)))
   return build_compressor(compress_tree, False, payload)
 
-@register("halfsign", {"halfsign_scale": 1.0})
-def _factory(opts, section):
-  if not opts["halfsign_scale"] > 0:
-    raise ValueError(f"{section}.halfsign_scale={opts['halfsign_scale']!r}: must be > 0")
-  return halfsign(opts["bits_per_value"], float(opts["halfsign_scale"]))
+@dataclasses.dataclass(frozen=True)
+class Options(Section):
+  SECTION = "compress"
+  halfsign_scale: float = 1.0
+
+  def check(self):
+    self.need(self.halfsign_scale > 0, "halfsign_scale", "a number > 0")
+
+@COMPRESSORS.register("halfsign", options=Options)
+def _factory(section):
+  return halfsign(section.bits_per_value, float(section.halfsign_scale))
 ''')
   monkeypatch.syspath_prepend(str(tmp_path))
   import importlib
@@ -446,8 +454,8 @@ def _factory(opts, section):
   c = tiny_config(**{"method.name": "halfsign_m", "wireless.enabled": True,
                      "workdir": str(tmp_path / "w"), "fed.rounds": 1, "checkpoint.every": 10})
   exp = train.build(c)
-  st = train.init_state(exp)
-  st, rec = train.run_round(exp, st, 1)
+  st = exp.algorithm.init()
+  st, rec = exp.algorithm.apply(st, 1)
   c0, c1 = exp.method.compressor.payload(exp.parts.trainable)
   np.testing.assert_allclose(rec["uplink_bits"], c0 + c1 * np.asarray(rec["ratio"]), rtol=1e-6)
   assert rec["profile_bytes_round"] == 2 * 32 * c.lora.rank / 8     # TSFA used the profiles

@@ -10,8 +10,9 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from fedlora.data.config import DataConfig  # noqa: E402
+
 from fedlora.data import (  # noqa: E402
-    default_data_config,
     gather_batches,
     load_bbcnews,
     load_dataset_from_config,
@@ -40,10 +41,7 @@ def tok():
 
 
 def _cfg(**kw):
-    cfg = default_data_config()
-    for k, v in kw.items():
-        cfg[k] = v
-    return cfg
+    return DataConfig.from_dict(kw)
 
 
 # ----------------------------------------------------------------------------- sources
@@ -114,9 +112,9 @@ def test_source_errors(tmp_path):
     missing = str(tmp_path / "nope.csv")
     with pytest.raises(ValueError, match="nope.csv"):
         load_dataset_from_config(_cfg(source="csv", path=missing))
-    with pytest.raises(ValueError, match="unknown data source 'xml'.*bbcnews"):
+    with pytest.raises(ValueError, match="data.source='xml' is not allowed: one of .*bbcnews"):
         load_dataset_from_config(_cfg(source="xml"))
-    with pytest.raises(ValueError, match="path is required"):
+    with pytest.raises(ValueError, match="data.path='' is not allowed: an existing file or folder for data.source='parquet'"):
         load_dataset_from_config(_cfg(source="parquet"))
 
     datasets.Dataset.from_dict(_toy()).to_parquet(str(tmp_path / "d.parquet"))
@@ -281,7 +279,7 @@ def test_sample_batches_vmapped_equals_per_client_and_uniform():
 
 def test_gather_batches_matches_source_rows():
     arr = _fake_arrays()
-    parts = partition(arr["labels"], 4, "quantity", seed=0, sigma=1.0)
+    parts = partition(arr["labels"], 4, "quantity", seed=0, quantity_sigma=1.0)
     cd = stack_clients(arr, parts)
     idx = sample_batches(jax.random.PRNGKey(3), cd.num_examples, cd.n_max, 2, 3)
     batch = gather_batches(cd, idx)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import chex
 
-from fedlora.fed.aggregate import fedavg, senders_mean, weighted_mean
+from fedlora.server.aggregate import fedavg, senders_mean, weighted_mean
 from fedlora.fed.round import tree_sub
 from fedlora.fed.sampling import sample_clients
 

@@ -9,6 +9,7 @@ from flax import nnx
 
 from fedlora import lora
 from fedlora.compress.base import adapter_pairs
+from fedlora.lora.config import LoraConfig
 from fedlora.models.layers import Linear, lora_delta
 
 
@@ -109,12 +110,14 @@ def test_count():
 @pytest.mark.parametrize("bad,match", [
     (dict(rank=0), "lora.rank=0"), (dict(alpha=-1.0), "lora.alpha=-1.0"),
     (dict(init="xavier"), "lora.init='xavier'"), (dict(targets=("nomatch",)), "matches no layer"),
-    (dict(dropout=1.0), "lora.dropout=1.0"), (dict(init="graded"), "lora.init_decay=None"),
+    (dict(dropout=1.0), "lora.dropout=1.0"), (dict(init="graded", init_decay=None), "lora.init_decay=None"),
     (dict(init="graded", init_decay=0.0), "lora.init_decay=0.0"),
-    (dict(init="graded", init_decay=1.5), r"lora.init_decay=1.5: .*\(0, 1\]")])
+    (dict(init="graded", init_decay=1.5), r"lora.init_decay=1.5 is not allowed: .*\(0, 1\]")])
 def test_bad_lora_config_is_named(bad, match):
+  # the section validates itself (was lora.validate_lora_config); a target matching no layer is
+  # found when the adapters are built
   with pytest.raises(ValueError, match=match):
-    build(lcfg(**bad))
+    build(LoraConfig.from_dict(lcfg(**bad).to_dict()))
 
 
 def test_graded_init_is_orthogonal_with_geometric_column_norms():

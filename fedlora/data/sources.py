@@ -24,100 +24,104 @@ from typing import Any
 import datasets
 import numpy as np
 
+from fedlora.data.config import DataConfig
 from fedlora.data.readers import READERS, labelled_dataset
+from fedlora.section import as_section
 
 BBC_LABELS = ("business", "entertainment", "politics", "sports", "tech")
 
 
 def _is_missing(v) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip())
+  return v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip())
 
 
 def _rows(idx: list[int], limit: int = 5) -> str:
-    shown = ", ".join(str(i + 1) for i in idx[:limit])
-    return f"row(s) {shown}{', ...' if len(idx) > limit else ''}"
+  shown = ", ".join(str(i + 1) for i in idx[:limit])
+  return f"row(s) {shown}{', ...' if len(idx) > limit else ''}"
 
 
 def _labels_to_ids(values: list, feature: Any, column: str, where: str) -> tuple[list[int], list[str]]:
-    """Map a label column to ids 0..K-1 and return (ids, names)."""
-    if isinstance(feature, datasets.ClassLabel):
-        bad = [i for i, v in enumerate(values) if v is None or v < 0]
-        if bad:
-            raise ValueError(f"label column {column!r} in {where!r} has {len(bad)} missing (None/-1) "
-                             f"labels ({_rows(bad)}); fill or remove those rows")
-        return [int(v) for v in values], list(feature.names)
-    missing = [i for i, v in enumerate(values) if _is_missing(v)]
-    if missing:
-        raise ValueError(
-            f"label column {column!r} in {where!r} has {len(missing)} missing (empty/None/NaN) labels "
-            f"({_rows(missing)}); a label cannot be guessed: fill or remove those rows")
-    kinds = {type(v) for v in values}
-    if kinds <= {str}:
-        uniq = sorted(set(values))
-    elif all(isinstance(v, (bool, int, np.integer)) for v in values):
-        values = [int(v) for v in values]
-        uniq = sorted(set(values))
-    elif all(isinstance(v, (float, np.floating, int, np.integer)) for v in values):
-        frac = [i for i, v in enumerate(values) if not float(v).is_integer()]
-        if frac:
-            raise ValueError(
-                f"label column {column!r} in {where!r} holds non-integer numbers (e.g. {values[frac[0]]!r} "
-                f"in {_rows(frac)}): classification needs class labels (strings or integers); is "
-                "data.label_column a regression target?")
-        values = [int(v) for v in values]
-        uniq = sorted(set(values))
-    else:
-        raise ValueError(
-            f"label column {column!r} in {where!r} must hold strings or integers, found types "
-            f"{sorted(t.__name__ for t in kinds)}"
-        )
-    index = {v: i for i, v in enumerate(uniq)}
-    return [index[v] for v in values], [str(v) for v in uniq]
+  """Map a label column to ids 0..K-1 and return (ids, names)."""
+  if isinstance(feature, datasets.ClassLabel):
+    bad = [i for i, v in enumerate(values) if v is None or v < 0]
+    if bad:
+      raise ValueError(f"label column {column!r} in {where!r} has {len(bad)} missing (None/-1) "
+                       f"labels ({_rows(bad)}); fill or remove those rows")
+    return [int(v) for v in values], list(feature.names)
+  missing = [i for i, v in enumerate(values) if _is_missing(v)]
+  if missing:
+    raise ValueError(
+        f"label column {column!r} in {where!r} has {len(missing)} missing (empty/None/NaN) labels "
+        f"({_rows(missing)}); a label cannot be guessed: fill or remove those rows")
+  kinds = {type(v) for v in values}
+  if kinds <= {str}:
+    uniq = sorted(set(values))
+  elif all(isinstance(v, (bool, int, np.integer)) for v in values):
+    values = [int(v) for v in values]
+    uniq = sorted(set(values))
+  elif all(isinstance(v, (float, np.floating, int, np.integer)) for v in values):
+    frac = [i for i, v in enumerate(values) if not float(v).is_integer()]
+    if frac:
+      raise ValueError(
+          f"label column {column!r} in {where!r} holds non-integer numbers (e.g. {values[frac[0]]!r} "
+          f"in {_rows(frac)}): classification needs class labels (strings or integers); is "
+          "data.label_column a regression target?")
+    values = [int(v) for v in values]
+    uniq = sorted(set(values))
+  else:
+    raise ValueError(
+        f"label column {column!r} in {where!r} must hold strings or integers, found types "
+        f"{sorted(t.__name__ for t in kinds)}"
+    )
+  index = {v: i for i, v in enumerate(uniq)}
+  return [index[v] for v in values], [str(v) for v in uniq]
 
 
 def load_dataset_from_config(data_cfg: Any) -> datasets.Dataset:
-    """``load_dataset_with_report`` without the report (dropped rows are still warned about)."""
-    return load_dataset_with_report(data_cfg)[0]
+  """``load_dataset_with_report`` without the report (dropped rows are still warned about)."""
+  return load_dataset_with_report(data_cfg)[0]
 
 
 def load_dataset_with_report(data_cfg: Any) -> tuple[datasets.Dataset, dict]:
-    """Load the ``data`` section into a Dataset with columns ``text`` (str) and ``label`` (ClassLabel).
+  """Load the ``data`` section (a DataConfig, or a mapping of its keys) into a Dataset with columns
+  ``text`` (str) and ``label`` (ClassLabel).
 
-    Returns ``(dataset, dropped)`` where ``dropped`` counts the rows left out by reason
-    (``{'empty_text': n}``; ``{}`` when none). Raises ValueError for a missing path, an undecodable or
-    malformed file, missing columns, missing/fractional labels, an empty dataset or fewer than 2
-    classes (an unknown source is a ConfigError from the registry).
-    """
-    reader = READERS.get(data_cfg.source).obj
-    ds = reader.read(data_cfg)
-    if not reader.files:  # a packaged corpus: already text + ClassLabel
-        return ds, {}
-    text_col, label_col = data_cfg.text_column, data_cfg.label_column
-    where = str(data_cfg.path)
-    missing = [c for c in (text_col, label_col) if c not in ds.column_names]
-    if missing:
-        raise ValueError(
-            f"column(s) {missing} not found in {where!r}; available columns: {ds.column_names} "
-            "(set data.text_column / data.label_column)"
-        )
-    if len(ds) == 0:
-        raise ValueError(f"dataset from {where!r} is empty (0 examples)")
-    texts = ds[text_col]
-    labels = ds[label_col]
-    bad = [i for i, t in enumerate(texts) if t is not None and not isinstance(t, str)]
-    if bad:
-        raise ValueError(f"text column {text_col!r} in {where!r} has {len(bad)} non-string values "
-                         f"({_rows(bad)}, e.g. {texts[bad[0]]!r}); is data.text_column the text column?")
-    empty = [i for i, t in enumerate(texts) if t is None or not t.strip()]
-    dropped = {}
-    if empty:
-        from fedlora.run.errors import warn
-        warn(f"{where!r}: dropped {len(empty)} row(s) with an empty or missing text ({_rows(empty)}); "
-             "counted in summary.json as data_dropped_rows")
-        keep = sorted(set(range(len(texts))) - set(empty))
-        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
-        dropped["empty_text"] = len(empty)
-    ids, names = _labels_to_ids(labels, ds.features[label_col], label_col, where)
-    return labelled_dataset(texts, ids, names, where=where), dropped
+  Returns ``(dataset, dropped)`` where ``dropped`` counts the rows left out by reason
+  (``{'empty_text': n}``; ``{}`` when none). Raises ValueError for a missing path, an undecodable or
+  malformed file, missing columns, missing/fractional labels, an empty dataset or fewer than 2
+  classes (an unknown source is a ConfigError from the registry).
+  """
+  data_cfg = as_section(DataConfig, data_cfg)
+  reader = READERS.get(data_cfg.source).obj
+  ds = reader.read(data_cfg)
+  if not reader.files:  # a packaged corpus: already text + ClassLabel
+    return ds, {}
+  text_col, label_col = data_cfg.text_column, data_cfg.label_column
+  where = str(data_cfg.path)
+  missing = [c for c in (text_col, label_col) if c not in ds.column_names]
+  if missing:
+    raise ValueError(
+        f"column(s) {missing} not found in {where!r}; available columns: {ds.column_names} "
+        "(set data.text_column / data.label_column)"
+    )
+  if len(ds) == 0:
+    raise ValueError(f"dataset from {where!r} is empty (0 examples)")
+  texts = ds[text_col]
+  labels = ds[label_col]
+  bad = [i for i, t in enumerate(texts) if t is not None and not isinstance(t, str)]
+  if bad:
+    raise ValueError(f"text column {text_col!r} in {where!r} has {len(bad)} non-string values "
+                     f"({_rows(bad)}, e.g. {texts[bad[0]]!r}); is data.text_column the text column?")
+  empty = [i for i, t in enumerate(texts) if t is None or not t.strip()]
+  dropped = {}
+  if empty:
+    from fedlora.run.errors import warn
+    warn(f"{where!r}: dropped {len(empty)} row(s) with an empty or missing text ({_rows(empty)}); "
+         "counted in summary.json as data_dropped_rows")
+    keep = sorted(set(range(len(texts))) - set(empty))
+    texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    dropped["empty_text"] = len(empty)
+  ids, names = _labels_to_ids(labels, ds.features[label_col], label_col, where)
+  return labelled_dataset(texts, ids, names, where=where), dropped
 
 

@@ -22,6 +22,8 @@ from fedlora.run.workdir import resolve_workdir  # noqa: E402
 from fedlora.section import ConfigError  # noqa: E402
 from fedlora.train import run  # noqa: E402
 
+EXIT_INCOMPLETE = 3  # the run finished but its summary lacks rounds (summary.metric_rounds_missing)
+
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -147,7 +149,12 @@ def main(argv=None) -> int:
   value = summary.get(f"final_{head}")
   shown = "n/a" if value is None else (f"{100 * value:.2f}%" if head == "test_accuracy" else f"{value:.4f}")
   print(f"final {head.replace('_', ' ')} {shown} | uplink {summary['cum_uplink_bytes'] / 1e6:.2f} MB"
-        f" | outputs in {config.workdir}")
+        f" | outputs in {summary['workdir']}")
+  if summary.get("metric_rounds_missing"):
+    print(f"error: summary.json lacks round(s) {summary['metric_rounds_missing']}: metrics.jsonl holds "
+          "no record of them (a torn or deleted line), so the figures above omit them; the model "
+          "state is intact in the checkpoints", file=sys.stderr)
+    return EXIT_INCOMPLETE
   return 0
 
 

@@ -37,7 +37,7 @@ from fedlora.methods.registry import METHODS, MethodConfig
 from fedlora.models.config import ModelConfig
 from fedlora.optim import OptimConfig
 from fedlora.run.workdir import RESUME_MODES
-from fedlora.section import ConfigError, Section, is_int, section_field
+from fedlora.section import ConfigError, Section, component_options, is_int, section_field
 from fedlora.server import ServerConfig
 from fedlora.tasks.base import TASKS, EvalConfig, TaskConfig
 from fedlora.tsfa.config import TSFAConfig
@@ -100,6 +100,40 @@ class Config(Section):
       raise ConfigError("config.tsfa.offline.enabled=True needs config.wireless.enabled=True (the "
                         "offline stage trades the bound against the uplink latency budget)")
     TASKS.get(self.task.name).obj.validate(self)
+
+  def no_effect(self) -> list[str]:
+    """Settings this config holds at a non-default value that nothing it runs reads: the keys of
+    components it does not select, and the uplink's keys without the uplink. Each is one line
+    naming the key, its value and why (the trainer warns them; they are not errors)."""
+    base, out = Config(), []
+    selected = {"server": {self.server.name}, "optim": {self.optim.name}, "lora": {self.lora.init},
+                "method": {self.method.name}, "task": {self.task.name},
+                "compress": {METHODS.get(self.method.name).obj.compressor},
+                "data": {self.data.partition, self.data.source}}
+    for section, names in selected.items():
+      have, default = getattr(self, section), getattr(base, section)
+      used = {k for n in names if n in component_options(type(have))
+              for k in component_options(type(have))[n].defaults()}
+      for name, opts in component_options(type(have)).items():
+        for k in opts.defaults():
+          if k not in used and getattr(have, k) != getattr(default, k):
+            out.append(f"config.{section}.{k}={getattr(have, k)!r} has no effect: it is a key of "
+                       f"{section} component {name!r}, and this config selects {sorted(names)}")
+            used.add(k)
+    if not self.wireless.enabled:
+      for section, keys in (("method", ("allocation",)), ("wireless", ("deadline_factor", "channel")),
+                            ("tsfa", ("online",))):
+        for k in keys:
+          if getattr(getattr(self, section), k) != getattr(getattr(base, section), k):
+            out.append(f"config.{section}.{k} is set but has no effect without the uplink "
+                       "(wireless.enabled=False)")
+    if self.client.logit_adjust != "fedlc" and self.client.fedlc_tau != base.client.fedlc_tau:
+      out.append(f"config.client.fedlc_tau={self.client.fedlc_tau!r} has no effect: client.logit_adjust="
+                 f"{self.client.logit_adjust!r}")
+    if self.client.logit_adjust != "fedrs" and self.client.fedrs_alpha != base.client.fedrs_alpha:
+      out.append(f"config.client.fedrs_alpha={self.client.fedrs_alpha!r} has no effect: client.logit_adjust="
+                 f"{self.client.logit_adjust!r}")
+    return out
 
   def to_configdict(self):
     """The ConfigDict of this config (what `--print_config` prints)."""

@@ -1,7 +1,6 @@
 """`summary.json` and the memory line of a run, derived from `metrics.jsonl` and the built experiment."""
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -20,8 +19,9 @@ from fedlora.utils.plot import plot_run
 def write_summary(exp, fp: dict, start: int, setup_s: float, t0: float,
                   memory_info: dict | None = None) -> dict:
   """summary.json, derived from metrics.jsonl (rounds <= fed.rounds) and written atomically; the
-  task adds its own metrics (`Task.summarize`). When metrics.jsonl lacks rounds (deleted or edited),
-  a summary.json already there is kept as it is."""
+  task adds its own metrics (`Task.summarize`). When metrics.jsonl lacks rounds (a torn or deleted
+  line), the summary is still derived from what it holds and lists the rounds it lacks under
+  `metric_rounds_missing` (the command line then exits with status 3): it is never left stale."""
   config = exp.config
   path = os.path.join(config.workdir, "summary.json")
   records = [r for r in read_metrics(os.path.join(config.workdir, "metrics.jsonl"))
@@ -29,20 +29,15 @@ def write_summary(exp, fp: dict, start: int, setup_s: float, t0: float,
   missing = sorted(set(range(1, config.fed.rounds + 1)) - {r["round"] for r in records})
   if missing:
     shown = f"{missing[:10]}{' ...' if len(missing) > 10 else ''}"
-    try:
-      with open(path) as f:
-        kept = json.load(f)
-      warn(f"{config.workdir}/metrics.jsonl has no record of round(s) {shown}; {path} is kept as it "
-           "was (it was derived when they were there)")
-      return kept
-    except (OSError, ValueError):
-      warn(f"{config.workdir}/metrics.jsonl has no record of round(s) {shown}; summary.json lists "
-           "them under metric_rounds_missing")
+    warn(f"{config.workdir}/metrics.jsonl has no record of round(s) {shown} (a torn or deleted "
+         "line); summary.json is derived from the rounds it holds and lists them under "
+         "metric_rounds_missing")
   head = f"test_{exp.task.headline}"
   evals = [r for r in records if head in r]
   info = exp.data.info
   summary = {
       "rounds": config.fed.rounds, "method": config.method.name, "fingerprint": fp["hash"],
+      "workdir": config.workdir,
       "task": exp.task.name, "headline": head, f"final_{head}": evals[-1][head] if evals else None,
       "final_test": {k: v for k, v in evals[-1].items() if k.startswith("test_")} if evals else {},
       **exp.task.summarize(records),

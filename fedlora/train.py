@@ -16,6 +16,8 @@ import jax.numpy as jnp
 
 from fedlora import lora
 from fedlora.config import Config, typed
+from fedlora.data.checks import check_positions, check_token_ids
+from fedlora.data.content import data_content
 from fedlora.data.tokenize import load_tokenizer
 from fedlora.drift import build_drift
 from fedlora.fed import memory
@@ -30,7 +32,7 @@ from fedlora.models.layers import DTYPES, set_precision
 from fedlora.optim import make_optimizer
 from fedlora.run.errors import Interrupted, warn
 from fedlora.summary import memory_line, write_summary
-from fedlora.run.workdir import open_workdir, resolve_workdir, write_run_files
+from fedlora.run.workdir import check_data, open_workdir, resolve_workdir, write_run_files
 from fedlora.schedules import round_schedule
 from fedlora.server import build_server
 from fedlora.tasks import get_task
@@ -70,9 +72,11 @@ def build(config) -> Experiment:
                      f"{hf_config.get('model_type')!r} ({model_path!r}) is family {family.name!r} "
                      f"(heads {list(family.heads)}); point model.path at a matching checkpoint or "
                      "set task.name")
+  check_positions(hf_config, family, config.data.max_length, model_path)
   tokenizer = load_tokenizer(model_path)
   extra = {} if hosted is None else {"hosted": hosted if hosted.size else jnp.zeros((1,), int)}
   data = task.prepare_data(config, tokenizer, hf_config, **extra)
+  check_token_ids(data, hf_config, model_path)
   if hosted is not None:  # -> client arrays [N_pad, n_max, ...] sharded over 'clients'
     data = assemble_hosted(data, hosted, config.data.num_clients, mesh)
   key = jax.random.PRNGKey(config.seed)
@@ -134,6 +138,8 @@ def run(config) -> dict:
   t0 = time.time()
   config = typed(config)
   config = config.replace(workdir=resolve_workdir(config))
+  for line in config.no_effect():
+    warn(line)
   init_distributed(config.mesh)  # before any other JAX call; then jax.process_index() is known
   lead = jax.process_index() == 0  # multi-host: process 0 alone locks, checks and writes the workdir
   with open_workdir(config, lead=lead) as fp:  # fingerprint of the config as given (stable across resumes)
@@ -141,7 +147,10 @@ def run(config) -> dict:
       from fedlora.tsfa.pilot import offline_stage
       config = offline_stage(config, build)
     exp = build(config)
+    fp = dict(fp, data=data_content(config.data, exp.clients, exp.data.test,
+                                    exp.data.info.get("label_names")))
     if lead:
+      check_data(config.workdir, fp["data"])
       write_run_files(config, fp)
     return train(exp, fp, t0)
 
@@ -181,14 +190,10 @@ def train(exp: Experiment, fp: dict, t0: float) -> dict:
                f"{len(rec['nonfinite_clients'])} non-finite, the rest dropped by the uplink); the "
                "global model is unchanged")
         if bar is not None:
-          post = {"loss": f"{rec['train_loss']:.3f}", "up_MB": f"{rec['cum_uplink_bytes'] / 1e6:.2f}"}
-          if last_eval is not None:
-            head = exp.task.headline
-            v = last_eval[head]
-            post["acc" if head == "accuracy" else head] = f"{100 * v:.1f}%" if head == "accuracy" else f"{v:.3f}"
-          if empty:
-            post["empty_rounds"] = empty
-          bar.set_postfix(post)
+          head = exp.task.headline
+          bar.set_postfix({"loss": f"{rec['train_loss']:.3f}", "up_MB": f"{rec['cum_uplink_bytes'] / 1e6:.2f}",
+                           **({head: f"{last_eval[head]:.4g}"} if last_eval else {}),
+                           **({"empty_rounds": empty} if empty else {})})
           bar.update(1)
     except KeyboardInterrupt:
       last = max(ckpt.steps() or [0])

@@ -191,6 +191,7 @@ class FederatedData(NamedTuple):
   label_names: list  # class names, id order
   histogram: np.ndarray  # [C, num_classes] per-client label counts
   hosted_examples: int = 0  # training examples tokenised by this process (all of them unless hosted)
+  truncated: int = 0  # examples (train + test) longer than data.max_length tokens, cut to it
 
 
 def prepare_federated_data(data_cfg: Any, tokenizer, ds=None, hosted=None) -> FederatedData:
@@ -204,12 +205,13 @@ def prepare_federated_data(data_cfg: Any, tokenizer, ds=None, hosted=None) -> Fe
   from fedlora.data.partition import describe, partition_from_config
   from fedlora.data.sources import load_dataset_from_config
   from fedlora.data.split import train_test_split
-  from fedlora.data.tokenize import tokenize
+  from fedlora.data.tokenize import count_truncated, tokenize
 
   if ds is None:
     ds = load_dataset_from_config(data_cfg)
   names = list(ds.features["label"].names)
   train, test = train_test_split(ds, data_cfg.test_fraction, data_cfg.split_seed)
+  warn_missing_classes(names, train["label"], test["label"])
   max_length = data_cfg.max_length
   if hosted is None:
     train_arr = tokenize(train, tokenizer, max_length)
@@ -224,6 +226,7 @@ def prepare_federated_data(data_cfg: Any, tokenizer, ds=None, hosted=None) -> Fe
                             n_max=max(p.shape[0] for p in parts))
     tokenized = int(need.size)
   test_arr = tokenize(test, tokenizer, max_length)
+  truncated = count_truncated(list(ds["text"]), tokenizer, max_length)
   return FederatedData(
       clients=clients,
       test=test_arr,
@@ -231,4 +234,16 @@ def prepare_federated_data(data_cfg: Any, tokenizer, ds=None, hosted=None) -> Fe
       label_names=names,
       histogram=describe(parts, labels, len(names)),
       hosted_examples=tokenized,
+      truncated=truncated,
   )
+
+
+def warn_missing_classes(names: list, train_labels, test_labels) -> None:
+  """Warns naming the classes with no example in the training or the test split (a class only in
+  the test split can never be predicted; one only in training is never scored)."""
+  from fedlora.run.errors import warn
+  for split, labels in (("training", train_labels), ("test", test_labels)):
+    absent = sorted(set(range(len(names))) - {int(x) for x in labels})
+    if absent:
+      warn(f"class(es) {[names[i] for i in absent]} have no example in the {split} split "
+           f"(data.test_fraction, data.max_examples and the split seed decide it)")

@@ -29,7 +29,10 @@ class DataConfig(Section):
                            'parquet' | 'disk' (a save_to_disk folder)
   path:                    file, glob or folder for the sources that read a user's files
   text_column:             column holding the text (classification)
-  label_column:            column holding the label, int or string (classification)
+  label_column:            column holding the label, int or string (classification); string labels
+                           are stripped of surrounding spaces
+  label_case_fold:         also merge string labels that differ only in case ('Sport' = 'sport');
+                           False keeps them apart and warns, naming them
   encoding:                text encoding of csv/json files (e.g. 'latin-1', 'cp1252', 'utf-16')
   max_length:              tokens kept per example (classification: the text's start; causal LM: the
                            prompt is cut from the left, then the response on the right)
@@ -54,6 +57,7 @@ class DataConfig(Section):
   path: str = ""
   text_column: str = "text"
   label_column: str = "label"
+  label_case_fold: bool = False
   encoding: str = "utf-8"
   max_length: int = 128
   max_examples: int = 0
@@ -96,3 +100,4 @@ class DataConfig(Section):
               "messages_column", "category_column"):
       self.need(isinstance(getattr(self, k), str), k, "a string")
     self.need(isinstance(self.packing, bool), "packing", "True or False")
+    self.need(isinstance(self.label_case_fold, bool), "label_case_fold", "True or False")

@@ -40,8 +40,10 @@ def _rows(idx: list[int], limit: int = 5) -> str:
   return f"row(s) {shown}{', ...' if len(idx) > limit else ''}"
 
 
-def _labels_to_ids(values: list, feature: Any, column: str, where: str) -> tuple[list[int], list[str]]:
-  """Map a label column to ids 0..K-1 and return (ids, names)."""
+def _labels_to_ids(values: list, feature: Any, column: str, where: str,
+                   case_fold: bool = False) -> tuple[list[int], list[str]]:
+  """Map a label column to ids 0..K-1 and return (ids, names). String labels are stripped (and with
+  `case_fold` lower-cased); labels that still differ only in case are warned about, by name."""
   if isinstance(feature, datasets.ClassLabel):
     bad = [i for i, v in enumerate(values) if v is None or v < 0]
     if bad:
@@ -55,7 +57,16 @@ def _labels_to_ids(values: list, feature: Any, column: str, where: str) -> tuple
         f"({_rows(missing)}); a label cannot be guessed: fill or remove those rows")
   kinds = {type(v) for v in values}
   if kinds <= {str}:
+    values = [v.strip().casefold() if case_fold else v.strip() for v in values]
     uniq = sorted(set(values))
+    groups: dict = {}
+    for v in uniq:
+      groups.setdefault(v.casefold(), []).append(v)
+    near = [g for g in groups.values() if len(g) > 1]
+    if near:
+      from fedlora.run.errors import warn
+      warn(f"label column {column!r} in {where!r} has labels that differ only in case, kept as "
+           f"separate classes: {near[:5]}; --config.data.label_case_fold=True merges them")
   elif all(isinstance(v, (bool, int, np.integer)) for v in values):
     values = [int(v) for v in values]
     uniq = sorted(set(values))
@@ -121,7 +132,8 @@ def load_dataset_with_report(data_cfg: Any) -> tuple[datasets.Dataset, dict]:
     keep = sorted(set(range(len(texts))) - set(empty))
     texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
     dropped["empty_text"] = len(empty)
-  ids, names = _labels_to_ids(labels, ds.features[label_col], label_col, where)
+  ids, names = _labels_to_ids(labels, ds.features[label_col], label_col, where,
+                              data_cfg.label_case_fold)
   return labelled_dataset(texts, ids, names, where=where), dropped
 
 

@@ -78,3 +78,14 @@ def tokenize(ds: Any, tokenizer, max_length: int, *, batch_size: int = 1024) -> 
     ids[start : start + batch_size] = enc["input_ids"]
     mask[start : start + batch_size] = enc["attention_mask"]
   return {"input_ids": ids, "attention_mask": mask, "labels": labels.astype(np.int32)}
+
+
+def count_truncated(texts: list, tokenizer, max_length: int, *, batch_size: int = 1024) -> int:
+  """How many of `texts` tokenise (special tokens included) to more than `max_length` tokens, i.e.
+  lose their end when `tokenize` cuts them."""
+  n = 0
+  for start in range(0, len(texts), batch_size):
+    enc = tokenizer(texts[start:start + batch_size], truncation=False, return_attention_mask=False,
+                    return_token_type_ids=False)
+    n += sum(len(ids) > max_length for ids in enc["input_ids"])
+  return int(n)

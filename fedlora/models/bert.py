@@ -276,7 +276,14 @@ def _family():
       parse_config=BertConfig.from_dict, build=_bert_build, tensor_namer=_bert_namer,
       transpose=transpose_kernels, tied_embeddings=lambda c: False,
       embedding_path="embeddings/word_embeddings/embedding", head_paths=("classifier",),
-      lora_targets=("query", "value"), pad_token_id=default_pad_token_id)
+      lora_targets=("query", "value"), pad_token_id=default_pad_token_id,
+      max_positions=_max_positions)
+
+
+def _max_positions(hf_cfg: dict) -> int:
+  """The position table's rows; RoBERTa's start at pad_token_id + 1 (fewer usable positions)."""
+  n = hf_cfg.get("max_position_embeddings", 512)
+  return n - (hf_cfg.get("pad_token_id", 1) + 1) if hf_cfg.get("model_type") == "roberta" else n
 
 
 FAMILY = FAMILIES.register("bert")(_family())

@@ -15,6 +15,14 @@ from fedlora.registry import Registry
 FAMILIES = Registry("model family", "fedlora.models", "model_type")
 
 
+def default_max_positions(hf_cfg: dict) -> int | None:
+  """The longest sequence the model's position table holds (None: no table, e.g. pure RoPE)."""
+  for key in ("max_position_embeddings", "n_positions"):
+    if isinstance(hf_cfg.get(key), int):
+      return hf_cfg[key]
+  return None
+
+
 class Family(NamedTuple):
   """One model family (e.g. Llama/Mistral/Qwen2, GPT-2, BERT/RoBERTa).
 
@@ -35,6 +43,8 @@ class Family(NamedTuple):
   pad_token_id: (HF config dict, tokenizer or None) -> the id used to pad (decoder LMs without a pad
     token pad with EOS; padding is masked out of attention and loss, so its value never matters).
   gguf: how the family reads a llama.cpp GGUF checkpoint (`GGUFSpec`), or None when it cannot.
+  max_positions: HF config dict -> the longest sequence it takes (None: no limit); the trainer
+    refuses longer rows before training (a position beyond the table gives NaN, not an error).
   """
   name: str
   model_types: tuple
@@ -49,6 +59,7 @@ class Family(NamedTuple):
   lora_targets: tuple
   pad_token_id: Callable[[dict, Any], int]
   gguf: "GGUFSpec | None" = None
+  max_positions: Callable[[dict], "int | None"] = default_max_positions
 
 
 class GGUFSpec(NamedTuple):

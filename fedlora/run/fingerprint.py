@@ -111,3 +111,49 @@ def describe_differences(diff, limit: int = 12) -> str:
   if len(diff) > limit:
     parts.append(f"... and {len(diff) - limit} more")
   return "; ".join(parts)
+
+
+# ---- the data's own fingerprint (its content, not its path) -------------------------------------
+
+def data_fingerprint(files: list[str], arrays: dict) -> dict:
+  """`{'files': {path: sha256 of its bytes}, 'arrays': sha256}` of the data a run trains and tests
+  on: the files its source read and the prepared arrays (tokens, labels, client sizes), so a changed
+  file or a change in how it is prepared is found on resume, whatever the path says."""
+  out = {}
+  for p in files:
+    h = hashlib.sha256()
+    with open(p, "rb") as fh:
+      for chunk in iter(lambda: fh.read(1 << 20), b""):
+        h.update(chunk)
+    out[p] = h.hexdigest()[:16]
+  h = hashlib.sha256()
+  for k in sorted(arrays):
+    a = arrays[k]
+    h.update(k.encode())
+    h.update(json.dumps(a, sort_keys=True, default=str).encode() if isinstance(a, (list, dict, str))
+             else _array_bytes(a))
+  return {"files": out, "arrays": h.hexdigest()[:16]}
+
+
+def _array_bytes(a) -> bytes:
+  import numpy as np
+  a = np.ascontiguousarray(np.asarray(a))
+  return str(a.dtype).encode() + str(a.shape).encode() + a.tobytes()
+
+
+def data_differences(old: dict, new: dict) -> str:
+  """What changed between two data fingerprints, for the refusal message ('' when nothing did)."""
+  if old == new:
+    return ""
+  of, nf = old.get("files", {}), new.get("files", {})
+  changed = sorted(p for p in set(of) & set(nf) if of[p] != nf[p])
+  parts = []
+  if changed:
+    parts.append(f"file(s) changed since the run started: {changed[:5]}")
+  gone, added = sorted(set(of) - set(nf)), sorted(set(nf) - set(of))
+  if gone or added:
+    parts.append(f"files read then but not now: {gone[:5]}; now but not then: {added[:5]}")
+  if not parts:
+    parts.append("the same files, prepared differently (tokenizer, data.* keys or fedlora's data "
+                 "code changed), so the arrays differ")
+  return "; ".join(parts)

@@ -91,6 +91,7 @@ def prepare_data(config, tokenizer, hf_config, hosted=None):
   fd = prepare_federated_data(config.data, tokenizer, ds=ds, hosted=hosted)
   return TaskData(fd.clients, fd.test, {"label_names": fd.label_names, "histogram": fd.histogram,
                                         "parts": fd.parts, "data_dropped": dropped,
+                                        "stats": {"examples": len(ds), "truncated_examples": fd.truncated},
                                         **({} if hosted is None else
                                            {"hosted_examples": fd.hosted_examples})})
 

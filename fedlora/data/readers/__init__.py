@@ -16,6 +16,8 @@ READERS = Registry("data source", "fedlora.data.readers", "data.source")
 class Reader(NamedTuple):
   read: Callable        # (data section) -> datasets.Dataset
   files: bool = True    # reads data.path (a user's file or folder)
+  paths: Callable | None = None  # (data section) -> the files it reads (the run fingerprints their
+                                 # content); None: data.path's files
 
 
 def labelled_dataset(texts: list, label_ids: list, names: Sequence[str], where: str):

@@ -56,4 +56,11 @@ def load_bbcnews(data_dir: str | None = None) -> datasets.Dataset:
   return labelled_dataset(texts, labels, names, where=data_dir)
 
 
-READERS.register("bbcnews")(Reader(lambda cfg: load_bbcnews(), files=False))
+def bbcnews_files(cfg=None) -> list[str]:
+  """The corpus files `load_bbcnews` reads."""
+  root = bbcnews_data_dir()
+  return [os.path.join(root, d, f) for d in sorted(os.listdir(root)) if os.path.isdir(os.path.join(root, d))
+          for f in sorted(os.listdir(os.path.join(root, d))) if f.endswith(".txt")]
+
+
+READERS.register("bbcnews")(Reader(lambda cfg: load_bbcnews(), files=False, paths=bbcnews_files))

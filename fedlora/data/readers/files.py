@@ -25,6 +25,9 @@ def read_files(source: str, data_cfg) -> datasets.Dataset:
   if source in ("csv", "json"):
     for f in _expand(paths):
       check_encoding(f, encoding)
+  if source == "csv":
+    for f in _expand(paths):
+      check_header(f, encoding)
   try:
     return _read(source, paths, cache_dir, encoding)
   except (StopIteration, IndexError) as e:  # what datasets raises on empty json / empty saved data
@@ -37,6 +40,30 @@ def read_files(source: str, data_cfg) -> datasets.Dataset:
     raise _malformed(source, where, e) from None
   except Exception as e:  # noqa: BLE001 - DatasetGenerationError, pandas/arrow parser errors
     raise _malformed(source, where, e) from None
+
+
+def data_files(data_cfg) -> list[str]:
+  """The files a file source reads for `data.path` (globs expanded; a folder: every file in it)."""
+  path = data_cfg.path
+  paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+  out = []
+  for p in map(os.fspath, paths):
+    if os.path.isdir(p):
+      out.extend(os.path.join(dp, f) for dp, _, fs in sorted(os.walk(p)) for f in sorted(fs))
+    else:
+      out.extend(_expand([p]))
+  return out
+
+
+def check_header(filename: str, encoding: str) -> None:
+  """A CSV header naming a column twice is an error naming it (pandas would rename the second one)."""
+  import csv
+  with open(filename, newline="", encoding=encoding) as fh:
+    header = next(csv.reader(fh), [])
+  dup = sorted({c for c in header if header.count(c) > 1})
+  if dup:
+    raise ValueError(f"{filename!r} has duplicate column name(s) {dup} in its header {header}: rename "
+                     "them so data.text_column / data.label_column name one column each")
 
 
 def _expand(paths: list[str]) -> list[str]:

@@ -172,6 +172,9 @@ def test_gguf_spec_reads_a_llama_cpp_style_file(tmp_path):
   path = str(tmp_path / "tiny.gguf")
   write_gemma3_gguf(path, hf_cfg, tensors)
   meta, raw = read_gguf(path)
+  # as fedlora.models.gguf passes it: no vocabulary arrays, the tensor shapes instead
+  meta = {k: v for k, v in meta.items() if not k.startswith("tokenizer.ggml.") or k.endswith("_id")}
+  meta["gguf.tensor_shapes"] = {n: a.shape for n, a in raw.items()}
   fam = family_for("gemma3_text")
   assert fam.gguf.archs == ("gemma3",) and meta["general.architecture"] == "gemma3"
   cfg = fam.gguf.config(meta)
@@ -194,5 +197,7 @@ def test_gguf_spec_reads_a_llama_cpp_style_file(tmp_path):
     gguf_tensor("blk.0.ffn_gate_exps.weight", np.ones(3), cfg)
   with pytest.raises(ValueError, match="'llama'.*gemma3"):
     gguf_config({**meta, "general.architecture": "llama"})
+  untied = gguf_config({**meta, "gguf.tensor_shapes": {**meta["gguf.tensor_shapes"], "output.weight": (300, 64)}})
+  assert untied["tie_word_embeddings"] is False and untied["vocab_size"] == 300
   scaled = gguf_config({**meta, "gemma3.rope.scaling.type": "linear", "gemma3.rope.scaling.factor": 8.0})
   assert scaled["rope_scaling"] == {"rope_type": "linear", "factor": 8.0}

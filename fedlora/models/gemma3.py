@@ -325,6 +325,8 @@ _GGUF_TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "o
 GGUF_LOCAL_ROPE_BASE = 10_000.0
 GGUF_SLIDING_PATTERN = 6
 GGUF_27B_BLOCKS = 62
+# the metadata key under which the GGUF reader also passes {tensor name: numpy-order shape}
+GGUF_SHAPES_KEY = "gguf.tensor_shapes"
 
 
 def gguf_config(meta: dict) -> dict:
@@ -332,8 +334,9 @@ def gguf_config(meta: dict) -> dict:
 
   Reads `gemma3.{block_count, embedding_length, feed_forward_length, attention.head_count,
   attention.head_count_kv, attention.key_length, attention.value_length, attention.sliding_window,
-  attention.layer_norm_rms_epsilon, rope.freq_base, rope.scaling.*, context_length, vocab_size}` (vocab
-  from `tokenizer.ggml.tokens` when absent) and the tokenizer's special ids.
+  attention.layer_norm_rms_epsilon, rope.freq_base, rope.scaling.*, context_length, vocab_size}`, the
+  tokenizer's special ids, and `gguf.tensor_shapes` ({name: shape}, from the reader) when present: the
+  vocabulary size from `token_embd` (else `tokenizer.ggml.tokens`), tied unless there is an `output`.
   """
   arch = meta.get("general.architecture")
   if arch != "gemma3":
@@ -359,12 +362,15 @@ def gguf_config(meta: dict) -> dict:
   if v_dim != head_dim:
     raise ValueError(f"GGUF gemma3.attention.value_length={v_dim} != key_length={head_dim}; they must be equal")
   layers = int(need("block_count"))
+  shapes = meta.get(GGUF_SHAPES_KEY) or {}
   vocab = meta.get("gemma3.vocab_size")
+  if vocab is None and "token_embd.weight" in shapes:
+    vocab = shapes["token_embd.weight"][0]
+  if vocab is None and meta.get("tokenizer.ggml.tokens") is not None:
+    vocab = len(meta["tokenizer.ggml.tokens"])
   if vocab is None:
-    tokens = meta.get("tokenizer.ggml.tokens")
-    if tokens is None:
-      raise ValueError("GGUF metadata has neither 'gemma3.vocab_size' nor 'tokenizer.ggml.tokens' (the vocab size)")
-    vocab = len(tokens)
+    raise ValueError("GGUF metadata gives no vocabulary size (no 'gemma3.vocab_size', token_embd shape "
+                     "or 'tokenizer.ggml.tokens')")
   cfg = {
       "model_type": "gemma3_text", "architectures": ["Gemma3ForCausalLM"],
       "vocab_size": int(vocab), "hidden_size": hidden,
@@ -380,7 +386,9 @@ def gguf_config(meta: dict) -> dict:
       "max_position_embeddings": int(meta.get("gemma3.context_length", 131_072)),
       "final_logit_softcapping": meta.get("gemma3.final_logit_softcapping"),
       "attn_logit_softcapping": meta.get("gemma3.attn_logit_softcapping"),
-      "hidden_activation": "gelu_pytorch_tanh", "tie_word_embeddings": True,
+      "hidden_activation": "gelu_pytorch_tanh",
+      # Gemma 3 ties the output projection to the embedding; a file with `output.weight` does not
+      "tie_word_embeddings": "output.weight" not in shapes,
   }
   scaling = meta.get("gemma3.rope.scaling.type")
   if scaling not in (None, "none"):

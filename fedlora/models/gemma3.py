@@ -111,7 +111,8 @@ class Gemma3Config:
     theta = float(full.get("rope_theta", get("rope_theta")))
     local_theta = float(local.get("rope_theta", get("rope_local_base_freq")))
     if local.get("rope_type", "default") != "default":
-      raise ValueError(f"sliding_attention rope_type={local['rope_type']!r} is not supported; allowed: ['default']")
+      raise ValueError(f"sliding_attention rope_type={local['rope_type']!r} is not supported; "
+                       "allowed: ['default']")
     rope_type = full.get("rope_type", full.get("type", "default"))
     if rope_type not in ROPE_TYPES:
       raise ValueError(f"full_attention rope_type={rope_type!r} is not supported; allowed: {list(ROPE_TYPES)}")
@@ -169,7 +170,7 @@ class GemmaRMSNorm(nnx.Module):
 class Gemma3Attention(nnx.Module):
   """Grouped-query self-attention with per-head q/k RMSNorm, rotary embeddings and an optional window."""
 
-  def __init__(self, cfg: Gemma3Config, layer_idx: int, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: Gemma3Config, *, rngs: nnx.Rngs):
     h, d = cfg.hidden_size, cfg.head_dim
     b = cfg.attention_bias
     self.q_proj = Linear(h, cfg.num_attention_heads * d, use_bias=b, rngs=rngs)
@@ -219,7 +220,7 @@ class Gemma3DecoderLayer(nnx.Module):
   def __init__(self, cfg: Gemma3Config, layer_idx: int, *, rngs: nnx.Rngs):
     h, eps = cfg.hidden_size, cfg.rms_norm_eps
     self.input_layernorm = GemmaRMSNorm(h, eps)
-    self.self_attn = Gemma3Attention(cfg, layer_idx, rngs=rngs)
+    self.self_attn = Gemma3Attention(cfg, rngs=rngs)
     self.post_attention_layernorm = GemmaRMSNorm(h, eps)
     self.pre_feedforward_layernorm = GemmaRMSNorm(h, eps)
     self.mlp = Gemma3MLP(cfg, rngs=rngs)

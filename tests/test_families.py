@@ -91,7 +91,8 @@ def test_registry_declarations():
   assert family_for("qwen2").name == "llama" and family_for("mistral").name == "llama"
   assert family_for("gpt2").heads == ("causal_lm",) and family_for("roberta").heads == ("classifier",)
   for f in fams.values():  # every family's default LoRA targets select layers of its fixture
-    name = {"bert": "tiny_roberta", "llama": "tiny_llama3", "gpt2": "tiny_gpt2"}[f.name]
+    name = {"bert": "tiny_roberta", "llama": "tiny_llama3", "gpt2": "tiny_gpt2",
+            "gemma3": "tiny_gemma3"}[f.name]
     kw = {"num_labels": 2} if "classifier" in f.heads else {}
     frozen = lora.split_model(load_pretrained(os.path.join(FIX, name), **kw), f.head_paths).frozen
     assert lora.match_targets(frozen, f.lora_targets)

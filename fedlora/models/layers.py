@@ -153,15 +153,17 @@ def site_key(key, *indices):
   return key
 
 
-def dot_product_attention(q, k, v, mask):
+def dot_product_attention(q, k, v, mask, scale=None, softcap=None):
   """Softmax attention with grouped-query support.
 
   Args:
-    q: `[B, L, H, D]` queries (already scaled or not: this applies `1/sqrt(D)`).
+    q: `[B, L, H, D]` queries (unscaled: this multiplies the scores by `scale`, default `1/sqrt(D)`).
     k, v: `[B, S, Hkv, D]` with `H % Hkv == 0`; query head `h` reads kv head `h // (H // Hkv)`
       (the Hugging Face `repeat_kv` order).
     mask: bool, broadcastable to `[B, H, L, S]`; False entries get the dtype's most negative value
       before the softmax (a fully masked row becomes uniform, never NaN).
+    scale: the score scale (Gemma: `query_pre_attn_scalar ** -0.5`); None = `1/sqrt(D)`.
+    softcap: None, or `c` to soft-cap the scaled scores to `c * tanh(scores / c)` before the mask.
   Returns:
     `[B, L, H, D]`.
 
@@ -175,7 +177,10 @@ def dot_product_attention(q, k, v, mask):
   g = h // hkv
   qh = q.reshape(b, l, hkv, g, d).transpose(0, 2, 3, 1, 4)  # [B, Hkv, G, L, D]
   kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, Hkv, S, D]
-  scores = jnp.einsum("bkgld,bksd->bkgls", qh, kh) / jnp.sqrt(jnp.asarray(d, q.dtype))
+  scores = jnp.einsum("bkgld,bksd->bkgls", qh, kh)
+  scores = scores / jnp.sqrt(jnp.asarray(d, q.dtype)) if scale is None else scores * jnp.asarray(scale, q.dtype)
+  if softcap is not None:
+    scores = jnp.tanh(scores / softcap) * softcap
   scores = scores.reshape(b, h, l, -1)
   scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
   probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(q.dtype)

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from fedlora.models.families import FAMILIES
 from fedlora.models.layers import (Embed, Linear, activation, apply_rope, dot_product_attention, init_kv_cache,
                                    rope_cos_sin, rope_inv_freq, run_blocks, segment_mask, site_key,
                                    write_kv_cache)
@@ -457,4 +458,4 @@ def _family():
       gguf=GGUFSpec(archs=("gemma3",), config=gguf_config, tensor=gguf_tensor))
 
 
-FAMILY = _family()
+FAMILY = FAMILIES.register("gemma3")(_family())

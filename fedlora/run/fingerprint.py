@@ -51,6 +51,7 @@ ADDED_KEYS = {
     "eval.print_samples": 3,
     "eval.temperature": 0.0,
     "wireless.channel.downlink_tx_power_dbm": 43.0,  # the channel's built-in downlink power
+    "data.label_case_fold": False,  # string labels that differ in case are separate classes
 }
 
 

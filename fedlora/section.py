@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import typing
 from typing import Any, ClassVar
+
+_BUILDING = threading.local()  # set while `from_dict` constructs a section: it checks it itself after
 
 
 class ConfigError(ValueError):
@@ -51,10 +54,15 @@ class Section:
   DERIVED: ClassVar[tuple] = ()
 
   def __post_init__(self):
-    self.check()
+    if not getattr(_BUILDING, "on", False):
+      self.check()
 
   def check(self) -> None:
     """Raises ConfigError for a bad value (subclasses override; `need` builds the message)."""
+
+  def check_selected(self, section) -> None:
+    """A component's options: what its parent `section` must hold when this component is the one
+    selected (raise through `section.need`); called by the parent's check."""
 
   def need(self, ok: bool, key: str, allowed: str) -> None:
     if not ok:
@@ -102,9 +110,14 @@ class Section:
         kwargs[name] = sub.from_dict(v) if sub is not None and isinstance(v, dict) else _plain(v)
     options = {n: opt.from_dict({k: values[k] for k in opt.defaults() if k in values})
                for n, opt in comps.items()}
-    obj = cls(**kwargs)
+    _BUILDING.on = True
+    try:
+      obj = cls(**kwargs)
+    finally:
+      _BUILDING.on = False
     if comps:
       object.__setattr__(obj, "_options", options)
+    obj.check()  # with its components' options attached (a check may read them)
     return obj
 
   def to_dict(self) -> dict:

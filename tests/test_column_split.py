@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fedlora.data.column_split import clients_per_group, partition_by_column
+from fedlora.data.partitions.column import clients_per_group, partition_by_column
 
 
 def domains(sizes, seed=0):

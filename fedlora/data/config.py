@@ -48,7 +48,8 @@ class DataConfig(Section):
   prompt_column:           causal LM: column holding the prompt (ignored with messages_column)
   response_column:         causal LM: column holding the response that is learned
   messages_column:         causal LM: column of chat turns [{'role', 'content'}, ...] (last = response); '' = off
-  category_column:         causal LM: column with a category per example (label-skew partitions); '' = none
+  category_column:         column with a category per example, e.g. a domain ('' = none): causal LM's
+                           label-skew partitions draw over it, partition 'column' makes clients of it
   packing:                 causal LM: pack several examples per row (segment-masked) instead of padding each
   """
   SECTION = "data"
@@ -79,7 +80,8 @@ class DataConfig(Section):
     from fedlora.data.partitions import PARTITIONS
     from fedlora.data.readers import READERS
     reader = READERS.get(self.source).obj
-    PARTITIONS.get(self.partition)
+    if PARTITIONS.get(self.partition).options is not None:
+      self.options(self.partition).check_selected(self)
     if reader.files:
       self.need(isinstance(self.path, str) and bool(self.path) and (
           os.path.exists(self.path) or any(ch in self.path for ch in "*?[")), "path",

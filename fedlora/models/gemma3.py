@@ -37,6 +37,7 @@ import numpy as np
 from flax import nnx
 
 from fedlora.models.families import FAMILIES
+from fedlora.models.layers import at_positions
 from fedlora.models.layers import (Embed, Linear, activation, apply_rope, dot_product_attention, init_kv_cache,
                                    rope_cos_sin, rope_inv_freq, run_blocks, segment_mask, site_key,
                                    write_kv_cache)
@@ -47,7 +48,7 @@ ROPE_TYPES = ("default", "linear", "llama3")
 _S_Q, _S_K, _S_V, _S_O, _S_GATE, _S_UP, _S_DOWN = range(7)
 
 # Gemma3TextConfig's defaults: a `config.json` (or a multimodal `text_config`) may leave these out
-DEFAULTS = {"vocab_size": 262_208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+TEXT_CONFIG_FALLBACK = {"vocab_size": 262_208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
             "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "rms_norm_eps": 1e-6,
             "query_pre_attn_scalar": 256, "sliding_window": 4096, "tie_word_embeddings": True,
             "hidden_activation": "gelu_pytorch_tanh", "rope_theta": 1_000_000.0,
@@ -96,7 +97,7 @@ class Gemma3Config:
       cfg = {**text, "model_type": "gemma3_text"}
     if cfg.get("use_bidirectional_attention"):
       raise ValueError("use_bidirectional_attention=True (an embedding model) is not supported; allowed: False")
-    get = lambda k: cfg[k] if cfg.get(k) is not None else DEFAULTS[k]  # noqa: E731
+    get = lambda k: cfg[k] if cfg.get(k) is not None else TEXT_CONFIG_FALLBACK[k]  # noqa: E731
     n_heads, n_kv = get("num_attention_heads"), get("num_key_value_heads")
     if n_heads % n_kv:
       raise ValueError(f"num_attention_heads={n_heads} is not a multiple of num_key_value_heads={n_kv}")
@@ -143,7 +144,7 @@ class Gemma3Config:
             attn_logit_softcapping=softcap("attn_logit_softcapping"),
             final_logit_softcapping=softcap("final_logit_softcapping"),
             attention_bias=bool(get("attention_bias")),
-            hidden_act=cfg.get("hidden_activation") or cfg.get("hidden_act") or DEFAULTS["hidden_activation"],
+            hidden_act=cfg.get("hidden_activation") or cfg.get("hidden_act") or TEXT_CONFIG_FALLBACK["hidden_activation"],
             tie_word_embeddings=bool(get("tie_word_embeddings")), model_type="gemma3_text")
     activation(c.hidden_act)  # validates the name
     return c
@@ -296,11 +297,14 @@ class Gemma3ForCausalLM(nnx.Module):
     c = self.config
     return init_kv_cache(c.num_hidden_layers, batch, max_len, c.num_key_value_heads, c.head_dim, dtype)
 
-  def __call__(self, input_ids, attention_mask, *, position_ids=None, key=None, cache=None):
+  def __call__(self, input_ids, attention_mask, *, position_ids=None, key=None, cache=None,
+               positions=None):
     """input_ids, attention_mask (segment ids) `[B, L]` int32 -> logits `[B, L, vocab]` float32;
-    with `cache`, -> (logits, updated cache)."""
+    with `cache`, -> (logits, updated cache); with `positions [B, P]`, the logits at those positions
+    only, `[B, P, vocab]`."""
     out = self.model(input_ids, attention_mask, position_ids=position_ids, key=site_key(key, 0), cache=cache)
     h, new = out if cache is not None else (out, None)
+    h = at_positions(h, positions)
     if self.lm_head is None:
       logits = self.model.embed_tokens.attend(h)
     else:
@@ -383,7 +387,7 @@ def gguf_config(meta: dict) -> dict:
       "rms_norm_eps": float(meta.get("gemma3.attention.layer_norm_rms_epsilon", 1e-6)),
       "sliding_window": int(need("attention.sliding_window")),
       "sliding_window_pattern": GGUF_SLIDING_PATTERN,
-      "rope_theta": float(meta.get("gemma3.rope.freq_base", DEFAULTS["rope_theta"])),
+      "rope_theta": float(meta.get("gemma3.rope.freq_base", TEXT_CONFIG_FALLBACK["rope_theta"])),
       "rope_local_base_freq": float(meta.get("gemma3.rope.freq_base_swa", GGUF_LOCAL_ROPE_BASE)),
       "max_position_embeddings": int(meta.get("gemma3.context_length", 131_072)),
       "final_logit_softcapping": meta.get("gemma3.final_logit_softcapping"),

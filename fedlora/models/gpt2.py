@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fedlora.models.families import FAMILIES
+from fedlora.models.layers import at_positions
 from fedlora.models.layers import (Embed, LayerNorm, Linear, activation, dot_product_attention,
                                    init_kv_cache, run_blocks, segment_mask, site_key,
                                    write_kv_cache)
@@ -130,8 +131,10 @@ class GPT2LMHeadModel(nnx.Module):
     c = self.config
     return init_kv_cache(c.n_layer, batch, max_len, c.n_head, c.head_dim, dtype)
 
-  def __call__(self, input_ids, attention_mask, *, position_ids=None, key=None, cache=None):
-    """input_ids, attention_mask (segment ids) `[B, L]` -> logits `[B, L, vocab]` (, new cache)."""
+  def __call__(self, input_ids, attention_mask, *, position_ids=None, key=None, cache=None,
+               positions=None):
+    """input_ids, attention_mask (segment ids) `[B, L]` -> logits `[B, L, vocab]` (, new cache);
+    with `positions [B, P]` (no cache), the logits at those positions only, `[B, P, vocab]`."""
     t = self.transformer
     if position_ids is None:
       position_ids = jnp.maximum(jnp.cumsum((attention_mask > 0).astype(jnp.int32), axis=1) - 1, 0)
@@ -140,7 +143,7 @@ class GPT2LMHeadModel(nnx.Module):
     if cache is None:
       x = run_blocks(t.h, getattr(t, "remat", None), lambda block, h, k: block(h, mask, k), x, key,
                      barrier=getattr(t, "block_barrier", False))
-      return t.wte.attend(t.ln_f(x))
+      return t.wte.attend(at_positions(t.ln_f(x), positions))
     ks, vs = [], []  # with a KV cache (generation: no backward pass) blocks are never rematerialised
     for i, block in enumerate(t.h):
       x, (k, v) = block(x, mask, site_key(key, i), (cache["k"][i], cache["v"][i], index))

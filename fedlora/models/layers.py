@@ -408,3 +408,11 @@ def init_kv_cache(num_layers, batch, max_len, num_kv_heads, head_dim, dtype=jnp.
   shape = (num_layers, batch, max_len, num_kv_heads, head_dim)
   return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
           "mask": jnp.zeros((batch, max_len), jnp.int32), "index": jnp.asarray(0, jnp.int32)}
+
+
+def at_positions(h, positions):
+  """`h [B, L, D]` at `positions [B, P]` (int) -> `[B, P, D]`: a causal LM's head is then computed
+  only where a loss or a score reads it (vocabularies of 50k-260k make the full `[B, L, V]` costly)."""
+  if positions is None:
+    return h
+  return jnp.take_along_axis(h, positions[..., None].astype(jnp.int32), axis=1)

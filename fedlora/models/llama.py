@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fedlora.models.families import FAMILIES
+from fedlora.models.layers import at_positions
 from fedlora.models.layers import (Embed, Linear, RMSNorm, activation, apply_rope, dot_product_attention,
                                    init_kv_cache, rope_cos_sin, rope_inv_freq, run_blocks, segment_mask,
                                    site_key, write_kv_cache)
@@ -242,12 +243,15 @@ class LlamaForCausalLM(nnx.Module):
     c = self.config
     return init_kv_cache(c.num_hidden_layers, batch, max_len, c.num_key_value_heads, c.head_dim, dtype)
 
-  def __call__(self, input_ids, attention_mask, *, position_ids=None, key=None, cache=None):
+  def __call__(self, input_ids, attention_mask, *, position_ids=None, key=None, cache=None,
+               positions=None):
     """input_ids, attention_mask (segment ids) `[B, L]` int32 -> logits `[B, L, vocab]` float32;
-    with `cache`, -> (logits, updated cache)."""
+    with `cache`, -> (logits, updated cache); with `positions [B, P]`, the logits at those positions
+    only, `[B, P, vocab]`."""
     out = self.model(input_ids, attention_mask, position_ids=position_ids, key=site_key(key, 0),
                      cache=cache)
     h, new = out if cache is not None else (out, None)
+    h = at_positions(h, positions)
     if self.lm_head is None:
       logits = self.model.embed_tokens.attend(h)
     else:

@@ -1,4 +1,6 @@
-"""A natural non-IID split: clients made from the groups of a data column (e.g. MultiEmo's domain).
+"""'column': a natural non-IID split, clients made from the groups of a data column (e.g. MultiEmo's
+domain). The column is `data.category_column` (every example's group); selecting 'column' without it
+is refused with the config.
 
 Rule (``partition_by_column``):
 
@@ -19,7 +21,12 @@ value of each client (``[num_clients]``).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+
+from fedlora.data.partitions import PARTITIONS
+from fedlora.section import Section
 
 
 def clients_per_group(sizes, num_clients: int) -> np.ndarray:
@@ -96,3 +103,23 @@ def partition_by_column(groups, num_clients: int, seed: int = 0, min_per_client:
     members = rng.permutation(order[starts[g]:starts[g + 1]])
     parts.extend(np.sort(p).astype(np.int64) for p in np.array_split(members, counts[g]))
   return parts, np.repeat(names, counts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options(Section):
+  """'column' has no keys of its own: it reads data.category_column, which it needs set."""
+  SECTION = "data"
+
+  def check_selected(self, data) -> None:
+    if not data.category_column:
+      data.need(False, "partition", "'column' needs data.category_column (the column whose groups "
+                "make the clients, e.g. 'domain')")
+
+
+@PARTITIONS.register("column", options=Options)
+def split(labels, num_clients, rng, min_per_client, cfg, groups=None):
+  """The clients of `partition_by_column` over `groups` (`[n]`, the category column's values; the
+  causal-LM pipeline passes its categories as `labels`)."""
+  g = labels if groups is None else groups
+  parts, _ = partition_by_column(np.asarray(g), num_clients, int(rng.integers(2**31)), min_per_client)
+  return parts

@@ -247,3 +247,8 @@ def warn_missing_classes(names: list, train_labels, test_labels) -> None:
     if absent:
       warn(f"class(es) {[names[i] for i in absent]} have no example in the {split} split "
            f"(data.test_fraction, data.max_examples and the split seed decide it)")
+
+
+def _groups(ds):
+  """Each example's category (`data.category_column`), or None when the data has none."""
+  return np.asarray(ds["category"]) if "category" in ds.column_names else None

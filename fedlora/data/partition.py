@@ -9,6 +9,7 @@ partition's own config keys (e.g. `dirichlet_alpha`), missing ones at the partit
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Sequence
 
 import numpy as np
@@ -43,9 +44,11 @@ def _validate(labels, num_clients, min_per_client) -> tuple[np.ndarray, int, int
 
 
 def partition(labels, num_clients: int, method: str = "iid", *, seed: int = 0,
-              min_per_client: int = 1, max_retries: int | None = None, **keys) -> list[np.ndarray]:
+              min_per_client: int = 1, max_retries: int | None = None, groups=None,
+              **keys) -> list[np.ndarray]:
   """Split ``range(len(labels))`` into ``num_clients`` index arrays; see the module doc.
-  ``max_retries``: 'dirichlet''s redraw budget (its default when None)."""
+  ``max_retries``: 'dirichlet''s redraw budget (its default when None); ``groups`` ``[n]``: each
+  example's category (data.category_column), for the partitions that group by it ('column')."""
   from fedlora.data.partitions import PARTITIONS
   entry = PARTITIONS.get(method)
   labels, num_clients, min_per_client = _validate(labels, num_clients, min_per_client)
@@ -53,18 +56,21 @@ def partition(labels, num_clients: int, method: str = "iid", *, seed: int = 0,
   if opts is None and keys:
     raise ValueError(f"partition {method!r} takes no options, got {sorted(keys)}")
   extra = {} if max_retries is None else {"max_retries": max_retries}
+  if groups is not None:
+    extra["groups"] = np.asarray(groups)
   parts = entry.obj(labels, num_clients, np.random.default_rng(seed), min_per_client, opts, **extra)
   return [np.sort(p).astype(np.int64) for p in parts]
 
 
-def partition_from_config(labels, data_cfg: Any) -> list[np.ndarray]:
+def partition_from_config(labels, data_cfg: Any, groups=None) -> list[np.ndarray]:
   """``partition`` with the arguments of the ``data`` section (fedlora.data.config.DataConfig)."""
   from fedlora.data.partitions import PARTITIONS
   entry = PARTITIONS.get(data_cfg.partition)
   seed = data_cfg.split_seed if data_cfg.partition_seed < 0 else data_cfg.partition_seed
   keys = entry.options.defaults() if entry.options is not None else {}
+  groups = groups if groups is not None and "groups" in inspect.signature(entry.obj).parameters else None
   return partition(labels, data_cfg.num_clients, data_cfg.partition, seed=seed,
-                   min_per_client=data_cfg.min_examples_per_client,
+                   min_per_client=data_cfg.min_examples_per_client, groups=groups,
                    **{k: getattr(data_cfg, k) for k in keys})
 
 

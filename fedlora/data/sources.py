@@ -13,8 +13,8 @@ non-integer float label (0.5), a non-string text (a number), fewer than 2 classe
 malformed file are **errors** naming the file, the column, the count and the first rows (1-based data
 rows): a label cannot be guessed, and a wrong encoding or format must be fixed, not worked around.
 
-The result always has exactly two columns: ``text`` (string) and ``label`` (a ``ClassLabel`` whose
-ids are 0..K-1). Labels are mapped to ids by sorting the distinct label values (strings sort
+The result has the columns ``text`` (string) and ``label`` (a ``ClassLabel`` whose ids are 0..K-1),
+and ``category`` (string) when ``data.category_column`` names one (the groups of partition 'column'). Labels are mapped to ids by sorting the distinct label values (strings sort
 lexicographically, integers numerically); a column that is already a ``ClassLabel`` keeps its names.
 """
 from __future__ import annotations
@@ -107,14 +107,15 @@ def load_dataset_with_report(data_cfg: Any) -> tuple[datasets.Dataset, dict]:
   ds = reader.read(data_cfg)
   if not reader.files:  # a packaged corpus: already text + ClassLabel
     return ds, {}
-  text_col, label_col = data_cfg.text_column, data_cfg.label_column
+  text_col, label_col, cat_col = data_cfg.text_column, data_cfg.label_column, data_cfg.category_column
   where = str(data_cfg.path)
-  missing = [c for c in (text_col, label_col) if c not in ds.column_names]
+  missing = [c for c in (text_col, label_col, cat_col) if c and c not in ds.column_names]
   if missing:
     raise ValueError(
         f"column(s) {missing} not found in {where!r}; available columns: {ds.column_names} "
-        "(set data.text_column / data.label_column)"
+        "(set data.text_column / data.label_column / data.category_column)"
     )
+  cats = [str(v).strip() for v in ds[cat_col]] if cat_col else None
   if len(ds) == 0:
     raise ValueError(f"dataset from {where!r} is empty (0 examples)")
   texts = ds[text_col]
@@ -131,9 +132,10 @@ def load_dataset_with_report(data_cfg: Any) -> tuple[datasets.Dataset, dict]:
          "counted in summary.json as data_dropped_rows")
     keep = sorted(set(range(len(texts))) - set(empty))
     texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    cats = [cats[i] for i in keep] if cats is not None else None
     dropped["empty_text"] = len(empty)
   ids, names = _labels_to_ids(labels, ds.features[label_col], label_col, where,
                               data_cfg.label_case_fold)
-  return labelled_dataset(texts, ids, names, where=where), dropped
+  return labelled_dataset(texts, ids, names, where=where, categories=cats), dropped
 
 

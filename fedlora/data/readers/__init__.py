@@ -20,8 +20,9 @@ class Reader(NamedTuple):
                                  # content); None: data.path's files
 
 
-def labelled_dataset(texts: list, label_ids: list, names: Sequence[str], where: str):
-    """A Dataset(text, label: ClassLabel(names)); ValueError when empty or with fewer than 2 classes."""
+def labelled_dataset(texts: list, label_ids: list, names: Sequence[str], where: str, categories=None):
+    """A Dataset(text, label: ClassLabel(names)[, category]); ValueError when empty or with fewer
+    than 2 classes."""
     import datasets
     if len(texts) == 0:
         raise ValueError(f"dataset from {where!r} is empty (0 examples)")
@@ -31,7 +32,8 @@ def labelled_dataset(texts: list, label_ids: list, names: Sequence[str], where: 
             f"dataset from {where!r} has fewer than 2 classes (label names {list(names)}, "
             f"{present} present); classification needs at least 2"
         )
-    features = datasets.Features(
-        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=[str(n) for n in names])}
-    )
-    return datasets.Dataset.from_dict({"text": list(texts), "label": [int(i) for i in label_ids]}, features=features)
+    cols = {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=[str(n) for n in names])}
+    rows = {"text": list(texts), "label": [int(i) for i in label_ids]}
+    if categories is not None:
+      cols["category"], rows["category"] = datasets.Value("string"), list(categories)
+    return datasets.Dataset.from_dict(rows, features=datasets.Features(cols))

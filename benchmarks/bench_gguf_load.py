@@ -62,9 +62,9 @@ def main(argv) -> dict:
          "forward": {"batch": batch, "seq_len": seq_len, "dtype": "float32", "first_call_s": first,
                      "steady_s": steady, "times_s": times, "tokens_per_s": batch * seq_len / steady},
          "peak_rss_end_mib": fg.peak_rss_mib(), "load_avg_1min_at_end": os.getloadavg()[0]}
-  print(f"{out['file']}: {n_params / 1e6:.1f}M params; metadata {t_meta:.1f} s, load_pretrained {t_load:.1f} s "
-        f"(after the metadata), tokenizer {t_tok:.1f} s; peak RSS {rss_imports:.0f} MiB after imports, "
-        f"{rss_loaded:.0f} MiB after load")
+  print(f"{out['file']}: {n_params / 1e6:.1f}M params; metadata {t_meta:.1f} s, load_pretrained "
+        f"{t_load:.1f} s (after the metadata), tokenizer {t_tok:.1f} s; peak RSS {rss_imports:.0f} MiB "
+        f"after imports, {rss_loaded:.0f} MiB after load")
   print(f"forward {batch}x{seq_len}: first call (compile) {first:.1f} s, steady {steady * 1e3:.0f} ms "
         f"({batch * seq_len / steady:.0f} tokens/s)")
   print("wrote", write_result("gguf_load", out))

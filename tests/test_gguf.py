@@ -92,10 +92,11 @@ def test_smollm2_logits_match_transformers(smol):
   ref = r["logits_f16"].astype(np.float32)
   scale = np.abs(ref).max(axis=1)
   assert (scale > 10).all()  # real logits, not a degenerate row
-  # float16 storage rounds the reference by <= 2^-11 relative; the models agree far closer than 1e-2
-  assert (np.abs(last - ref).max(axis=1) < 1e-2 * scale).all()
+  # the full row: float16 storage rounds the reference by <= 2^-11 relative (<= 0.008 at this scale);
+  # beyond that the two float32 models agree to 1e-3 (measured: ~4e-5 on the float32 top-50)
+  assert (np.abs(last - ref) <= 2.0**-11 * np.abs(ref) + 1e-3).all()
   top = np.take_along_axis(last, r["top_idx"], 1)
-  np.testing.assert_allclose(top, r["top_logits"], atol=2e-3 * scale.max(), rtol=0)
+  np.testing.assert_allclose(top, r["top_logits"], atol=1e-3, rtol=0)
   np.testing.assert_array_equal(last.argmax(1), r["top_idx"][:, 0])
   assert np.array_equal(np.argsort(-last, 1)[:, :5], r["top_idx"][:, :5])
 

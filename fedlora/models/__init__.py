@@ -4,7 +4,8 @@
 - `LlamaForCausalLM`: Llama/Mistral/Qwen2 decoder-only causal LM.
 - `GPT2LMHeadModel`: GPT-2 causal LM (tied embeddings, Conv1D weights).
 - `load_pretrained(path, ...)`: a local Hugging Face-format folder -> one of the above, by the
-  family (`fedlora.models.families`) that declares its `model_type`.
+  family (`fedlora.models.families`) that declares its `model_type`; or a llama.cpp `.gguf` file
+  (`fedlora.models.gguf`), by the family whose `GGUFSpec` reads its `general.architecture`.
 - `fedlora.models.generate`: jitted greedy/temperature decoding with a KV cache.
 """
 from fedlora.models.bert import BertClassifier, BertConfig

@@ -68,7 +68,9 @@ class GGUFSpec(NamedTuple):
 
   archs: the `general.architecture` values it loads (e.g. ('llama',)).
   config: GGUF metadata `{key: Python value}` -> the HF `config.json` dict (with `model_type`) that
-    `Family.parse_config` accepts.
+    `Family.parse_config` accepts. The dict also holds `'gguf.tensor_shapes'`: `{tensor name:
+    numpy-order shape}` (e.g. no `output.weight` = tied embeddings); the `tokenizer.ggml.*` vocabulary
+    arrays are left out.
   tensor: (GGUF tensor name, float32 array in the file's numpy order, HF config dict) -> (HF tensor
     name, array) or None for a tensor the model does not use; undoes llama.cpp's conversions (e.g.
     the q/k row permutation of llama-arch models).

@@ -1,4 +1,5 @@
-"""Load a local Hugging Face-format folder (config.json + *.safetensors) into our NNX modules.
+"""Load a local Hugging Face-format folder (config.json + *.safetensors), or a llama.cpp `.gguf` file
+(`fedlora.models.gguf`: its family renames the tensors to their HF names), into our NNX modules.
 
 No torch and no hub: tensors are read with `safetensors.numpy.load_file`. The module is built
 abstractly (`nnx.eval_shape`, so no random init of the pretrained weights is computed), its pure
@@ -22,13 +23,19 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from fedlora.models.config import POOLINGS, ModelConfig
+from fedlora.models.gguf import is_gguf_path
+
 INDEX_FILE = "model.safetensors.index.json"
 HEAD_INIT_STD = 0.02
 
 
 def read_config(path) -> dict:
-  """`config.json` of a model folder as a dict; FileNotFoundError/ValueError name what is wrong."""
+  """`config.json` of a model folder (or the config a `.gguf` file's family derives from its metadata)
+  as a dict; FileNotFoundError/ValueError name what is wrong."""
   path = os.fspath(path)
+  if is_gguf_path(path):
+    from fedlora.models.gguf import read_config as read_gguf_config
+    return read_gguf_config(path)
   if not os.path.isdir(path):
     raise FileNotFoundError(f"model folder {path!r} does not exist (expected a local Hugging Face-format "
                             "folder with config.json and *.safetensors)")
@@ -203,8 +210,8 @@ def load_pretrained(path, *, num_labels: int | None = None, pooling: str = Model
 
   Args:
     path: folder with `config.json` and `*.safetensors` (sharded checkpoints via
-      `model.safetensors.index.json`). Tensor names may carry a 'bert.'/'roberta.'/'model.'/
-      'transformer.' prefix.
+      `model.safetensors.index.json`; tensor names may carry a 'bert.'/'roberta.'/'model.'/
+      'transformer.' prefix), or a `.gguf` file whose `general.architecture` a family reads.
     num_labels: classes of the new `classifier` head; required for classifier families
       ('bert', 'roberta'), must be None for the causal LMs ('llama', 'mistral', 'qwen2', 'gpt2').
     pooling: 'mean' or 'cls' (BERT family only; see `BertClassifier`).
@@ -218,7 +225,8 @@ def load_pretrained(path, *, num_labels: int | None = None, pooling: str = Model
   path = os.fspath(path)
   cfg = read_config(path)
   mt = cfg.get("model_type")
-  family = family_for(mt, os.path.join(path, "config.json"))
+  where = path if is_gguf_path(path) else os.path.join(path, "config.json")
+  family = family_for(mt, where)
   cfg = _limit_layers(cfg, num_layers)
   if "classifier" in family.heads:
     if num_labels is None:
@@ -229,7 +237,7 @@ def load_pretrained(path, *, num_labels: int | None = None, pooling: str = Model
   elif num_labels is not None:
     from fedlora.models.families import families
     encoders = [t for f in families().values() if "classifier" in f.heads for t in f.model_types]
-    raise ValueError(f"model_type={mt!r} in {os.path.join(path, 'config.json')!r} is a causal LM "
+    raise ValueError(f"model_type={mt!r} in {where!r} is a causal LM "
                      f"(family {family.name!r}: decoder-only, no classification head), but the classification "
                      f"task (num_labels={num_labels}) needs an encoder model: model_type one of {encoders} "
                      "(e.g. BERT, RoBERTa, MiniLM); point model.path at such a folder, or use "
@@ -238,9 +246,13 @@ def load_pretrained(path, *, num_labels: int | None = None, pooling: str = Model
     head = "causal_lm"
   if key is None:
     key = jax.random.PRNGKey(0)
-  files = safetensors_files(path)  # FileNotFoundError before any work
-  tensors = read_tensors(path)
-  source = files[0] if len(files) == 1 else path
+  if is_gguf_path(path):
+    from fedlora.models.gguf import read_tensors as read_gguf_tensors
+    tensors, source = read_gguf_tensors(path, cfg, num_layers=num_layers), path
+  else:
+    files = safetensors_files(path)  # FileNotFoundError before any work
+    tensors = read_tensors(path)
+    source = files[0] if len(files) == 1 else path
   fcfg = family.parse_config(cfg)
   options = {"num_labels": num_labels, "pooling": pooling, "hidden_dropout": hidden_dropout,
              "model_type": mt, "source": source}

@@ -277,14 +277,97 @@ def _llama_build(cfg: LlamaConfig, head: str, options: dict):
   return LlamaForCausalLM(cfg, rngs=nnx.Rngs(0))
 
 
+# ---- GGUF (llama.cpp) checkpoints: metadata -> config.json dict, tensor names -> HF names ----------------
+
+_GGUF_LAYER = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+               "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+               "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+               "ffn_down": "mlp.down_proj"}
+_GGUF_TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+
+
+def _gguf_config(meta: dict) -> dict:
+  """`llama.*` / `tokenizer.ggml.*` metadata (+ `gguf.tensor_shapes`) -> a Llama `config.json` dict."""
+  from fedlora.models.gguf import TENSOR_SHAPES_KEY
+  shapes = meta.get(TENSOR_SHAPES_KEY, {})
+
+  def get(key, default=None):
+    return meta.get(f"llama.{key}", default)
+  missing = [f"llama.{k}" for k in ("embedding_length", "feed_forward_length", "block_count",
+                                    "attention.head_count") if get(k) is None]
+  if missing:
+    raise ValueError(f"GGUF metadata lacks {missing} (needed for a llama-architecture model)")
+  n_heads, hidden = int(get("attention.head_count")), int(get("embedding_length"))
+  head_dim = int(get("attention.key_length", hidden // n_heads))
+  rope_dim = get("rope.dimension_count", head_dim)
+  if rope_dim != head_dim:
+    raise ValueError(f"llama.rope.dimension_count={rope_dim} != head_dim={head_dim}: partial rotary "
+                     "embeddings are not supported")
+  if "rope_freqs.weight" in shapes:
+    raise ValueError("the GGUF file holds rope_freqs.weight (llama3-style rope scaling stored as a "
+                     "tensor), which is not supported; supported: no rope scaling or "
+                     "llama.rope.scaling.type='linear'")
+  vocab = get("vocab_size") or (shapes["token_embd.weight"][0] if "token_embd.weight" in shapes else None)
+  cfg = {"model_type": "llama", "vocab_size": int(vocab) if vocab else None, "hidden_size": hidden,
+         "intermediate_size": int(get("feed_forward_length")),
+         "num_hidden_layers": int(get("block_count")), "num_attention_heads": n_heads,
+         "num_key_value_heads": int(get("attention.head_count_kv", n_heads)), "head_dim": head_dim,
+         "rms_norm_eps": float(get("attention.layer_norm_rms_epsilon", 1e-6)),
+         "rope_theta": float(get("rope.freq_base", 10000.0)),
+         "max_position_embeddings": int(get("context_length", 2048)),
+         "tie_word_embeddings": "output.weight" not in shapes,
+         "attention_bias": "blk.0.attn_q.bias" in shapes, "hidden_act": "silu"}
+  scaling = get("rope.scaling.type", "none")
+  if scaling == "linear":
+    cfg["rope_scaling"] = {"rope_type": "linear", "factor": float(get("rope.scaling.factor"))}
+  elif scaling not in ("none", None):
+    raise ValueError(f"llama.rope.scaling.type={scaling!r} is not supported; allowed: ['none', 'linear']")
+  for ours, key in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"),
+                    ("pad_token_id", "padding_token_id")):
+    if f"tokenizer.ggml.{key}" in meta:
+      cfg[ours] = int(meta[f"tokenizer.ggml.{key}"])
+  return cfg
+
+
+def unpermute_qk(w, n_heads: int):
+  """Undo llama.cpp's rope row permutation of a q/k projection.
+
+  llama.cpp stores each head's rows as interleaved (x0, x_{D/2}), (x1, x_{D/2+1}), ... pairs (its rope
+  rotates adjacent pairs); Hugging Face keeps the two halves apart (`rotate_half`).
+  w: `[n_heads * D, ...]` (a weight `[out, in]` or a bias `[out]`) -> same shape, HF row order.
+  """
+  d = w.shape[0] // n_heads
+  return w.reshape(n_heads, d // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _gguf_tensor(name: str, arr, cfg: dict):
+  """GGUF tensor (numpy order) -> (HF name, array); the q/k rows are un-permuted."""
+  base, _, leaf = name.rpartition(".")
+  if leaf not in ("weight", "bias"):
+    raise ValueError(f"GGUF tensor {name!r}: expected a '.weight' or '.bias' tensor")
+  if base in _GGUF_TOP:
+    return f"{_GGUF_TOP[base]}.{leaf}", arr
+  parts = base.split(".")
+  if len(parts) != 3 or parts[0] != "blk" or parts[2] not in _GGUF_LAYER:
+    raise ValueError(f"GGUF tensor {name!r} is not one the llama family reads; it reads token_embd, "
+                     f"output_norm, output and blk.N.{{{', '.join(_GGUF_LAYER)}}}")
+  kind = parts[2]
+  if kind == "attn_q":
+    arr = unpermute_qk(arr, cfg["num_attention_heads"])
+  elif kind == "attn_k":
+    arr = unpermute_qk(arr, cfg["num_key_value_heads"])
+  return f"model.layers.{parts[1]}.{_GGUF_LAYER[kind]}.{leaf}", arr
+
+
 def _family():
-  from fedlora.models.families import Family, default_pad_token_id, transpose_kernels
+  from fedlora.models.families import Family, GGUFSpec, default_pad_token_id, transpose_kernels
   return Family(
       name="llama", model_types=CAUSAL_LM_TYPES, heads=("causal_lm",),
       parse_config=LlamaConfig.from_dict, build=_llama_build, tensor_namer=_llama_namer,
       transpose=transpose_kernels, tied_embeddings=lambda c: c.tie_word_embeddings,
       embedding_path="model/embed_tokens/embedding", head_paths=(),
-      lora_targets=("self_attn/(q_proj|v_proj)",), pad_token_id=default_pad_token_id)
+      lora_targets=("self_attn/(q_proj|v_proj)",), pad_token_id=default_pad_token_id,
+      gguf=GGUFSpec(archs=("llama",), config=_gguf_config, tensor=_gguf_tensor))
 
 
 FAMILY = FAMILIES.register("llama")(_family())

@@ -26,6 +26,8 @@ def write_summary(exp, fp: dict, start: int, setup_s: float, t0: float,
   path = os.path.join(config.workdir, "summary.json")
   records = [r for r in read_metrics(os.path.join(config.workdir, "metrics.jsonl"))
              if r["round"] <= config.fed.rounds]
+  zero = [r for r in records if r["round"] == 0]  # eval.zero_shot: the model before round 1
+  records = [r for r in records if r["round"] >= 1]
   missing = sorted(set(range(1, config.fed.rounds + 1)) - {r["round"] for r in records})
   if missing:
     shown = f"{missing[:10]}{' ...' if len(missing) > 10 else ''}"
@@ -40,6 +42,7 @@ def write_summary(exp, fp: dict, start: int, setup_s: float, t0: float,
       "workdir": config.workdir,
       "task": exp.task.name, "headline": head, f"final_{head}": evals[-1][head] if evals else None,
       "final_test": {k: v for k, v in evals[-1].items() if k.startswith("test_")} if evals else {},
+      **{f"zero_shot_{k}": v for r in zero for k, v in r.items() if k.startswith("test_")},
       **exp.task.summarize(records),
       "server": config.server.name,
       **{f"cum_{k}_bytes": records[-1].get(f"cum_{k}_bytes", 0.0) if records else 0.0

@@ -169,6 +169,10 @@ def train(exp: Experiment, fp: dict, t0: float) -> dict:
       from tqdm import tqdm
       bar = tqdm(total=config.fed.rounds, initial=start, desc="rounds", unit="round")
     last_eval, empty, t = None, 0, start
+    if config.eval.zero_shot and start == 0:  # the model before any round (collective: every process)
+      zero = exp.evaluate(state["trainable"], exp.parts.frozen, exp.data.test)
+      if writer is not None:
+        writer.write({"round": 0, **{f"test_{k}": v for k, v in zero.items()}})
     try:
       for t in range(start + 1, config.fed.rounds + 1):
         tr = time.time()

@@ -25,6 +25,7 @@ RESUMABLE_KEYS = (
     "fed.rounds",     # more rounds = continue; fewer than finished is refused (see fedlora.run.workdir)
     "eval.every",     # evaluation does not change the training state
     "eval.batch_size",
+    "eval.zero_shot",  # an evaluation before round 1; training is the same
     "checkpoint.*",   # how often / how many checkpoints
     "mesh.*",         # devices the clients are mapped over (resume restores onto any mesh)
     "fed.client_chunk",      # how the sampled clients are chunked (same result, tests/test_fed.py)

@@ -93,6 +93,8 @@ class EvalConfig(Section):
   max_new_tokens: causal LM: greedy tokens for exact match on short answers (0 = skip exact match)
   print_samples:  causal LM: held-out prompts printed with their generation after training (0 = none)
   temperature:    causal LM: sampling temperature of the printed samples (0 = greedy)
+  zero_shot:      evaluate the model before round 1 (the pretrained model: LoRA's B starts at 0) and
+                  record it as round 0 (summary.json: zero_shot_test_*)
   """
   SECTION = "eval"
   every: int = 5
@@ -100,8 +102,10 @@ class EvalConfig(Section):
   max_new_tokens: int = 32
   print_samples: int = 3
   temperature: float = 0.0
+  zero_shot: bool = False
 
   def check(self) -> None:
+    self.need(isinstance(self.zero_shot, bool), "zero_shot", "True or False")
     for k, lo in (("every", 1), ("batch_size", 1), ("max_new_tokens", 0), ("print_samples", 0)):
       self.need(is_int(getattr(self, k)) and getattr(self, k) >= lo, k, f"an integer >= {lo}")
     self.need(is_num(self.temperature) and self.temperature >= 0, "temperature", ">= 0 (0 = greedy)")

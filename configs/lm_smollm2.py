@@ -52,7 +52,6 @@ def get_config(arg=None):
     c.data.test_fraction = 0.05
     c.eval.zero_shot = False
   elif arg == "tiny":
-    c.name = "lm_smollm2_tiny"
     c.model.package = ""
     c.model.path = os.path.join(ROOT, "tests", "fixtures", "tiny_llama3")  # a tiny RANDOM Llama
     c.data.path = os.path.join(ROOT, "tests", "fixtures", "tiny_sentiment.jsonl")

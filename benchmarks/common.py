@@ -1,4 +1,12 @@
-"""Shared helpers for the benchmark scripts: script set-up, timing discipline and result files."""
+"""Shared helpers for the benchmark scripts: script set-up, arguments, timing discipline and result files.
+
+Every script takes `key=value` arguments (`parse_overrides`), and these, which this module reads:
+  --help     prints the script's docstring (what it measures, its keys, the command of its results)
+  out=PATH   where the results file goes
+  replace=1  write `benchmarks/results/<name>.json` (the committed file the docs are generated from)
+Without either, results go to `runs/bench/<name>.json`: an exploratory or smoke run never rewrites
+the committed results. A run that measured nothing (no number outside its arguments) writes nothing.
+"""
 from __future__ import annotations
 
 import json
@@ -14,6 +22,9 @@ from fedlora.utils.overrides import apply_overrides  # noqa: F401  (re-exported 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
+SCRATCH = os.path.join(ROOT, "runs", "bench")
+OUTPUT = {"out": None, "replace": False}  # set by parse_overrides from out= / replace=
+NOT_MEASURED = ("args", "overrides", "recipe", "environment", "unix_time", "command", "machine_note")
 
 
 def script_setup() -> str:
@@ -79,9 +90,30 @@ def environment() -> dict:
           "machine": platform.machine(), "python": platform.python_version()}
 
 
-def write_result(name: str, payload: dict) -> str:
-  os.makedirs(RESULTS, exist_ok=True)
-  path = os.path.join(RESULTS, f"{name}.json")
+def measured_numbers(payload, skip=NOT_MEASURED) -> int:
+  """How many numbers `payload` holds outside its arguments (`skip` keys at any depth)."""
+  if isinstance(payload, dict):
+    return sum(measured_numbers(v, skip) for k, v in payload.items() if k not in skip)
+  if isinstance(payload, (list, tuple)):
+    return sum(measured_numbers(v, skip) for v in payload)
+  return int(isinstance(payload, (int, float)) and not isinstance(payload, bool))
+
+
+def result_path(name: str) -> str:
+  """Where `write_result(name, ...)` writes (module docstring: out=, replace=, else runs/bench/)."""
+  if OUTPUT["out"]:
+    return OUTPUT["out"]
+  return os.path.join(RESULTS if OUTPUT["replace"] else SCRATCH, f"{name}.json")
+
+
+def write_result(name: str, payload: dict) -> str | None:
+  """Writes the results file (whole, then renamed); None, and nothing written, when the run
+  measured nothing."""
+  if not measured_numbers(payload):
+    print(f"{name}: nothing was measured, no results file written", flush=True)
+    return None
+  path = result_path(name)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   payload = dict(payload, environment=environment(), unix_time=time.time())
   tmp = f"{path}.{os.getpid()}.tmp"  # written whole, then renamed: a reader (another sweep running
   with open(tmp, "w") as f:          # beside this one) or a kill mid-write never sees half a file
@@ -90,22 +122,54 @@ def write_result(name: str, payload: dict) -> str:
   return path
 
 
+def fail(msg: str):
+  """Ends the script with one `error:` line (exit code 2), before anything is measured or written."""
+  print(f"error: {msg}", file=sys.stderr)
+  raise SystemExit(2)
+
+
 def pop_list(ov: dict, key: str, default, cast=str) -> list:
   """`key=a,b,c` from `parse_overrides` as a list of `cast(item)`: a comma list arrives parsed as a
-  tuple (`seeds=0,1,2` -> (0, 1, 2)), a single item as a scalar, text as a string."""
+  tuple (`seeds=0,1,2` -> (0, 1, 2)), a single item as a scalar, text as a string. An item `cast`
+  refuses ends the script naming the key and the item."""
   v = ov.pop(key, default)
   items = v if isinstance(v, (tuple, list)) else str(v).split(",")
-  return [cast(x) for x in items if str(x) != ""]
+  out = []
+  for x in items:
+    if str(x) == "":
+      continue
+    try:
+      out.append(cast(x))
+    except (TypeError, ValueError):
+      fail(f"{key}={v!r}: {x!r} is not a {getattr(cast, '__name__', 'value')}")
+  return out
+
+
+def check_choices(key: str, values: list, allowed) -> list:
+  """Ends the script unless every value is one of `allowed` (a typo in a group or run name)."""
+  bad = [v for v in values if v not in allowed]
+  if bad:
+    fail(f"{key}: {bad} not allowed; one of {sorted(allowed)}")
+  return values
 
 
 def parse_overrides(argv: list[str]) -> dict:
-  """`key.sub=value` command-line overrides (values parsed as Python literals when possible)."""
+  """`key.sub=value` command-line overrides (values parsed as Python literals when possible).
+  `--help` prints the running script's docstring and exits; `out=` / `replace=` set where results go
+  (module docstring) and are taken out; an argument without `=` ends the script naming it."""
   import ast
+  if any(a in ("-h", "--help", "help") for a in argv):
+    print((sys.modules["__main__"].__doc__ or "").strip() + "\n\n" + __doc__.split("\n\n", 1)[1])
+    raise SystemExit(0)
   out = {}
   for a in argv:
-    k, _, v = a.lstrip("-").partition("=")
+    k, eq, v = a.lstrip("-").partition("=")
+    if not eq or not k:
+      fail(f"argument {a!r} is not key=value (--help lists the keys)")
     try:
       out[k] = ast.literal_eval(v)
     except (ValueError, SyntaxError):
       out[k] = v
+  OUTPUT["out"] = out.pop("out", None) or None
+  OUTPUT["replace"] = bool(out.pop("replace", False))
   return out

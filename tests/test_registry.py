@@ -18,9 +18,9 @@ from fedlora.section import ConfigError
 sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def plugins():
-  """The test-local components, registered for one test and removed afterwards."""
+  """The test-local components, registered for this module's tests and removed afterwards."""
   import plugins as mod
   mod = importlib.reload(mod)  # registers (again) on import
   yield mod
@@ -29,6 +29,24 @@ def plugins():
   from fedlora.methods import METHODS
   METHODS.unregister(mod.METHOD)
   METHODS.unregister(mod.METHOD_ONLY_B)
+
+
+@pytest.fixture(scope="module")
+def combined(plugins, tmp_path_factory):
+  """One round with the test-local model family, data source, partition, LoRA init and schedule
+  together (each test below checks its own component's effect; one build keeps the suite short)."""
+  from fedlora.utils.model_path import resolve_model_path
+  src = resolve_model_path(typed(small()).model)
+  dst = tmp_path_factory.mktemp("family") / "model"
+  shutil.copytree(src, dst)
+  cfg = json.loads((dst / "config.json").read_text())
+  (dst / "config.json").write_text(json.dumps(dict(cfg, model_type="plug_bert")))
+  before = plugins.CALLS["reader"]
+  out = one_round(small(**{"model.path": str(dst), "data.source": "plug_bbc_titles",
+                           "data.max_length": 32, "data.partition": "plug_contiguous",
+                           "lora.init": "plug_constant", "lora.plug_init_value": 0.02,
+                           "client.lr_schedule": "plug_halving"}))
+  return out, plugins.CALLS["reader"] - before
 
 
 def small(**kw):
@@ -77,17 +95,11 @@ def test_task(plugins, tmp_path):
   assert summary["plug_final_loss"] == summary["final_test_loss"] > 0
 
 
-def test_model_family(plugins, tmp_path):
+def test_model_family(combined):
   from fedlora.models.families import family_for
-  from fedlora.utils.model_path import resolve_model_path
-  src = resolve_model_path(typed(small()).model)
-  dst = tmp_path / "model"
-  shutil.copytree(src, dst)
-  cfg = json.loads((dst / "config.json").read_text())
-  (dst / "config.json").write_text(json.dumps(dict(cfg, model_type="plug_bert")))
+  (exp, old, new, rec), _ = combined
   assert family_for("plug_bert").name == "plug_bert_alias"
-  exp, old, new, rec = one_round(small(**{"model.path": str(dst)}))
-  assert np.isfinite(rec["train_loss"])
+  assert exp.config.model.path.endswith("model") and np.isfinite(rec["train_loss"])
 
 
 def test_server_optimiser(plugins):
@@ -124,8 +136,8 @@ def test_client_optimiser(plugins):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_partition(plugins):
-  exp, old, new, rec = one_round(small(**{"data.partition": "plug_contiguous"}))
+def test_partition(combined):
+  (exp, old, new, rec), _ = combined
   parts = exp.data.info["parts"]
   assert len(parts) == 3
   for p in parts:
@@ -133,15 +145,15 @@ def test_partition(plugins):
   np.testing.assert_array_equal(np.concatenate(parts), np.arange(sum(p.size for p in parts)))
 
 
-def test_lora_init(plugins):
-  exp, old, new, rec = one_round(small(**{"lora.init": "plug_constant", "lora.plug_init_value": 0.02}))
+def test_lora_init(combined):
+  (exp, old, new, rec), _ = combined
   for a in leaves_named(old["trainable"], "lora_a"):
     np.testing.assert_array_equal(np.asarray(a), np.float32(0.02))
   assert np.isfinite(rec["train_loss"])
 
 
-def test_schedule(plugins):
-  exp, old, new, rec = one_round(small(**{"client.lr_schedule": "plug_halving"}))
+def test_schedule(combined):
+  (exp, old, new, rec), _ = combined
   assert rec["client_lr_scale"] == 1.0
   assert float(exp.round_fns.context(new["server"], 3)["lr_scale"]) == 0.25
   with pytest.raises(ConfigError, match=r"config\.client\.lr_schedule='plug_nope' is not allowed: "
@@ -149,9 +161,8 @@ def test_schedule(plugins):
     typed(small(**{"client.lr_schedule": "plug_nope"}))  # the allowed names come from the registry
 
 
-def test_data_source(plugins):
-  before = plugins.CALLS["reader"]
-  exp, old, new, rec = one_round(small(**{"data.source": "plug_bbc_titles", "data.max_length": 32}))
-  assert plugins.CALLS["reader"] == before + 1
+def test_data_source(combined):
+  (exp, old, new, rec), calls = combined
+  assert calls == 1
   lengths = exp.data.test["attention_mask"].sum(1)
   assert lengths.max() < 32  # titles, never cut at 32 tokens like the articles

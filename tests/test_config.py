@@ -3,6 +3,7 @@ the whole tree validated before any data is read or model loaded, allowed names 
 import ast
 import glob
 import importlib.util
+import json
 import os
 import re
 
@@ -191,3 +192,16 @@ def test_workdirs_written_before_the_sections_keep_their_fingerprint():
       assert same_config(stored, fp), (name, variant)  # the stored hash is stale; its items decide
       changed = dict(old_items, seed=c.seed + 1)  # a real difference is still one
       assert not same_config({"hash": "0", "items": changed}, fp)
+
+
+def test_fingerprints_recorded_before_the_sections_still_match():
+  """tests/fixtures/fingerprints_before_sections.json: the fingerprint of every config file and
+  variant as the code before the typed sections computed it (what those workdirs hold). Each is
+  this code's same config; so workdirs written then resume."""
+  from fedlora.run.fingerprint import fingerprint, same_config
+  with open(os.path.join(ROOT, "tests", "fixtures", "fingerprints_before_sections.json")) as f:
+    stored = json.loads(f.read().replace("<ROOT>", ROOT))  # the checkout the fixture was recorded in
+  assert len(stored) == 13
+  for key, fp in stored.items():
+    name, variant = key.split(":")
+    assert same_config(fp, fingerprint(load_config_file(name, variant))), key

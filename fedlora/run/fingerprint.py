@@ -53,6 +53,8 @@ ADDED_KEYS = {
     "eval.temperature": 0.0,
     "wireless.channel.downlink_tx_power_dbm": 43.0,  # the channel's built-in downlink power
     "data.label_case_fold": False,  # string labels that differ in case are separate classes
+    "task.prompt_template": "",  # task lm_classification's keys, read by no other task
+    "task.label_words": [],
 }
 
 

@@ -37,8 +37,7 @@ import numpy as np
 from flax import nnx
 
 from fedlora.models.families import FAMILIES
-from fedlora.models.layers import at_positions
-from fedlora.models.layers import (Embed, Linear, activation, apply_rope, dot_product_attention, init_kv_cache,
+from fedlora.models.layers import (CausalLM, Embed, Linear, activation, apply_rope, dot_product_attention,
                                    rope_cos_sin, rope_inv_freq, run_blocks, segment_mask, site_key,
                                    write_kv_cache)
 
@@ -283,8 +282,9 @@ class Gemma3Model(nnx.Module):
     return self.norm(x), new
 
 
-class Gemma3ForCausalLM(nnx.Module):
-  """`Gemma3Model` + the (tied) output projection, with optional final logit soft-capping."""
+class Gemma3ForCausalLM(CausalLM):
+  """`Gemma3Model` + the (tied) output projection, with optional final logit soft-capping; the
+  forward pass, KV cache (every layer keeps all slots) and head are `layers.CausalLM`'s."""
 
   def __init__(self, cfg: Gemma3Config, *, rngs: nnx.Rngs):
     self.config = cfg
@@ -292,27 +292,10 @@ class Gemma3ForCausalLM(nnx.Module):
     self.lm_head = (None if cfg.tie_word_embeddings
                     else Linear(cfg.hidden_size, cfg.vocab_size, use_bias=False, rngs=rngs))
 
-  def init_cache(self, batch: int, max_len: int, dtype=jnp.float32):
-    """An empty KV cache for `batch` sequences of up to `max_len` tokens (every layer keeps all slots)."""
-    c = self.config
-    return init_kv_cache(c.num_hidden_layers, batch, max_len, c.num_key_value_heads, c.head_dim, dtype)
-
-  def __call__(self, input_ids, attention_mask, *, position_ids=None, key=None, cache=None,
-               positions=None):
-    """input_ids, attention_mask (segment ids) `[B, L]` int32 -> logits `[B, L, vocab]` float32;
-    with `cache`, -> (logits, updated cache); with `positions [B, P]`, the logits at those positions
-    only, `[B, P, vocab]`."""
-    out = self.model(input_ids, attention_mask, position_ids=position_ids, key=site_key(key, 0), cache=cache)
-    h, new = out if cache is not None else (out, None)
-    h = at_positions(h, positions)
-    if self.lm_head is None:
-      logits = self.model.embed_tokens.attend(h)
-    else:
-      logits = self.lm_head(h, key=site_key(key, 1))
+  def logits_of(self, h, key=None):
+    logits = super().logits_of(h, key)
     cap = self.config.final_logit_softcapping
-    if cap is not None:
-      logits = jnp.tanh(logits / cap) * cap
-    return logits if cache is None else (logits, new)
+    return logits if cap is None else jnp.tanh(logits / cap) * cap
 
 
 # ---- GGUF (llama.cpp) checkpoints ----------------------------------------------------------------------

@@ -22,8 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fedlora.models.families import FAMILIES
-from fedlora.models.layers import at_positions
-from fedlora.models.layers import (Embed, LayerNorm, Linear, activation, dot_product_attention,
+from fedlora.models.layers import (at_positions, Embed, LayerNorm, Linear, activation, dot_product_attention,
                                    init_kv_cache, run_blocks, segment_mask, site_key,
                                    write_kv_cache)
 

@@ -410,6 +410,35 @@ def init_kv_cache(num_layers, batch, max_len, num_kv_heads, head_dim, dtype=jnp.
           "mask": jnp.zeros((batch, max_len), jnp.int32), "index": jnp.asarray(0, jnp.int32)}
 
 
+
+class CausalLM(nnx.Module):
+  """A decoder (`self.model`: `(input_ids, attention_mask, position_ids=, key=, cache=) -> h` or
+  `(h, new cache)`, with `embed_tokens`) and its output projection (`self.lm_head`, or the tied input
+  embedding when it is None). Families subclass it and set `config`, `model` and `lm_head`;
+  `logits_of` is the hook for what follows the projection (Gemma's final soft-capping)."""
+
+  def init_cache(self, batch: int, max_len: int, dtype=jnp.float32):
+    """An empty KV cache for `batch` sequences of up to `max_len` tokens (every layer, every slot)."""
+    c = self.config
+    return init_kv_cache(c.num_hidden_layers, batch, max_len, c.num_key_value_heads, c.head_dim, dtype)
+
+  def logits_of(self, h, key=None):
+    """`[..., hidden] -> [..., vocab]`: the projection (or the tied embedding)."""
+    if self.lm_head is None:
+      return self.model.embed_tokens.attend(h)
+    return self.lm_head(h, key=site_key(key, 1))
+
+  def __call__(self, input_ids, attention_mask, *, position_ids=None, key=None, cache=None,
+               positions=None):
+    """input_ids, attention_mask (segment ids) `[B, L]` int32 -> logits `[B, L, vocab]` float32;
+    with `cache`, -> (logits, updated cache); with `positions [B, P]`, the logits at those positions
+    only, `[B, P, vocab]`."""
+    out = self.model(input_ids, attention_mask, position_ids=position_ids, key=site_key(key, 0),
+                     cache=cache)
+    h, new = out if cache is not None else (out, None)
+    logits = self.logits_of(at_positions(h, positions), key)
+    return logits if cache is None else (logits, new)
+
 def at_positions(h, positions):
   """`h [B, L, D]` at `positions [B, P]` (int) -> `[B, P, D]`: a causal LM's head is then computed
   only where a loss or a score reads it (vocabularies of 50k-260k make the full `[B, L, V]` costly)."""

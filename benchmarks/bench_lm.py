@@ -30,10 +30,10 @@ from benchmarks.common import parse_overrides, timed, write_result  # noqa: E402
 from fedlora import lora  # noqa: E402
 from fedlora.compress import get_compressor  # noqa: E402
 from fedlora.data.clients import ClientData  # noqa: E402
-from fedlora.fed.local import make_optimizer  # noqa: E402
 from fedlora.fed.round import make_round  # noqa: E402
 from fedlora.models import load_pretrained  # noqa: E402
 from fedlora.models.llama import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from fedlora.optim import OptimConfig, make_optimizer  # noqa: E402
 from fedlora.tasks.causal_lm import make_loss  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,8 +79,8 @@ def bench_model(name: str, model, *, seq_len: int, local_steps: int, batch_size:
   lora.attach(model, lora.init_adapters(jax.random.PRNGKey(1), base.frozen, cfg), scale=2.0)
   parts = lora.split_model(model, ())
   del base
-  optim = ml_collections.ConfigDict({"name": "adamw", "lr": 1e-4, "weight_decay": 0.0, "momentum": 0.0,
-                                     "grad_clip": 1.0})
+  optim = OptimConfig.from_dict({"name": "adamw", "lr": 1e-4, "weight_decay": 0.0, "momentum": 0.0,
+                                 "grad_clip": 1.0})
   comp = get_compressor("none", ml_collections.ConfigDict({"bits_per_value": 32}))
   fns = make_round(make_loss(parts), make_optimizer(optim), comp, local_steps=local_steps,
                    batch_size=batch_size)
@@ -91,8 +91,9 @@ def bench_model(name: str, model, *, seq_len: int, local_steps: int, batch_size:
   for k in clients:
     data = synthetic_clients(k, max(batch_size, 2), seq_len, vocab)
     ids = jnp.arange(k)
-    cstate = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (k,) + x.shape), comp.init(parts.trainable))
-    args = (parts.trainable, parts.frozen, data, ids, jax.random.PRNGKey(0), jnp.ones((k,)), cstate)
+    cstate = fns.init_client_states(parts.trainable, k)  # {'compressor': [K, ...]}
+    ctx = fns.context(fns.init_server(parts.trainable), 1)
+    args = (parts.trainable, parts.frozen, data, ids, jax.random.PRNGKey(0), jnp.ones((k,)), cstate, ctx)
     t0 = time.perf_counter()
     compiled = fns.client_phase.lower(*args).compile()
     compile_s = time.perf_counter() - t0

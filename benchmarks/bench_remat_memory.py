@@ -1,7 +1,7 @@
 """XLA's estimate of the client step with and without `model.remat`, on the default experiment.
 
 For each `model.remat` value, builds the default config (configs/bbc_minilm.py: MiniLM, 8 × 128 tokens,
-E local steps) and reads the trainer's own estimate (`fedlora.train.client_step_bytes`: the step
+E local steps) and reads the trainer's own estimate (`fedlora.fed.memory.client_step_bytes`: the step
 vmapped over 1 and over 2 clients, `memory.one_client_bytes`): the bytes each more client adds
 and the bytes shared by a chunk (e.g. the stacked block weights remat's scan uses). Shapes only:
 nothing runs. Peak RSS of whole rounds is `bench_client_scaling.py`'s remat row.
@@ -24,7 +24,8 @@ script_setup()
 def main(argv):
   sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
   import bbc_minilm
-  from fedlora.train import build, client_step_bytes
+  from fedlora.fed.memory import client_step_bytes
+  from fedlora.train import build
   ov = parse_overrides(argv)
   remats = pop_list(ov, "remats", "none,block")
   rows = {}
@@ -32,7 +33,7 @@ def main(argv):
     config = apply_overrides(bbc_minilm.get_config(), {**ov, "model.remat": r, "fed.client_chunk": 1,
                                                         "progress": False})
     exp = build(config)
-    est = client_step_bytes(exp.round_fns, exp.parts, exp.clients)
+    est = client_step_bytes(exp.round_fns, exp.parts.trainable, exp.parts.frozen, exp.clients)
     rows[r] = {"per_client_bytes": est["per_client"], "shared_bytes": est["shared"],
                "one_client": est["one"], "two_clients": est["two"]}
     print(f"model.remat={r:<8} per client {est['per_client'] / 2**20:7.1f} MB   shared "

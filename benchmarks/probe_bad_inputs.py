@@ -1,6 +1,6 @@
 """Probe the CLI with the bad inputs and misuses of issue 6, as a user would meet them.
 
-Each probe runs `python -m fedlora.train --config configs/tiny.py ...` as a subprocess in a fresh temp
+Each probe runs `python -m fedlora --config configs/tiny.py ...` as a subprocess in a fresh temp
 workdir, asserts its exit code and that no traceback is printed (stderr has no "Traceback"), plus a
 probe-specific check (e.g. config.json untouched after a refusal). Prints a table (probe, exit code,
 first line of the message, ok?) and writes benchmarks/results/probe_bad_inputs.json.
@@ -37,7 +37,7 @@ def default_sigint():
 
 
 def cli(*args, workdir=None, timeout=600, preexec_fn=None, config="configs/tiny.py"):
-  cmd = [sys.executable, "-m", "fedlora.train", "--config", config, *args]
+  cmd = [sys.executable, "-m", "fedlora", "--config", config, *args]
   if workdir is not None:
     cmd.append(f"--config.workdir={workdir}")
   p = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout,
@@ -77,7 +77,7 @@ def csv_names_in_err(d, name: str, body: bytes | str, expect: str | tuple[str, .
 def interrupt_after_checkpoint_1(w: str, *args):
   """Starts the CLI on workdir `w` with `args`, sends SIGINT once checkpoint 1 exists (as Ctrl-C
   does); returns (exit code, stdout, stderr)."""
-  cmd = [sys.executable, "-m", "fedlora.train", "--config", "configs/tiny.py", *args, f"--config.workdir={w}"]
+  cmd = [sys.executable, "-m", "fedlora", "--config", "configs/tiny.py", *args, f"--config.workdir={w}"]
   p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                        preexec_fn=default_sigint)
   t0 = time.time()

@@ -8,11 +8,12 @@ import shutil
 import pytest
 
 from conftest import ROOT, tiny_config
-from fedlora import train
+from fedlora import cli
 from fedlora.data.sources import load_dataset_with_report
 from fedlora.models import load_pretrained
 from fedlora.run.errors import RunWarning
-from fedlora.utils.validate import ConfigError, resolve_model_path
+from fedlora.section import ConfigError
+from fedlora.utils.model_path import resolve_model_path
 
 FIX = os.path.join(ROOT, "tests", "fixtures")
 TINY = os.path.join(ROOT, "configs/tiny.py")
@@ -83,7 +84,7 @@ def test_single_class_and_fractional_labels_are_errors(tmp_path):
 def test_cli_data_error_is_one_paragraph(tmp_path, capsys):
   f = tmp_path / "d.csv"
   f.write_bytes(b"text,label\n\xff\xfe oops,a\n")
-  code = train.main(["fedlora.train", "--config", TINY, "--config.data.source=csv",
+  code = cli.main(["fedlora", "--config", TINY, "--config.data.source=csv",
                      f"--config.data.path={f}", f"--config.workdir={tmp_path / 'w'}"])
   err = capsys.readouterr().err
   assert code == 2 and "offset 11" in err and "Traceback" not in err and err.count("\n") == 1
@@ -95,7 +96,7 @@ def test_summary_counts_dropped_rows(tmp_path, capsys):
   rows[5] = ",1"
   rows[17] = '"  ",1'
   f.write_text("text,label\n" + "\n".join(rows) + "\n")
-  code = train.main(["fedlora.train", "--config", TINY, "--config.data.source=csv",
+  code = cli.main(["fedlora", "--config", TINY, "--config.data.source=csv",
                      f"--config.data.path={f}", f"--config.workdir={tmp_path / 'w'}",
                      "--config.fed.rounds=1"])
   assert code == 0, capsys.readouterr().err

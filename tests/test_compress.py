@@ -12,6 +12,7 @@ import pytest
 
 from fedlora.compress import get_compressor, map_adapters, map_dense
 from fedlora.compress.base import adapter_pairs, dense_leaves
+from fedlora.section import ConfigError
 
 SHAPES = {"q": (12, 4, 10), "v": (9, 6, 7)}   # name: (d_in, r, d_out)
 KEY = jax.random.PRNGKey(0)
@@ -91,12 +92,17 @@ def test_get_compressor_validates(name, cfg, match):
     get_compressor(name, ml_collections.ConfigDict(cfg))
 
 
-def test_get_compressor_accepts_configdict_and_ignores_foreign_keys():
-  cfg = ml_collections.ConfigDict({"bits_per_value": 16, "ortho_weight": 1e-2, "name": "soft"})
+def test_get_compressor_accepts_configdict_and_names_foreign_keys():
+  """A ConfigDict section works; a key the compress section does not have (another section's, or a
+  typo) is an error naming it, not silently ignored."""
+  cfg = ml_collections.ConfigDict({"bits_per_value": 16, "score_on": "delta"})
   tree = make_tree(1)
   out = get_compressor("soft", cfg).update((), tree, jnp.float32(1.0), KEY, None)
   expect = sum((d + o) * r * 16 + r for d, r, o in SHAPES.values()) + N_DENSE * 16
   assert float(out.bits) == expect
+  bad = ml_collections.ConfigDict({"bits_per_value": 16, "ortho_weight": 1e-2, "name": "soft"})
+  with pytest.raises(ConfigError, match=r"config\.compress has no key\(s\) \['name', 'ortho_weight'\]"):
+    get_compressor("soft", bad)
 
 
 @pytest.mark.parametrize("q", [32, 16])

@@ -252,11 +252,12 @@ def test_remat_cuts_the_per_client_step_memory():
   Python loop of checkpointed blocks the estimate was byte-identical to no remat (XLA apparently merged each
   recomputation with its forward pass). The stacked block weights count once, as shared bytes."""
   from conftest import tiny_config
-  from fedlora.train import build, client_step_bytes
+  from fedlora.fed.memory import client_step_bytes
+  from fedlora.train import build
   est = {}
   for r in ("none", "block"):
     exp = build(tiny_config(**{"fed.client_chunk": 2, "model.remat": r}))
-    est[r] = client_step_bytes(exp.round_fns, exp.parts, exp.clients)
+    est[r] = client_step_bytes(exp.round_fns, exp.parts.trainable, exp.parts.frozen, exp.clients)
   assert est["block"]["per_client"] < 0.75 * est["none"]["per_client"], est
   layers = sum(x.nbytes for x in jax.tree_util.tree_leaves(exp.parts.frozen["encoder"]["layers"]))
   assert est["block"]["shared"] >= layers > est["none"]["shared"]  # one stacked copy, not per client

@@ -20,7 +20,8 @@ from fedlora.methods.registry import METHODS
 from fedlora.tasks.causal_lm import exact_matches, make_loss, response_token_ce
 from fedlora.utils.metrics import read_metrics
 from fedlora.utils.overrides import apply_overrides
-from fedlora.utils.validate import ConfigError, validate
+from fedlora.config import typed
+from fedlora.section import ConfigError
 
 FIX = os.path.join(ROOT, "tests", "fixtures")
 FAST = {"fed.local_steps": 2, "fed.batch_size": 4, "eval.max_new_tokens": 0, "eval.print_samples": 0,
@@ -227,7 +228,7 @@ def test_lm_config_errors_are_named(tmp_path):
                     ({"task.name": "seq2seq"}, "task.name='seq2seq'"),
                     ({"eval.max_new_tokens": -1}, "eval.max_new_tokens=-1")):
     with pytest.raises(ConfigError, match=match):
-      validate(lm_config(**kv))
+      typed(lm_config(**kv))
   with pytest.raises(ConfigError, match="model.path is empty"):
     train.build(apply_overrides(lm_instruct.get_config(), {"data.path": os.path.join(FIX, "tiny_instruct.jsonl")}))
   c = lm_config(**{"task.name": "classification", "data.source": "json", "workdir": str(tmp_path / "w")})
@@ -260,12 +261,12 @@ def test_vmapped_lm_round_equals_python_loop_reference(lm_exp):
   assert float(jnp.abs(out.delta["model"]["layers"][0]["self_attn"]["q_proj"]["lora_b"]).max()) > 0
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", METHODS.names())
 def test_every_method_runs_one_lm_round(method, tmp_path):
   c = lm_config(**{**FAST, "method.name": method, "model.num_layers": 1, "fed.local_steps": 1,
                    "fed.batch_size": 2, "fed.clients_per_round": 2, "workdir": str(tmp_path)})
   exp = train.build(c)
-  state, rec = train.run_round(exp, train.init_state(exp), 1)
+  state, rec = exp.algorithm.apply(exp.algorithm.init(), 1)
   assert np.isfinite(rec["client_loss"]).all() and rec["train_loss"] > 0
   assert float(jnp.min(rec["uplink_bits"])) > 0 and np.asarray(rec["delivered"]).tolist() == [1.0, 1.0]
   moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()), state["trainable"], exp.parts.trainable)
@@ -306,10 +307,10 @@ def test_lm_remat_is_exact_and_bf16_is_close_for_llama_and_gpt2(tmp_path):
 
 
 def test_lm_tiny_end_to_end_from_the_readme_command(tmp_path):
-  """`python -m fedlora.train --config configs/lm_instruct.py:tiny`: held-out loss falls every round."""
+  """`python -m fedlora --config configs/lm_instruct.py:tiny`: held-out loss falls every round."""
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   t0 = time.time()
-  p = subprocess.run([sys.executable, "-m", "fedlora.train", "--config", "configs/lm_instruct.py:tiny",
+  p = subprocess.run([sys.executable, "-m", "fedlora", "--config", "configs/lm_instruct.py:tiny",
                       f"--config.workdir={tmp_path / 'run'}"], cwd=ROOT, env=env, capture_output=True,
                      text=True, timeout=600)
   wall = time.time() - t0
@@ -339,8 +340,8 @@ def test_gpt2_family_runs_the_lm_round_with_its_default_targets(tmp_path):
   exp = train.build(c)
   assert set(exp.parts.trainable["transformer"]["h"][0]["attn"]) == {"c_attn"}
   assert exp.clients.attention_mask.max() >= 2  # rows hold several packed examples
-  state, rec = train.run_round(exp, train.init_state(exp), 1)
+  state, rec = exp.algorithm.apply(exp.algorithm.init(), 1)
   assert np.isfinite(rec["client_loss"]).all()
-  before = exp.evaluate(exp.parts.trainable, exp.parts.frozen, exp.test)
-  after = exp.evaluate(state["trainable"], exp.parts.frozen, exp.test)
+  before = exp.evaluate(exp.parts.trainable, exp.parts.frozen, exp.data.test)
+  after = exp.evaluate(state["trainable"], exp.parts.frozen, exp.data.test)
   assert after["loss"] < before["loss"]

@@ -9,6 +9,9 @@ import pytest
 
 from conftest import tiny_config
 from fedlora import lora, train
+from fedlora.cli import parse_config
+from fedlora.config import typed
+from fedlora.methods.base import UplinkInputs
 from fedlora.wireless.channel import ChannelConfig
 from fedlora.wireless.latency import downlink_latency, shannon_rate
 
@@ -17,13 +20,20 @@ WIRELESS = {"wireless.enabled": True, "wireless.deadline_factor": math.inf,
             "checkpoint.every": 10}
 
 
+def _inputs(exp):
+  """What the round passes a method's uplink (fedlora/fed/algorithm.py)."""
+  return UplinkInputs(exp.parts.trainable, exp.parts.frozen, exp.clients.num_examples,
+                      exp.round_fns.drift.upload_bits)
+
+
 def _plan_deliver(exp, bits):
   m = exp.method
-  st = m.init_state(exp)
+  inputs = _inputs(exp)
+  st = m.init_state(inputs)
   ids = jnp.array([0, 3])
-  plan, st = m.plan(exp, st, ids, jax.random.PRNGKey(3))
+  plan, st = m.plan(st, ids, jax.random.PRNGKey(3), inputs)
   prof = jnp.full((2, exp.config.lora.rank), 1.0 / exp.config.lora.rank)
-  _, _, rec = m.deliver(exp, st, plan, jnp.asarray(bits, jnp.float32), prof)
+  _, _, rec = m.deliver(st, plan, jnp.asarray(bits, jnp.float32), prof)
   return plan, rec
 
 
@@ -39,7 +49,8 @@ def test_downlink_latency_is_added_when_enabled():
   np.testing.assert_array_equal(r_off["downlink_latency"], 0.0)
   size = lora.tree_size(on.parts.trainable)
   assert on.method.broadcast_bits == 32 * size
-  chan = ChannelConfig.from_config(on.config.wireless.channel)
+  chan = on.config.wireless.channel
+  assert isinstance(chan, ChannelConfig)
   want = np.asarray(downlink_latency(32.0 * size, p_on["gain"], chan))
   assert np.all(want > 0)
   np.testing.assert_allclose(r_on["downlink_latency"], want, rtol=1e-6)
@@ -58,8 +69,10 @@ def test_baselines_under_tsfa_plan_with_their_own_payload(name):
   assert own != soft.method.compressor.payload(soft.parts.trainable)
   m = exp.method
   ids = jnp.array([0, 3])
-  plan, _ = m.plan(exp, m.init_state(exp), ids, jax.random.PRNGKey(3))
-  chan = ChannelConfig.from_config(exp.config.wireless.channel)
+  inputs = _inputs(exp)
+  plan, _ = m.plan(m.init_state(inputs), ids, jax.random.PRNGKey(3), inputs)
+  chan = exp.config.wireless.channel
+  assert isinstance(chan, ChannelConfig)
   rate = np.asarray(shannon_rate(plan["bandwidth_hz"], plan["gain_est"], chan))
   rho = np.asarray(plan["ratio"])
   if name == "svd":   # rank grid: ρ was rounded down after the solve; the plan holds the solver's
@@ -74,7 +87,7 @@ def test_downlink_bytes_use_the_configured_bits_per_value(tmp_path, q, q_dl):
   c = tiny_config(**{"compress.bits_per_value": q, "compress.downlink_bits_per_value": q_dl,
                      "fed.rounds": 1, "workdir": str(tmp_path)})
   exp = train.build(c)
-  _, rec = train.run_round(exp, train.init_state(exp), 1)
+  _, rec = exp.algorithm.apply(exp.algorithm.init(), 1)
   per_value = q_dl or q
   assert rec["downlink_bytes_round"] == 2 * lora.tree_size(exp.parts.trainable) * per_value / 8
 
@@ -87,9 +100,9 @@ def test_ffa_broadcasts_its_frozen_a_once_and_never_uploads_it(tmp_path):
     if str(getattr(path[-1], "key", "")) == "lora_a":
       sizes["a"] += int(x.size)
   assert sizes["a"] > 0
-  st = train.init_state(exp)
-  st, r1 = train.run_round(exp, st, 1)
-  st, r2 = train.run_round(exp, st, 2)
+  st = exp.algorithm.init()
+  st, r1 = exp.algorithm.apply(st, 1)
+  st, r2 = exp.algorithm.apply(st, 2)
   n_clients, k = c.data.num_clients, c.fed.clients_per_round
   per_round = k * (sizes["all"] - sizes["a"]) * 32 / 8
   assert r2["downlink_bytes_round"] == per_round
@@ -132,11 +145,11 @@ def test_method_registry_declares_everything():
   assert get_spec("topk").allocation == "fixed" and get_spec("ffa").freeze == "lora_a$"
   with pytest.raises(ValueError, match="method.allocation='greedy'"):
     from fedlora.methods import build_method
-    build_method(tiny_config(**{"method.allocation": "greedy"}))
+    build_method(typed(tiny_config(**{"method.allocation": "greedy"})))
   with pytest.raises(ValueError, match="method.ortho_weight=-1"):
-    build_method(tiny_config(**{"method.name": "soft", "method.ortho_weight": -1.0}))
+    build_method(typed(tiny_config(**{"method.name": "soft", "method.ortho_weight": -1.0})))
   with pytest.raises(ValueError, match="method.ortho_b='orth'"):
-    build_method(tiny_config(**{"method.name": "soft", "method.ortho_b": "orth"}))
+    build_method(typed(tiny_config(**{"method.name": "soft", "method.ortho_b": "orth"})))
 
 
 def test_soft_penalty_follows_method_ortho_b():
@@ -148,7 +161,7 @@ def test_soft_penalty_follows_method_ortho_b():
   rng = jax.random.split(jax.random.PRNGKey(0), 2)
   tree = {"l": {"lora_a": jax.random.normal(rng[0], (6, 3)), "lora_b": 1e-3 * jax.random.normal(rng[1], (3, 5))}}
   for b_term in ("gram", "cosine"):
-    m = build_method(tiny_config(**{"method.name": "soft", "method.ortho_b": b_term}))
+    m = build_method(typed(tiny_config(**{"method.name": "soft", "method.ortho_b": b_term})))
     assert float(m.penalty(tree)) == float(ortho_penalty(tree, b_term))
   assert float(ortho_penalty(tree, "cosine")) > float(ortho_penalty(tree, "gram")) + 1e-3
 
@@ -166,11 +179,12 @@ def test_every_option_is_settable_from_the_command_line():
           "--config.tsfa.online.start_temperature=0.2", "--config.tsfa.offline.enabled=True",
           "--config.tsfa.offline.r_max=16", "--config.tsfa.offline.pilot_rounds=2",
           "--config.method.allocation=tsfa"]
-  c, _ = train.parse_config(["prog", "--config", os.path.join(ROOT, "configs/tiny.py"), *args])
+  c, _ = parse_config(["prog", "--config", os.path.join(ROOT, "configs/tiny.py"), *args])
   assert c.compress.index_coding == "bitmap" and c.compress.unbiased is True
   assert c.compress.seed_bits == 7 and c.compress.rcond == 0.01 and c.compress.score_on == "product"
   assert c.tsfa.online.continuation == 0.9 and c.tsfa.online.precondition is False
   assert c.tsfa.offline.r_max == 16 and c.method.allocation == "tsfa"
   from fedlora.tsfa.online import OnlineConfig
-  oc = OnlineConfig.from_config(c.tsfa.online, bandwidth_hz=1e6)
+  oc = OnlineConfig.from_dict(c.tsfa.online.to_dict()).with_band(1e6)  # the section tsfa.online
+  assert isinstance(oc, OnlineConfig) and oc.bandwidth_hz == 1e6
   assert oc.max_backtracks == 5 and oc.accelerate is False and oc.start_temperature == 0.2

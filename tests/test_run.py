@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, tiny_config
-from fedlora import train
+from fedlora import cli, train
+from fedlora.config import typed
+from fedlora.fed.algorithm import make_algorithm
 from fedlora.fed.guard import all_finite, guard
 from fedlora.run.errors import RunError, RunWarning
 from fedlora.run.fingerprint import RESUMABLE_KEYS, fingerprint
@@ -32,11 +34,17 @@ TINY = os.path.join(ROOT, "configs/tiny.py")
 
 
 def _train(exp, **overrides):
-  """run() without the rebuild: same checks, lock, files and loop on the shared compiled experiment."""
+  """run() without the rebuild: same checks, lock, files and loop on the shared compiled experiment
+  (the round's algorithm, which reads the config's seed, clients_per_round and nonfinite, is
+  re-made from the config over the same compiled round functions)."""
   c = tiny_config(**overrides)
+  tc = typed(c)
+  algorithm = make_algorithm(exp.round_fns, exp.method, exp.parts.trainable, exp.parts.frozen,
+                             exp.clients, seed=tc.seed, clients_per_round=tc.fed.clients_per_round,
+                             nonfinite=tc.fed.nonfinite)
   with open_workdir(c) as fp:
     write_run_files(c, fp)
-    return train.train(exp._replace(config=c), fp, time.time())
+    return train.train(exp._replace(config=c, algorithm=algorithm), fp, time.time())
 
 
 def _fake_run(workdir, **overrides):
@@ -227,20 +235,23 @@ def test_checkpoint_of_another_config_is_a_fingerprint_mismatch(tmp_path, tiny_e
   other = fingerprint(tiny_config(**{"seed": 3}))
   ck = Checkpointer(str(tmp_path / "w"), 2, other)
   with pytest.raises(RunError, match=r"different config.*seed: 0 -> 3"):
-    ck.restore_latest(train.init_state(tiny_exp))
+    ck.restore_latest(tiny_exp.algorithm.init())
   ck.close()
   assert os.listdir(tmp_path / "w" / "checkpoints") == ["1"]  # never moved aside as 'corrupt'
 
 
-def test_missing_metrics_does_not_crash_or_blank_the_summary(tmp_path, tiny_exp):
+def test_missing_metrics_does_not_crash_and_the_summary_says_what_it_lacks(tmp_path, tiny_exp):
+  """metrics.jsonl deleted after a finished run: the rerun does not crash, and summary.json is
+  derived again, naming every round it has no record of (never the stale one kept silently)."""
   w = tmp_path / "w"
   s = _train(tiny_exp, workdir=str(w))
-  before = (w / "summary.json").read_text()
+  assert s["metric_rounds_missing"] == []
   os.remove(w / "metrics.jsonl")
   with pytest.warns(RunWarning, match="no record of round"):
     s2 = _train(tiny_exp, workdir=str(w))
-  assert (w / "summary.json").read_text() == before
-  assert s2["final_test_accuracy"] == s["final_test_accuracy"]
+  rounds = list(range(1, tiny_exp.config.fed.rounds + 1))
+  assert s2["metric_rounds_missing"] == rounds and s2["final_test_accuracy"] is None
+  assert json.loads((w / "summary.json").read_text())["metric_rounds_missing"] == rounds
 
 
 def test_guard_flags_zeroes_and_keeps_state_per_client():
@@ -281,7 +292,7 @@ def test_nonfinite_skip_counts_clients_and_empty_rounds(tmp_path, diverging_exp)
   assert s["skipped_clients"] == 4 and s["empty_rounds"] == 2
   recs = read_metrics(str(tmp_path / "w/metrics.jsonl"))
   assert all(len(r["nonfinite_clients"]) == 2 and r["aggregated"] == 0 for r in recs)
-  state = Checkpointer(c["workdir"], 2).restore(2, train.init_state(diverging_exp))
+  state = Checkpointer(c["workdir"], 2).restore(2, diverging_exp.algorithm.init())
   chex.assert_trees_all_equal(state["trainable"], diverging_exp.parts.trainable)  # untouched, finite
 
 
@@ -307,7 +318,7 @@ def run(workdir, rounds):
 s_full = run(d + "/full", 3)
 run(d + "/int", 2)
 s_int = run(d + "/int", 3)
-like = train.init_state(exp)
+like = exp.algorithm.init()
 k = [np.asarray(Checkpointer(d + w, 2).restore(3, like)["trainable"]["classifier"]["kernel"])
      for w in ("/full", "/int")]
 print(json.dumps({"devices": jax.device_count(), "resumed": s_int["resumed_from_round"],
@@ -331,14 +342,14 @@ print(json.dumps({"devices": jax.device_count(), "resumed": s_int["resumed_from_
 # ---- the CLI's error boundary -------------------------------------------------------------------
 
 def _main(capsys, *args):
-  code = train.main(["fedlora.train", "--config", TINY, *args])
+  code = cli.main(["fedlora", "--config", TINY, *args])
   return code, capsys.readouterr()
 
 
 def test_help_prints_usage_and_config_sources(capsys):
   code, out = _main(capsys, "--help")
   assert code == 0
-  assert "usage: python -m fedlora.train" in out.out and "configs/tiny.py" in out.out
+  assert "usage: python -m fedlora" in out.out and "configs/tiny.py" in out.out
   assert "configs/wireless_compare.py" in out.out and "--print_config" in out.out
 
 
@@ -348,10 +359,10 @@ def test_print_config_lists_keys(capsys):
 
 
 def test_missing_config_file_and_unknown_variant(capsys):
-  code = train.main(["fedlora.train", "--config", "configs/nope.py"])
+  code = cli.main(["fedlora", "--config", "configs/nope.py"])
   err = capsys.readouterr().err
   assert code == 2 and "'configs/nope.py': no such config file" in err and "configs/tiny.py" in err
-  code = train.main(["fedlora.train", "--config", TINY + ":bogus"])
+  code = cli.main(["fedlora", "--config", TINY + ":bogus"])
   err = capsys.readouterr().err
   assert code == 2 and "no variants" in err and "'bogus'" in err and "Traceback" not in err
 
@@ -383,14 +394,14 @@ def test_unwritable_workdir_is_named_before_setup(tmp_path, capsys, monkeypatch)
 
 
 def test_ctrl_c_exits_130_after_a_complete_checkpoint(tmp_path, capsys, monkeypatch, tiny_exp):
-  monkeypatch.setattr(train, "build", lambda c: tiny_exp._replace(config=c))
-  real = train.run_round
+  real = tiny_exp.algorithm.apply
 
-  def interrupt_at_2(exp, state, t):
+  def interrupt_at_2(state, t):
     if t == 2:
       raise KeyboardInterrupt
-    return real(exp, state, t)
-  monkeypatch.setattr(train, "run_round", interrupt_at_2)
+    return real(state, t)
+  monkeypatch.setattr(train, "build", lambda c: tiny_exp._replace(
+      config=c, algorithm=tiny_exp.algorithm._replace(apply=interrupt_at_2)))
   code, out = _main(capsys, f"--config.workdir={tmp_path / 'w'}")
   assert code == 130, out.err
   assert "interrupted (Ctrl-C) in round 2; the last complete checkpoint is round 1" in out.err

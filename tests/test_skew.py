@@ -12,17 +12,22 @@ import pytest
 
 from conftest import tiny_config
 from fedlora import train
-from fedlora.fed import drift as drift_lib
-from fedlora.fed.local import make_local_update, make_optimizer
+from fedlora.config import typed
+from fedlora.drift import build_drift
+from fedlora.fed.config import ClientConfig
+from fedlora.fed.local import make_local_update
 from fedlora.fed.round import make_round
-from fedlora.fed.schedule import round_schedule
-from fedlora.server import NAMES, build_server
+from fedlora.optim import make_optimizer
+from fedlora.schedules import round_schedule
+from fedlora.section import ConfigError
+from fedlora.server import SERVERS, build_server
 from fedlora.tasks.classification import make_loss
 from fedlora.tasks.label_skew import client_label_counts, fedlc, fedrs
 from fedlora.tasks.skew_metrics import skew_metrics
 from fedlora.utils.checkpoint import Checkpointer
 from fedlora.utils.metrics import read_metrics
-from fedlora.utils.validate import ConfigError, validate
+
+NAMES = SERVERS.names()
 
 SERVER_CFG = {"name": "fedavg", "lr": 0.5, "lr_schedule": "constant", "lr_warmup_rounds": 0,
               "lr_final_fraction": 0.0, "momentum": 0.8, "nesterov": False, "b1": 0.9,
@@ -137,11 +142,11 @@ def test_fedprox_scaffold_and_lr_scale_match_hand_sgd():
   w0 = {"w": jnp.array([0.3, 0.1, -0.2])}
   mu, eta, s = 0.7, 0.1, 0.5
   shift = {"w": jnp.array([0.05, -0.1, 0.2])}
-  dc = drift_lib.DriftControl(mu, True, {"w": 1.0}, 3, 32, 4)
-  local = make_local_update(_quad_loss(t), optax.sgd(eta),
-                            lambda g, p, a: drift_lib.correct(dc, g, p, a), track_grads=True)
+  dc = build_drift(ClientConfig.from_dict({"prox_mu": mu, "scaffold": True}), w0, None, 32, 4)
+  assert [c.name for c in dc.corrections] == ["fedprox", "scaffold"]
+  local = make_local_update(_quad_loss(t), optax.sgd(eta), dc.correct, track_grads=True)
   w, _, gmean = local(w0, None, batches, jax.random.PRNGKey(0), s,
-                      {"global": w0, "shift": shift})
+                      {"fedprox": w0, "scaffold": shift})  # FedProx's w_global, SCAFFOLD's c − c_i
   ref, gs = np.asarray(w0["w"], np.float64), []
   for x in np.asarray(batches["x"]):
     g = ref - x * np.asarray(t)
@@ -175,7 +180,7 @@ def test_fedprox_mu0_and_zero_scaffold_equal_fedavg(tiny_exp):
   for label, (mu, sc) in {"fedavg": (0.0, False), "prox0": (0.0, False),
                           "scaffold": (0.0, True)}.items():
     cfg = tiny_config(**{"client.prox_mu": mu, "client.scaffold": sc}).client
-    dc = drift_lib.build_drift(cfg, g, None, 32, n)
+    dc = build_drift(cfg, g, None, 32, n)
     fns = _round_fns(exp, dc)
     sstate = fns.init_server(g)
     out, _ = fns.client_phase(g, frozen, exp.clients, ids, key, ratios, _states(fns, g, n),
@@ -196,7 +201,7 @@ def test_vmapped_round_with_drift_control_equals_python_loop(tiny_exp):
   g, frozen = exp.parts.trainable, exp.parts.frozen
   n = exp.clients.num_clients
   cfg = tiny_config(**{"client.prox_mu": 0.3, "client.scaffold": True}).client
-  dc = drift_lib.build_drift(cfg, g, None, 32, n)
+  dc = build_drift(cfg, g, None, 32, n)
   fns = _round_fns(exp, dc, lr_scale=round_schedule("warmup", 4, 10))
   leaves, treedef = jax.tree_util.tree_flatten(g)
   rnd = lambda s, shape: 0.01 * jax.random.normal(jax.random.PRNGKey(s), shape)  # noqa: E731
@@ -229,10 +234,11 @@ def test_vmapped_round_with_drift_control_equals_python_loop(tiny_exp):
   for other in (1, 3):
     chex.assert_trees_all_equal(jax.tree_util.tree_map(lambda x: x[other], new_states),
                                 jax.tree_util.tree_map(lambda x: x[other], states))
-  assert float(jnp.abs(out.control_delta["classifier"]["kernel"]).max()) > 0
+  assert float(jnp.abs(out.control_delta["scaffold"]["classifier"]["kernel"]).max()) > 0
   w = exp.clients.num_examples[ids].astype(jnp.float32)
   _, s2 = fns.server_phase(g, sstate, out.delta, w, 2, out.control_delta)
-  want = jax.tree_util.tree_map(lambda c, d: c + d.sum(0) / n, sstate["control"], out.control_delta)
+  want = jax.tree_util.tree_map(lambda c, d: c + d.sum(0) / n, sstate["control"],
+                                out.control_delta["scaffold"])
   chex.assert_trees_all_close(s2["control"], want, rtol=1e-5, atol=1e-7)
 
 
@@ -262,11 +268,13 @@ def test_label_counts_reach_the_batches():
   ids = jnp.array([0, 3])
   batches, _ = exp.round_fns.sample(jax.random.PRNGKey(0), exp.clients, ids)
   e = exp.config.fed.local_steps
-  want = np.repeat(np.asarray(exp.histogram)[np.asarray(ids)][:, None, :], e, 1)
+  hist = exp.data.info["histogram"]
+  want = np.repeat(np.asarray(hist)[np.asarray(ids)][:, None, :], e, 1)
   np.testing.assert_array_equal(np.asarray(batches["label_counts"]), want)
   np.testing.assert_array_equal(
-      client_label_counts(exp.clients.labels, exp.clients.num_examples, len(exp.label_names)),
-      np.asarray(exp.histogram))
+      client_label_counts(exp.clients.labels, exp.clients.num_examples,
+                          len(exp.data.info["label_names"])),
+      np.asarray(hist))
 
 
 def test_skew_metrics_from_a_hand_confusion_matrix():
@@ -296,7 +304,7 @@ def test_skew_metrics_from_a_hand_confusion_matrix():
 def test_bad_server_and_client_values_are_named(key, value, match):
   with pytest.raises(ConfigError, match=match):
     extra = {"server.name": "fedadam"} if key == "server.b2" else {}
-    validate(tiny_config(**{key: value, **extra}))
+    typed(tiny_config(**{key: value, **extra}))
 
 
 def test_skewed_run_resumes_and_counts_scaffold_bits(tmp_path, monkeypatch):
@@ -314,23 +322,22 @@ def test_skewed_run_resumes_and_counts_scaffold_bits(tmp_path, monkeypatch):
   s_full = train.run(c_full)
   exp = built[0]
   c_int = tiny_config(**over, workdir=str(tmp_path / "int"))
-  real = train.run_round
+  real = exp.algorithm.apply
 
-  def crash(exp, state, t):
+  def crash(state, t):
     if t == 3:
       raise KeyboardInterrupt("simulated")
-    return real(exp, state, t)
+    return real(state, t)
   # the interrupted run reuses the full run's build (same config but the workdir: the same jitted
   # functions, no second compile); the resumed run below builds afresh, as a rerun does
-  monkeypatch.setattr(train, "build", lambda c: exp._replace(config=c))
-  monkeypatch.setattr(train, "run_round", crash)
+  monkeypatch.setattr(train, "build", lambda c: exp._replace(
+      config=c, algorithm=exp.algorithm._replace(apply=crash)))
   with pytest.raises(KeyboardInterrupt):
     train.run(c_int)
-  monkeypatch.setattr(train, "run_round", real)
   monkeypatch.setattr(train, "build", real_build)
   s_int = train.run(c_int)
   assert s_int["resumed_from_round"] == 2
-  like = train.init_state(exp)
+  like = exp.algorithm.init()
   states = []
   for c in (c_full, c_int):
     ck = Checkpointer(c.workdir, 2)
@@ -358,13 +365,15 @@ def test_scaffold_bits_skip_leaves_the_method_freezes(tiny_exp):
   from fedlora import lora
   g = tiny_exp.parts.trainable
   labels = lora.trainable_labels(g, "lora_a$")
-  dc = drift_lib.build_drift(tiny_config(**{"client.scaffold": True}).client, g, labels, 16, 4)
+  dc = build_drift(tiny_config(**{"client.scaffold": True}).client, g, labels, 16, 4)
   flat = jax.tree_util.tree_flatten_with_path(g)[0]
   n_a = sum(x.size for p, x in flat if "lora_a" in jax.tree_util.keystr(p))
   total = sum(x.size for _, x in flat)
-  assert n_a > 0 and dc.scaffold_values == total - n_a and dc.scaffold_bits == 16.0 * (total - n_a)
+  scaffold = {c.name: c for c in dc.corrections}["scaffold"]
+  assert n_a > 0 and scaffold.upload_values == total - n_a
+  assert dc.upload_bits_of("scaffold") == 16.0 * (total - n_a)
   grads = jax.tree_util.tree_map(jnp.ones_like, g)
-  new, delta_c, bits = drift_lib.finish_client(dc, drift_lib.init_client(dc, g), grads)
+  new, uploads, bits = dc.finish(dc.init_client(g), grads)
   for p, x in jax.tree_util.tree_flatten_with_path(new["scaffold"])[0]:
     assert float(jnp.abs(x).max()) == (0.0 if "lora_a" in jax.tree_util.keystr(p) else 1.0)
 
@@ -384,7 +393,7 @@ def test_all_options_combine_with_soft_tsfa_over_the_channel(tmp_path, monkeypat
   assert 0.0 <= s["final_test_accuracy"] <= 1.0
   exp = built[0]  # the run's own experiment
   c0, c1 = exp.method.compressor.payload(exp.parts.trainable)  # SOFT's own payload model
-  extra = exp.round_fns.drift.scaffold_bits
+  extra = exp.round_fns.drift.upload_bits_of("scaffold")
   assert extra > 0
   for r in read_metrics(str(tmp_path / "w/metrics.jsonl")):
     np.testing.assert_allclose(r["uplink_bits"], [c0 + c1 * rho + extra for rho in r["ratio"]],

@@ -16,7 +16,9 @@ from conftest import ROOT, tiny_config
 from fedlora import train
 from fedlora.utils.checkpoint import Checkpointer
 from fedlora.utils.metrics import read_metrics
-from fedlora.utils.validate import ConfigError, validate
+from fedlora.config import typed
+from fedlora.section import ConfigError
+from fedlora.utils.model_path import resolve_model_path
 
 
 @pytest.mark.parametrize("key,value,match", [
@@ -39,8 +41,7 @@ from fedlora.utils.validate import ConfigError, validate
 def test_bad_config_values_are_named(key, value, match):
   with pytest.raises(ConfigError, match=match.replace("[", r"\[").replace("(", r"\(")):
     c = tiny_config(**{key: value})
-    validate(c)
-    train.resolve_model_path(c.model)
+    resolve_model_path(typed(c).model)
 
 
 def test_bad_data_is_rejected_before_training(tmp_path):
@@ -59,7 +60,7 @@ def test_cli_rejects_unknown_key_and_bad_type():
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   for arg, match in (("--config.fed.roundz=3", "config.fed.roundz"),
                      ("--config.fed.rounds=abc", "abc")):
-    p = subprocess.run([sys.executable, "-m", "fedlora.train", "--config",
+    p = subprocess.run([sys.executable, "-m", "fedlora", "--config",
                         os.path.join(ROOT, "configs/tiny.py"), arg], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2, p.stderr
@@ -70,7 +71,7 @@ def test_method_name_is_validated():
   with pytest.raises(ValueError, match="method.name='fedprox'"):
     c = tiny_config(**{"method.name": "fedprox"})
     from fedlora.methods import build_method
-    build_method(c)
+    build_method(typed(c))
 
 
 def _final_trainable(workdir, like):
@@ -85,17 +86,22 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
   s_full = train.run(c_full)
 
   c_int = tiny_config(**{"workdir": str(tmp_path / "int"), "fed.rounds": 3})
-  real_round = train.run_round
+  real_build = train.build
 
-  def crash_at_3(exp, state, t):
-    if t == 3:
-      raise KeyboardInterrupt("simulated interruption")
-    return real_round(exp, state, t)
-  monkeypatch.setattr(train, "run_round", crash_at_3)
+  def build_crashing_at_3(c):
+    exp = real_build(c)
+    real_round = exp.algorithm.apply
+
+    def crash_at_3(state, t):
+      if t == 3:
+        raise KeyboardInterrupt("simulated interruption")
+      return real_round(state, t)
+    return exp._replace(algorithm=exp.algorithm._replace(apply=crash_at_3))
+  monkeypatch.setattr(train, "build", build_crashing_at_3)
   with pytest.raises(KeyboardInterrupt):
     train.run(c_int)
   assert [r["round"] for r in read_metrics(str(tmp_path / "int/metrics.jsonl"))] == [1, 2]
-  monkeypatch.setattr(train, "run_round", real_round)
+  monkeypatch.setattr(train, "build", real_build)
   s_int = train.run(c_int)  # same command again: resumes from round 2
   assert s_int["resumed_from_round"] == 2
   assert s_int["final_test_accuracy"] == s_full["final_test_accuracy"]
@@ -105,7 +111,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
   for a, b in zip(m_full, m_int):
     assert a["train_loss"] == b["train_loss"] and a["clients"] == b["clients"]
   exp = train.build(c_full)
-  like = train.init_state(exp)
+  like = exp.algorithm.init()
   chex.assert_trees_all_equal(_final_trainable(c_full.workdir, like)["trainable"],
                               _final_trainable(c_int.workdir, like)["trainable"])
   for f in ("summary.json", "plot.png", "config.json"):
@@ -127,8 +133,8 @@ def test_zero_noise_infinite_bandwidth_channel_reproduces_ideal(tmp_path):
     assert a["train_loss"] == b["train_loss"]
     assert b["deadline_misses"] == 0 and max(b["upload_latency"]) < 1e-6
   exp = train.build(ideal)
-  like = train.init_state(exp)
-  like_c = train.init_state(train.build(chan))
+  like = exp.algorithm.init()
+  like_c = train.build(chan).algorithm.init()
   chex.assert_trees_all_equal(_final_trainable(ideal.workdir, like)["trainable"],
                               _final_trainable(chan.workdir, like_c)["trainable"])
 
@@ -143,7 +149,7 @@ def test_deadline_drops_are_counted_and_never_aggregated(tmp_path):
   assert all(r["deadline_misses"] == 2 and r["uplink_bytes_round"] == 0 for r in recs)
   assert all(r["delivered"] == [0.0, 0.0] for r in recs)
   exp = train.build(c)
-  like = train.init_state(exp)
+  like = exp.algorithm.init()
   chex.assert_trees_all_equal(_final_trainable(c.workdir, like)["trainable"], exp.parts.trainable)
 
 
@@ -254,11 +260,11 @@ for s in ids.addressable_shards:
     rows[r] = int(np.asarray(s.data[j], np.int64).sum())
 print('RESULT ' + json.dumps({'devices': jax.device_count(), 'local': jax.local_device_count(),
                               'vec': vec.tolist(), 'shape': list(ids.shape), 'rows': rows,
-                              'hosted_clients': exp.info['hosted_clients'], 'h5': h5.tolist(),
+                              'hosted_clients': exp.data.info['hosted_clients'], 'h5': h5.tolist(),
                               'pad': pad, 'shape5': list(p5.input_ids.shape), 'n5': p5.num_clients,
                               'agree': agree,
-                              'hosted_examples': exp.info['hosted_examples'],
-                              'part_sizes': [len(p) for p in exp.info['parts']],
+                              'hosted_examples': exp.data.info['hosted_examples'],
+                              'part_sizes': [len(p) for p in exp.data.info['parts']],
                               'num_examples': np.asarray(exp.clients.num_examples).tolist()}), flush=True)
 """
 
@@ -320,7 +326,7 @@ def test_two_processes_two_devices_each_equal_single_device(tmp_path):
 
 
 def _two_process_cli(tmp_path, args, tag):
-  """Runs `python -m fedlora.train ARGS` as 2 local processes × 2 CPU devices; (stdout, stderr) each."""
+  """Runs `python -m fedlora ARGS` as 2 local processes × 2 CPU devices; (stdout, stderr) each."""
   import socket
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -332,7 +338,7 @@ def _two_process_cli(tmp_path, args, tag):
     out, err = tmp_path / f"{tag}.out{i}", tmp_path / f"{tag}.err{i}"
     logs.append((out, err))
     with open(out, "w") as o, open(err, "w") as e:
-      procs.append(subprocess.Popen([sys.executable, "-m", "fedlora.train", *args], cwd=ROOT, env=env,
+      procs.append(subprocess.Popen([sys.executable, "-m", "fedlora", *args], cwd=ROOT, env=env,
                                     stdout=o, stderr=e, text=True))
   try:
     for p, (out, err) in zip(procs, logs):
@@ -354,7 +360,7 @@ def test_two_process_cli_run_equals_single_process_resumes_and_moves_corrupt_ste
   w = tmp_path / "mp"
   outs = _two_process_cli(tmp_path, base + ["--config.fed.rounds=2", f"--config.workdir={w}"], "a")
   assert "final test accuracy" in outs[0][0] and "final" not in outs[1][0]
-  p = subprocess.run([sys.executable, "-m", "fedlora.train", *base, "--config.fed.rounds=2",
+  p = subprocess.run([sys.executable, "-m", "fedlora", *base, "--config.fed.rounds=2",
                       f"--config.workdir={tmp_path / 'one'}"], cwd=ROOT, capture_output=True, text=True,
                      env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=600)
   assert p.returncode == 0, p.stderr[-2000:]

@@ -129,6 +129,8 @@ def test_bound_terms_trends():
 
 K_PAD = 8
 SOLVE = jax.jit(tsfa.solve, static_argnames="cfg")
+# the solver precision these tests were written against (OnlineConfig's defaults are now 300 / 1e-6)
+PRECISION = dict(max_iters=500, tol=1e-7)
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +146,7 @@ def instances():
 
 
 def test_solver_matches_slsqp_and_satisfies_constraints(instances):
-  cfg = online_config(instances[0])
+  cfg = online_config(instances[0], **PRECISION)
   for inst in instances:
     k = len(inst["w"])
     rho, b, diag = SOLVE(to_inputs(inst, K_PAD), jnp.float32(inst["queue"]), cfg=cfg)
@@ -169,7 +171,7 @@ def test_vmapped_solver_equals_per_instance(instances):
   objective is compared tightly — the solver's and the numpy reference's at the vmapped iterate —
   the iterate is checked feasible for its own instance, and iterates are compared loosely (a solve
   of another instance, with another K and budget, is far off)."""
-  cfg = online_config(instances[0])
+  cfg = online_config(instances[0], **PRECISION)
   stack = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[to_inputs(x, K_PAD) for x in instances])
   queues = jnp.float32([x["queue"] for x in instances])
   rho_v, b_v, diag_v = jax.jit(jax.vmap(lambda i, q: tsfa.solve(i, q, cfg)))(stack, queues)
@@ -216,12 +218,12 @@ def test_online_config_validation():
   inst = random_instance(np.random.default_rng(5), 4)
   bad = to_inputs(inst)._replace(profile=jnp.ones((3, 8)))
   with pytest.raises(ValueError, match="profile"):
-    tsfa.solve(bad, 0.0, online_config(inst))
+    tsfa.solve(bad, 0.0, online_config(inst, **PRECISION))
 
 
 def test_update_uses_realised_latency_for_the_queue():
   inst = random_instance(np.random.default_rng(6), 4)
-  cfg = online_config(inst)
+  cfg = online_config(inst, **PRECISION)
   state = tsfa.init(10, cfg)
   ids = jnp.array([2, 5, 7, 9])
   update = jax.jit(tsfa.update, static_argnames="cfg")
@@ -241,7 +243,7 @@ def test_initial_queue_is_the_first_plans_queue_and_holds_its_latency_back():
   few budgets it plans a shorter round with smaller ratios."""
   import dataclasses
   inst = random_instance(np.random.default_rng(7), 6)
-  empty = online_config(inst)
+  empty = online_config(inst, **PRECISION)
   held = dataclasses.replace(empty, initial_queue=3.0 * inst["budget"])
   update = jax.jit(tsfa.update, static_argnames="cfg")
   ids = jnp.arange(6)
@@ -270,7 +272,8 @@ def test_long_run_average_latency_respects_budget():
   c0, c1 = jnp.full((k,), 1e3), jnp.full((k,), 2e7)
   weights = jnp.full((k,), 1.0 / k)
   profile = jnp.broadcast_to(tsfa.geometric_profile(8, 0.8), (k, 8))
-  cfg = tsfa.OnlineConfig(latency_budget=budget, V=1.0, rho_min=1.0 / 8, bandwidth_hz=chan.bandwidth_hz)
+  cfg = tsfa.OnlineConfig(latency_budget=budget, V=1.0, rho_min=1.0 / 8, bandwidth_hz=chan.bandwidth_hz,
+                          **PRECISION)
 
   def inputs_for(key):
     rc = wireless.sample_round(chan_state, key, jnp.arange(k), chan)
@@ -358,6 +361,7 @@ def test_offline_stage_in_the_run_pilots_chooses_and_resumes(tmp_path, monkeypat
   from conftest import tiny_config
   from fedlora import train
   from fedlora.compress.base import adapter_pairs
+  from fedlora.config import typed
   from fedlora.tsfa import pilot
   from fedlora.utils.checkpoint import Checkpointer
   from fedlora.utils.metrics import read_metrics
@@ -386,17 +390,17 @@ def test_offline_stage_in_the_run_pilots_chooses_and_resumes(tmp_path, monkeypat
   assert len(built) == 2  # the pilot's experiment, then the main run's
   exp = built[1]
   ck = Checkpointer(str(wd), 2)
-  st = ck.restore(ck.latest_step(), train.init_state(exp))
+  st = ck.restore(ck.latest_step(), exp.algorithm.init())
   ck.close()
   assert {a.shape[1] for _, a, _ in adapter_pairs(st["trainable"])} == {rec["chosen"]["rank"]}
   # resume: more rounds, same workdir: the recorded choice is reused, no new pilot
-  monkeypatch.setattr(pilot, "run_pilot", lambda config: (_ for _ in ()).throw(AssertionError))
+  monkeypatch.setattr(pilot, "run_pilot", lambda config, build: (_ for _ in ()).throw(AssertionError))
   c.fed.rounds = 2
   s2 = train.run(c)
   assert s2["resumed_from_round"] == 1 and s2["lora_rank"] == rec["chosen"]["rank"]
   with pytest.raises(ValueError, match="r_max=4"):   # the recorded choice belongs to r_max = 4
     c.tsfa.offline.r_max = 8
-    pilot.offline_stage(c)
+    pilot.offline_stage(typed(c), train.build)
 
 
 def test_offline_stage_on_other_processes_writes_and_reads_nothing(tmp_path, monkeypatch):
@@ -405,16 +409,19 @@ def test_offline_stage_on_other_processes_writes_and_reads_nothing(tmp_path, mon
   import json
   from collections import namedtuple
   from conftest import tiny_config
+  from fedlora import train
+  from fedlora.config import typed
   from fedlora.tsfa import pilot
   wd = tmp_path / "w"
-  c = tiny_config(**{"workdir": str(wd), "method.name": "soft", "wireless.enabled": True,
-                     "tsfa.offline.enabled": True, "tsfa.offline.pilot_rounds": 1, "tsfa.offline.r_max": 4})
+  c = typed(tiny_config(**{"workdir": str(wd), "method.name": "soft", "wireless.enabled": True,
+                           "tsfa.offline.enabled": True, "tsfa.offline.pilot_rounds": 1,
+                           "tsfa.offline.r_max": 4}))
   res = namedtuple("Res", "rank V rho_min table notes")(2, 0.5, 0.25, {"rank": np.array([1, 2, 4])}, ())
   consts = namedtuple("Consts", "drift")(0.1)
   monkeypatch.setattr(pilot, "is_lead", lambda: False)
-  monkeypatch.setattr(pilot, "run_pilot", lambda config: {"rounds": 1, "r_max": 4})
+  monkeypatch.setattr(pilot, "run_pilot", lambda config, build: {"rounds": 1, "r_max": 4})
   monkeypatch.setattr(pilot, "choose_from_pilot", lambda config, p: (res, consts))
-  out = pilot.offline_stage(c)
+  out = pilot.offline_stage(c, train.build)
   assert (out.lora.rank, out.tsfa.online.V, out.tsfa.online.rho_min) == (2, 0.5, 0.25)
   assert not wd.exists()  # nothing written (process 0 writes tsfa_offline.json)
   wd.mkdir()
@@ -422,8 +429,8 @@ def test_offline_stage_on_other_processes_writes_and_reads_nothing(tmp_path, mon
   (wd / pilot.FILE).write_text("not what process 0 holds")
   seen = []
   monkeypatch.setattr(pilot, "broadcast_text", lambda t: seen.append(t) or text)
-  monkeypatch.setattr(pilot, "run_pilot", lambda config: (_ for _ in ()).throw(AssertionError))
-  out = pilot.offline_stage(c)
+  monkeypatch.setattr(pilot, "run_pilot", lambda config, build: (_ for _ in ()).throw(AssertionError))
+  out = pilot.offline_stage(c, train.build)
   assert seen == [None] and (out.lora.rank, out.tsfa.online.V, out.tsfa.online.rho_min) == (4, 0.125, 0.5)
 
 

@@ -28,7 +28,7 @@ def default_tokenizer_path() -> str:
 def load_tokenizer(path: str | None = None):
   """``AutoTokenizer.from_pretrained(path)`` from a local folder (default: MiniLM), or the tokenizer
   in a ``.gguf`` file's metadata (``fedlora.models.gguf.load_tokenizer``); never the hub."""
-  path = default_tokenizer_path() if path is None else os.fspath(path)
+  path = os.fspath(default_tokenizer_path() if path is None else path)
   if path.lower().endswith(".gguf"):
     from fedlora.models.gguf import load_tokenizer as load_gguf_tokenizer
     return load_gguf_tokenizer(path)

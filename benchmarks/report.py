@@ -337,6 +337,26 @@ def sec_soft_vs_svd(d: dict) -> list[str]:
                 "SVD / SOFT time", "bits SOFT / SVD"], rows)
 
 
+def sec_gguf_load(d: dict) -> list[str]:
+  fw = need(d, "forward")
+  rows = [[need(d, "file"), f"{need(d, 'file_mib'):.1f}", f"{need(d, 'params') / 1e6:.1f} M",
+           f"{need(d, 'load_pretrained_s'):.1f}", f"{need(d, 'tokenizer_s'):.1f}",
+           f"{need(d, 'peak_rss_after_load_mib'):.0f}",
+           f"{need(fw, 'batch')}×{need(fw, 'seq_len')} {need(fw, 'dtype')}: {need(fw, 'steady_s'):.2f} s "
+           f"({need(fw, 'tokens_per_s'):.0f} tokens/s)"]]
+  return table(["file", "MiB", "parameters", "load s", "tokenizer s", "peak RSS MiB", "forward (steady)"],
+               rows)
+
+
+def sec_llm(d: dict) -> list[str]:
+  rows = [[run, f"{100 * need(a, 'mean'):.2f} ± {100 * need(a, 'std'):.2f}", need(a, "seeds")]
+          for run, a in need(d, "accuracy").items()]
+  zero = d.get("zero_shot_accuracy")
+  lines = [f"Zero-shot (the pretrained model, before round 1): "
+           f"{'n/a' if zero is None else f'{100 * zero:.2f} %'}; shape {need(d, 'shape')}.", ""]
+  return lines + table(["run", "test accuracy % (mean ± std)", "seeds"], rows)
+
+
 def sec_update_capture(d: dict) -> list[str]:
   rows = []
   for stage, by_ratio in need(d, "results").items():
@@ -444,6 +464,10 @@ SECTIONS = (
      lambda d, s: "python benchmarks/bench_tsfa_solver.py", sec_tsfa_solver),
     ("SOFT vs SVD", "soft_vs_svd", "bench_soft_vs_svd.py", lambda d, s: "python benchmarks/bench_soft_vs_svd.py",
      sec_soft_vs_svd),
+    ("GGUF load (SmolLM2)", "gguf_load", "bench_gguf_load.py",
+     lambda d, s: "python benchmarks/bench_gguf_load.py replace=1", sec_gguf_load),
+    ("Real LLM on MultiEmo (SmolLM2)", "llm_lm_smollm2", "bench_llm.py",
+     lambda d, s: "python benchmarks/bench_llm.py replace=1", sec_llm),
     ("Probe of bad inputs", "probe_bad_inputs", "probe_bad_inputs.py",
      lambda d, s: "python benchmarks/probe_bad_inputs.py", sec_probe),
 )

@@ -197,13 +197,14 @@ def smoke() -> bool:
   return bool(OUTPUT["smoke"])
 
 
-def checked_config(config, *overrides: dict):
-  """`config` with each dict of dotted-key `overrides` applied in turn (`SMOKE` first under smoke=1),
+def checked_config(config, *overrides: dict, use_smoke: bool = True):
+  """`config` with each dict of dotted-key `overrides` applied in turn (`SMOKE` first under smoke=1
+  unless `use_smoke` is False),
   validated as a whole (`fedlora.config.typed`): an unknown key or a value not allowed ends the script
   with one error line, before anything is built. Returns the (ConfigDict) config."""
   from fedlora.config import typed
   try:
-    if smoke():
+    if smoke() and use_smoke:
       apply_overrides(config, SMOKE)
     for ov in overrides:
       apply_overrides(config, ov)

@@ -248,3 +248,30 @@ def output_beside(suffix: str, name: str) -> str:
   """Where a companion file of the results (`.md` table, `.png` figure) goes: beside the results
   file `result_path(name)`, same stem (so only replace=1 rewrites the committed ones)."""
   return os.path.splitext(result_path(name))[0] + suffix
+
+
+def argument_parser(doc: str):
+  """An argparse parser for the scripts that take `--flags` (its `--help` prints `doc`; a bad argument
+  ends the script with one `error:` line, exit code 2) with the output flags of `key=value` scripts:
+  --out PATH, --replace, --smoke (module docstring); `parse_args` sets them here."""
+  import argparse
+
+  class Parser(argparse.ArgumentParser):
+    def error(self, message):
+      fail(f"{message} (--help lists the flags)")
+
+    def parse_args(self, args=None, namespace=None):
+      ns = super().parse_args(args, namespace)
+      OUTPUT.update(out=ns.out, replace=ns.replace, smoke=ns.smoke)
+      if ns.smoke and ns.replace:
+        fail("--smoke with --replace: a smoke run never replaces the committed results")
+      if ns.out and ns.replace:
+        fail(f"--out {ns.out} with --replace: one or the other")
+      return ns
+
+  ap = Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--out", default=None, help="results file (default runs/bench/<name>.json)")
+  ap.add_argument("--replace", action="store_true",
+                  help="write the committed benchmarks/results/<name>.json")
+  ap.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (what the tests run)")
+  return ap

@@ -75,8 +75,9 @@ def regime_config(regime: str, over: dict):
   """The default config in `regime` with `over` applied, on the issue's client setting: at least
   200 IID clients (as many as K when K is larger), each with at least one example."""
   import bbc_minilm
-  from benchmarks.common import apply_overrides
-  config = apply_overrides(bbc_minilm.get_config(), dict(REGIMES[regime], **over))
+  from benchmarks.common import apply_overrides, smoke
+  small = {"model.num_layers": 1, "data.max_examples": 300} if smoke() else {}  # smoke=1: 240 train rows
+  config = apply_overrides(bbc_minilm.get_config(), dict(small, **REGIMES[regime], **over))
   config.data.num_clients = max(200, config.fed.clients_per_round)
   config.data.partition = "iid"
   config.data.min_examples_per_client = 1

@@ -40,7 +40,8 @@ def call(script: str, argv: list, capsys) -> tuple:
   """(exit code, stdout, stderr) of `benchmarks/<script>.py argv`, run in this process."""
   mod = importlib.import_module(f"benchmarks.{script}")
   try:
-    rc = mod.main(list(argv)) or 0
+    ret = mod.main(list(argv))  # None, 0, or (bench_gguf_load) the results
+    rc = ret if isinstance(ret, int) else 0
   except SystemExit as e:
     rc = e.code
   out, err = capsys.readouterr()

@@ -1,8 +1,13 @@
 """Clients per round vs throughput and peak memory: the chunked vmapped client phase vs the Python loop.
 
-  python benchmarks/bench_client_scaling.py [budget_gb=3 repeats=3 steps=1 quick=0 only=a,b skip=c]
-(`only`/`skip`: measure only the rows whose names contain / do not contain these; the other rows
-of an earlier results file are kept)
+  python benchmarks/bench_client_scaling.py [budget_gb=3 repeats=3 steps=1 loop_clients=4 quick=0
+                                             only=a,b skip=c smoke=1]
+(`only`/`skip`: measure only the rows whose names contain / do not contain these, each matching some
+row; the other rows of the results file being written are kept. budget_gb > 0; repeats, steps,
+loop_clients: integers >= 1; quick=1: fewer K. smoke=1: 1 MiniLM layer, 300 examples, the matmul peak
+at 128 x 128 once, e.g. `smoke=1 only=small/K=1/vmap-chunked`)
+The committed results (benchmarks/results/client_scaling.json; rows re-measured with only=):
+  python benchmarks/bench_client_scaling.py replace=1
 
 Every measurement runs in a FRESH subprocess (peak RSS from getrusage is monotonic over a process, so
 one process per configuration gives each its own peak), one after the other:
@@ -75,8 +80,9 @@ def regime_config(regime: str, over: dict):
   """The default config in `regime` with `over` applied, on the issue's client setting: at least
   200 IID clients (as many as K when K is larger), each with at least one example."""
   import bbc_minilm
-  from benchmarks.common import apply_overrides
-  config = apply_overrides(bbc_minilm.get_config(), dict(REGIMES[regime], **over))
+  from benchmarks.common import apply_overrides, smoke
+  small = {"model.num_layers": 1, "data.max_examples": 300} if smoke() else {}  # smoke=1: 240 train rows
+  config = apply_overrides(bbc_minilm.get_config(), dict(small, **REGIMES[regime], **over))
   config.data.num_clients = max(200, config.fed.clients_per_round)
   config.data.partition = "iid"
   config.data.min_examples_per_client = 1
@@ -87,7 +93,8 @@ def worker(spec: dict) -> dict:
   """One configuration, measured in this (fresh) process."""
   import jax
   import jax.numpy as jnp
-  from benchmarks.common import timed
+  from benchmarks.common import OUTPUT, timed
+  OUTPUT["smoke"] = bool(spec.get("smoke"))
   from fedlora.compress.base import adapter_pairs
   from fedlora.fed import memory
   from fedlora.train import build
@@ -153,7 +160,7 @@ def worker(spec: dict) -> dict:
   return res
 
 
-def matmul_peak(dtype_name: str = "float32", repeats: int = 5) -> dict:
+def matmul_peak(dtype_name: str = "float32", repeats: int = 5, sizes=(512, 1024, 2048)) -> dict:
   """Best achieved FLOP/s of a jitted square matmul over a few sizes (this process, this machine)."""
   import jax
   import jax.numpy as jnp
@@ -161,7 +168,7 @@ def matmul_peak(dtype_name: str = "float32", repeats: int = 5) -> dict:
   dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype_name]
   best = {}
   f = jax.jit(lambda a, b: a @ b)
-  for n in (512, 1024, 2048):
+  for n in sizes:
     a = jax.random.normal(jax.random.PRNGKey(n), (n, n), dt)
     _, med, _ = timed(f, a, a, repeats=repeats)
     best[n] = 2 * n ** 3 / med
@@ -186,7 +193,7 @@ def run_sub(spec: dict, env_extra: dict | None = None) -> dict:
 
 def plan(args: dict) -> list[tuple[str, dict, dict]]:
   base = {"steps": args["steps"], "repeats": args["repeats"], "budget_gb": args["budget_gb"],
-          "loop_clients": args["loop_clients"], "extra": {}, "chunk": 0}
+          "loop_clients": args["loop_clients"], "extra": {}, "chunk": 0, "smoke": args.get("smoke", False)}
   small_k = (1, 10, 100, 1000) if not args["quick"] else (1, 10)
   default_k = (10, 100, 200) if not args["quick"] else (10,)
   runs = []
@@ -218,19 +225,32 @@ def plan(args: dict) -> list[tuple[str, dict, dict]]:
 
 
 def main(argv):
-  from benchmarks.common import parse_overrides, write_result
-  args = {"budget_gb": 3.0, "repeats": 3, "steps": 1, "loop_clients": 4, "quick": 0, "only": "",
-          "skip": ""}
-  args.update(parse_overrides(argv))
+  from benchmarks.common import (fail, no_unknown, parse_overrides, pop_one, result_path, smoke,
+                                 write_result)
+  ov = parse_overrides(argv)
+  args = {"budget_gb": pop_one(ov, "budget_gb", 3.0, float), "repeats": pop_one(ov, "repeats", 3, int),
+          "steps": pop_one(ov, "steps", 1, int), "loop_clients": pop_one(ov, "loop_clients", 4, int),
+          "quick": pop_one(ov, "quick", 0, bool), "only": ov.pop("only", ""), "skip": ov.pop("skip", "")}
+  no_unknown(ov, args)
+  if args["budget_gb"] <= 0 or min(args["repeats"], args["steps"], args["loop_clients"]) < 1:
+    fail(f"budget_gb={args['budget_gb']} (> 0), repeats={args['repeats']}, steps={args['steps']}, "
+         f"loop_clients={args['loop_clients']} (integers >= 1)")
+  args["smoke"] = smoke()
+  names = [name for name, _, _ in plan(args)]
+  for key in ("only", "skip"):
+    bad = [x for x in subs(args[key]) if not any(x in n for n in names)]
+    if bad:
+      fail(f"{key}: {bad} match no row; the rows: {names}")
   rows = {}
   peaks = {}
-  prev = os.path.join(ROOT, "benchmarks", "results", "client_scaling.json")
+  prev = result_path("client_scaling")
   if (args["only"] or args["skip"]) and os.path.exists(prev):  # re-measure some rows, keep the others
     with open(prev) as f:
       rows = json.load(f)["runs"]
   for dt in ("float32", "bfloat16"):
+    kw = {"repeats": 1, "sizes": (128,)} if smoke() else {}
     code = (f"import sys, json; sys.path.insert(0, {ROOT!r}); from benchmarks.bench_client_scaling "
-            f"import matmul_peak; print('RESULT ' + json.dumps(matmul_peak({dt!r})))")
+            f"import matmul_peak; print('RESULT ' + json.dumps(matmul_peak({dt!r}, **{kw!r})))")
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     peaks[dt] = json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
   for name, spec, env in plan(args):
@@ -255,9 +275,13 @@ def main(argv):
   print(f"-> {path}")
 
 
+def subs(v) -> list:
+  """`only=` / `skip=` as a list of substrings."""
+  return [str(x) for x in (v if isinstance(v, (tuple, list)) else str(v).split(",")) if x]
+
+
 def wanted(name: str, args: dict) -> bool:
   """`only=a,b`: rows whose name contains one of them; `skip=c,d`: not those (substrings)."""
-  subs = lambda v: [x for x in (v if isinstance(v, (tuple, list)) else str(v).split(",")) if x]  # noqa: E731
   only, skip = subs(args["only"]), subs(args["skip"])
   return (not only or any(o in name for o in only)) and not any(x in name for x in skip)
 

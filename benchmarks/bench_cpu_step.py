@@ -2,9 +2,15 @@
 former self in ONE process (compiled apart, calls interleaved so both see the same machine).
 
   python benchmarks/bench_cpu_step.py [repeats=9 att_repeats=41 ks=1,4 regimes=small,default
-                                       parts=attention,grad_barrier,matmul,chunk]
-(`parts`: measure only these; the other parts of an earlier results file are kept)
+                                       parts=attention,grad_barrier,matmul,chunk smoke=1]
+(`parts`: measure only these; the other parts of the results file being written are kept;
+repeats, att_repeats, ks: integers >= 1; regimes: small, default)
 (run it under `source launch/env.sh`, as the launchers do: their GLIBC_TUNABLES is recorded)
+smoke=1: 1 MiniLM layer, 300 examples, repeats 1, the small regime only at K = 1, the matmuls at
+M = 64, 256 and the chunks 1, 2 of K = 2 clients.
+The committed results (benchmarks/results/cpu_step.json; its parts were measured by
+`parts=attention,grad_barrier` and `parts=matmul,chunk repeats=5`, see args_by_part):
+  python benchmarks/bench_cpu_step.py replace=1
 
 1. Attention layout. `layers.dot_product_attention` moves the heads in front of the sequence
    before its two batched matmuls; the former formulation (`attention_heads_last`, kept here as
@@ -38,8 +44,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_client_scaling import REGIMES, regime_config  # noqa: E402
-from benchmarks.common import (RESULTS, interleaved, parse_overrides, pop_list, script_setup,  # noqa: E402
-                               write_result)
+from benchmarks.common import (check_choices, fail, interleaved, no_unknown, parse_overrides,  # noqa: E402
+                               pop_list, pop_one, result_path, script_setup, smoke, write_result)
 
 script_setup()
 
@@ -81,7 +87,7 @@ def fusion_sizes(compiled_text: str) -> list[int]:
 def attention_rows(repeats: int) -> dict:
   from fedlora.models.layers import dot_product_attention
   rows = {}
-  for regime, (b, l) in {"small": (2, 32), "default": (8, 128)}.items():
+  for regime, (b, l) in {"small": (2, 32), **({} if smoke() else {"default": (8, 128)})}.items():
     ks = jax.random.split(jax.random.PRNGKey(0), 3)
     q, k, v = (jax.random.normal(kk, (b, l, 12, 32)) for kk in ks)
     mask = (jnp.arange(l) < l - l // 4)[None, None, None, :]  # a padded tail, as real batches have
@@ -168,7 +174,8 @@ def matmul_rows(repeats: int) -> dict:
             "[M,1536]@[1536,384]": (1536, 384)}
   f = jax.jit(lambda a, b: a @ b)
   fns, flops = {}, {}
-  for m in (64, 256, 640, 1024, 4096, 10240):  # 64 = one small client (2 x 32), 1024 = one default (8 x 128)
+  for m in (64, 256) if smoke() else (64, 256, 640, 1024, 4096, 10240):  # 64 = one small client
+    # (2 x 32), 1024 = one default (8 x 128)
     for name, (k, n) in shapes.items():
       a = jax.random.normal(jax.random.PRNGKey(m), (m, k))
       b = jax.random.normal(jax.random.PRNGKey(n), (k, n))
@@ -186,7 +193,8 @@ def matmul_rows(repeats: int) -> dict:
 
 def chunk_rows(repeats: int) -> dict:
   rows = {}
-  for regime, k, chunks in (("default", 10, (1, 2, 5, 10)), ("small", 64, (4, 16, 32, 64))):
+  plan = (("default", 10, (1, 2, 5, 10)), ("small", 64, (4, 16, 32, 64)))
+  for regime, k, chunks in ((("small", 2, (1, 2)),) if smoke() else plan):
     fns = {c: step_calls(regime, k, chunk=c, loop=False)[f"vmap K={k}"][0] for c in chunks}
     t = min_median(fns, repeats)
     tokens = REGIMES[regime]["fed.batch_size"] * REGIMES[regime]["data.max_length"]
@@ -200,21 +208,19 @@ def chunk_rows(repeats: int) -> dict:
 
 def main(argv):
   ov = parse_overrides(argv)
-  repeats = int(ov.pop("repeats", 9))
-  att_repeats = int(ov.pop("att_repeats", 41))
+  repeats = pop_one(ov, "repeats", 9, int)
+  att_repeats = pop_one(ov, "att_repeats", 41, int)
   ks = pop_list(ov, "ks", "1,4", int)
-  regimes = pop_list(ov, "regimes", "small,default")
-  parts = pop_list(ov, "parts", ",".join(PARTS))
-  if ov:
-    raise SystemExit(f"unknown arguments {sorted(ov)}; allowed: repeats, att_repeats, ks, regimes, parts")
-  if set(parts) - set(PARTS):
-    raise SystemExit(f"parts={parts}: allowed {list(PARTS)}")
-  bad = [r for r in regimes if r not in REGIMES]
-  if bad:
-    raise SystemExit(f"regimes={bad}: allowed {list(REGIMES)}")
+  regimes = check_choices("regimes", pop_list(ov, "regimes", "small,default"), REGIMES)
+  parts = check_choices("parts", pop_list(ov, "parts", ",".join(PARTS)), PARTS)
+  no_unknown(ov, ("repeats", "att_repeats", "ks", "regimes", "parts"))
+  if min([repeats, att_repeats] + ks) < 1 or not ks:
+    fail(f"repeats={repeats} att_repeats={att_repeats} ks={ks}: integers >= 1")
+  if smoke():
+    repeats, att_repeats, ks, regimes = 1, 1, [1], ["small"]
   res = {"args": {"repeats": repeats, "att_repeats": att_repeats, "ks": ks, "regimes": regimes,
-                  "parts": parts}, "glibc_tunables": os.environ.get("GLIBC_TUNABLES")}
-  path = os.path.join(RESULTS, "cpu_step.json")
+                  "parts": parts, "smoke": smoke()}, "glibc_tunables": os.environ.get("GLIBC_TUNABLES")}
+  path = result_path("cpu_step")
   res["args_by_part"] = {}
   if set(parts) != set(PARTS) and os.path.exists(path):  # re-measure some parts, keep the others
     with open(path) as fh:

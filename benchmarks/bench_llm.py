@@ -2,12 +2,14 @@
 
   python benchmarks/bench_llm.py [config=configs/lm_smollm2.py] [seeds=0,1,2]
       [runs=centralized,iid,domain] [rounds=10] [clients_per_round=5] [local_steps=5]
-      [max_examples=4000] [key.sub=value ...]
+      [max_examples=4000] [workdirs=runs/bench_llm] [smoke=1] [key.sub=value ...]
 
 Every run is `fedlora.train.run` of the config (default SmolLM2-135M-Instruct on MultiEmo, task
 'lm_classification', 20 clients; `python benchmarks/prepare_multiemo.py` first) with the run's own
-settings, in its own workdir `runs/bench_llm/<config>-<run>-s<seed>`: a finished run is read back,
-not repeated, and an interrupted one resumes. Runs:
+settings, in its own workdir `<workdirs>/<config>-<run>-s<seed>`: a finished run is read back,
+not repeated, and an interrupted one resumes. rounds, clients_per_round, local_steps, max_examples:
+integers >= 1 (smoke=1: the SMOKE config of benchmarks/common.py and 1 round of 1 local step, 2
+clients per round, 240 examples; e.g. `config=configs/tiny.py runs=iid seeds=0 smoke=1`). Runs:
   domain       the config as it is: clients made from the 4 domains (data.partition='column')
   iid          the same clients' sizes, examples drawn IID (data.partition='iid')
   centralized  one client holding all the training data, clients_per_round * local_steps local steps
@@ -15,7 +17,9 @@ not repeated, and an interrupted one resumes. Runs:
 Zero-shot accuracy is each run's round-0 evaluation (eval.zero_shot: the pretrained model, LoRA's B
 at 0), the same for every run of a seed. Any other key=value is a config override for every run
 (e.g. data.max_length=64). Writes llm_<config>.json: per run and seed the summary figures, mean and
-std over seeds, and federated-by-domain / centralized accuracy.
+std over seeds, and federated-by-domain / centralized accuracy. Every run's config is checked before
+the first run. The results file for the default config (benchmarks/results/llm_lm_smollm2.json):
+  python benchmarks/bench_llm.py replace=1
 """
 from __future__ import annotations
 
@@ -24,8 +28,8 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (ROOT, apply_overrides, check_choices, fail, parse_overrides,  # noqa: E402
-                               pop_list, script_setup, write_result)
+from benchmarks.common import (ROOT, check_choices, checked_config, fail, parse_overrides,  # noqa: E402
+                               pop_list, pop_one, script_setup, smoke, write_result)
 
 RUNS = ("domain", "iid", "centralized")
 KEEP = ("final_test_accuracy", "final_test_balanced_accuracy", "final_test_macro_f1",
@@ -58,26 +62,30 @@ def main(argv):
   config_path = str(ov.pop("config", os.path.join(ROOT, "configs", "lm_smollm2.py")))
   seeds = pop_list(ov, "seeds", "0,1,2", int)
   runs = check_choices("runs", pop_list(ov, "runs", ",".join(RUNS)), RUNS)
-  shape = {k: pop_list(ov, k, d, int)[0] for k, d in (("rounds", 10), ("clients_per_round", 5),
-                                                      ("local_steps", 5), ("max_examples", 4000))}
-  from fedlora.config import typed
-  from fedlora.train import run as run_one
-  base = load_config(config_path)
-  try:
-    apply_overrides(base, {"fed.rounds": shape["rounds"], "fed.clients_per_round": shape["clients_per_round"],
-                           "fed.local_steps": shape["local_steps"], "data.max_examples": shape["max_examples"],
-                           "progress": False, **ov})
-    typed(base)  # every setting checked before the first run
-  except (KeyError, ValueError) as e:
-    fail(str(e))
+  shape = {k: pop_one(ov, k, d, int) for k, d in (
+      ("rounds", 1 if smoke() else 10), ("clients_per_round", 2 if smoke() else 5),
+      ("local_steps", 1 if smoke() else 5), ("max_examples", 240 if smoke() else 4000))}
+  bad = {k: v for k, v in shape.items() if v < 1}
+  if bad:
+    fail(f"{bad}: each must be an integer >= 1")
+  workdirs = str(ov.pop("workdirs", os.path.join(ROOT, "runs", "bench_llm")))
   name = os.path.basename(config_path.partition(":")[0])[:-3]
+  try:
+    load_config(config_path)
+  except Exception as e:  # a config file that does not load, or a variant it does not have
+    fail(f"config={config_path!r}: {e}")
+  configs = {(seed, r): checked_config(load_config(config_path), {
+      "fed.rounds": shape["rounds"], "fed.clients_per_round": shape["clients_per_round"],
+      "fed.local_steps": shape["local_steps"], "data.max_examples": shape["max_examples"],
+      "progress": False}, ov, {
+      "seed": seed, **run_overrides(r, shape["clients_per_round"], shape["local_steps"]),
+      "workdir": os.path.join(workdirs, f"{name}-{r}-s{seed}")})
+      for seed in seeds for r in runs}  # every run's config checked before the first run
+  from fedlora.train import run as run_one
   results = {}
   for seed in seeds:
     for r in runs:
-      c = apply_overrides(base.copy_and_resolve_references(), {
-          "seed": seed, **run_overrides(r, shape["clients_per_round"], shape["local_steps"]),
-          "workdir": os.path.join(ROOT, "runs", "bench_llm", f"{name}-{r}-s{seed}")})
-      summary = run_one(c)
+      summary = run_one(configs[(seed, r)])
       results.setdefault(r, {})[seed] = {k: summary.get(k) for k in KEEP}
       print(f"{r} seed {seed}: {results[r][seed]}", flush=True)
   table = {}
@@ -85,10 +93,11 @@ def main(argv):
     acc = [v["final_test_accuracy"] for v in by_seed.values()]
     table[r] = {"mean": statistics.mean(acc), "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
                 "seeds": len(acc)}
-  zero = [v["zero_shot_test_accuracy"] for by_seed in results.values() for v in by_seed.values()]
+  zero = [v["zero_shot_test_accuracy"] for by_seed in results.values() for v in by_seed.values()
+          if v["zero_shot_test_accuracy"] is not None]  # None: the config does not evaluate round 0
   out = {"config": config_path, "shape": shape, "overrides": ov, "runs": results, "accuracy": table,
          "zero_shot_accuracy": statistics.mean(zero) if zero else None}
-  if "domain" in table and "centralized" in table:
+  if "domain" in table and "centralized" in table and table["centralized"]["mean"]:
     out["domain_over_centralized"] = table["domain"]["mean"] / table["centralized"]["mean"]
   print(out["accuracy"], "zero-shot", out["zero_shot_accuracy"])
   print("->", write_result(f"llm_{name}", out))

@@ -9,7 +9,13 @@ repeats, block_until_ready), tokens/s = K·E·B·L / time, and XLA's compiled me
 (temporary buffers); the per-client memory is the temp-buffer increase from K = 1 to K = 2 (the frozen
 weights are shared, so they are not per client). Process peak RSS is reported too.
 
-  .venv/bin/python benchmarks/bench_lm.py [seq_len=64 local_steps=1 batch_size=1 repeats=2 big=1]
+Keys (the ~0.5B model's run; the tiny checkpoint always runs seq_len=32, local_steps=4, batch_size=8,
+repeats=5 for K = 1, 2, 4):
+  seq_len=64  local_steps=1  batch_size=1  repeats=2   integers >= 1
+  big=1       0: the tiny checkpoint only
+  smoke=1     the tiny checkpoint only, K = 1, 2, at 8 tokens, 1 step of 1 row, 1 repeat
+The committed results (benchmarks/results/lm.json):
+  python benchmarks/bench_lm.py replace=1
 """
 from __future__ import annotations
 
@@ -22,18 +28,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from benchmarks.common import parse_overrides, timed, write_result  # noqa: E402
+from benchmarks.common import fail, no_unknown, parse_overrides, pop_one, smoke, timed, write_result  # noqa: E402
 from fedlora import lora  # noqa: E402
 from fedlora.compress import get_compressor  # noqa: E402
+from fedlora.config import defaults, typed  # noqa: E402
 from fedlora.data.clients import ClientData  # noqa: E402
 from fedlora.fed.round import make_round  # noqa: E402
+from fedlora.optim import make_optimizer  # noqa: E402
 from fedlora.models import load_pretrained  # noqa: E402
 from fedlora.models.llama import LlamaConfig, LlamaForCausalLM  # noqa: E402
-from fedlora.optim import OptimConfig, make_optimizer  # noqa: E402
 from fedlora.tasks.causal_lm import make_loss  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,16 +80,15 @@ def synthetic_clients(num_clients: int, rows: int, seq_len: int, vocab: int) -> 
 def bench_model(name: str, model, *, seq_len: int, local_steps: int, batch_size: int, repeats: int,
                 clients=(1, 2)) -> dict:
   base = lora.split_model(model, ())
-  cfg = ml_collections.ConfigDict({"targets": ("q_proj", "v_proj"), "rank": 8, "alpha": 16.0,
-                                   "dropout": 0.0, "init": "kaiming"})
+  config = typed(defaults())
+  cfg = config.lora.replace(targets=("q_proj", "v_proj"), rank=8, alpha=16.0, dropout=0.0, init="kaiming")
   lora.attach(model, lora.init_adapters(jax.random.PRNGKey(1), base.frozen, cfg), scale=2.0)
   parts = lora.split_model(model, ())
   del base
-  optim = OptimConfig.from_dict({"name": "adamw", "lr": 1e-4, "weight_decay": 0.0, "momentum": 0.0,
-                                 "grad_clip": 1.0})
-  comp = get_compressor("none", ml_collections.ConfigDict({"bits_per_value": 32}))
-  fns = make_round(make_loss(parts), make_optimizer(optim), comp, local_steps=local_steps,
-                   batch_size=batch_size)
+  comp = get_compressor("none", {"bits_per_value": 32})
+  fns = make_round(make_loss(parts), make_optimizer(config.optim.replace(name="adamw", lr=1e-4,
+                                                                          grad_clip=1.0)),
+                   comp, local_steps=local_steps, batch_size=batch_size)
   vocab = int(jax.tree_util.tree_leaves(parts.frozen["model"]["embed_tokens"])[0].shape[0])
   frozen_n, train_n = lora.tree_size(parts.frozen), lora.tree_size(parts.trainable)
   out = {"model": name, "frozen_params": frozen_n, "trainable_params": train_n, "seq_len": seq_len,
@@ -91,15 +96,15 @@ def bench_model(name: str, model, *, seq_len: int, local_steps: int, batch_size:
   for k in clients:
     data = synthetic_clients(k, max(batch_size, 2), seq_len, vocab)
     ids = jnp.arange(k)
-    cstate = fns.init_client_states(parts.trainable, k)  # {'compressor': [K, ...]}
-    ctx = fns.context(fns.init_server(parts.trainable), 1)
-    args = (parts.trainable, parts.frozen, data, ids, jax.random.PRNGKey(0), jnp.ones((k,)), cstate, ctx)
+    states = fns.init_client_states(parts.trainable, k)  # one state row per client (none to carry here)
+    ctx = fns.context(fns.init_server(parts.trainable), 1)  # the round's client inputs (lr scale, drift)
+    args = (parts.trainable, parts.frozen, data, ids, jax.random.PRNGKey(0), jnp.ones((k,)), states, ctx)
     t0 = time.perf_counter()
     compiled = fns.client_phase.lower(*args).compile()
     compile_s = time.perf_counter() - t0
     mem = compiled.memory_analysis()
     temp = int(getattr(mem, "temp_size_in_bytes", 0)) if mem is not None else None
-    first, steady, times = timed(fns.client_phase, *args, repeats=repeats)
+    first, steady, times = timed(compiled, *args, repeats=repeats)
     tokens = k * local_steps * batch_size * seq_len
     run = {"clients": k, "compile_s": compile_s, "first_call_s": first, "steady_s": steady, "times_s": times,
            "tokens_per_s": tokens / steady, "xla_temp_bytes": temp,
@@ -119,15 +124,24 @@ def bench_model(name: str, model, *, seq_len: int, local_steps: int, batch_size:
 
 def main(argv):
   o = parse_overrides(argv)
-  kw = {"seq_len": int(o.get("seq_len", 64)), "local_steps": int(o.get("local_steps", 1)),
-        "batch_size": int(o.get("batch_size", 1)), "repeats": int(o.get("repeats", 2))}
+  kw = {k: pop_one(o, k, d, int) for k, d in (("seq_len", 64), ("local_steps", 1), ("batch_size", 1),
+                                               ("repeats", 2))}
+  big = pop_one(o, "big", 1, bool) and not smoke()
+  no_unknown(o, list(kw) + ["big"])
+  bad = {k: v for k, v in kw.items() if v < 1}
+  if bad:
+    fail(f"{bad}: each must be an integer >= 1")
+  tiny = dict(seq_len=32, local_steps=4, batch_size=8, repeats=5, clients=(1, 2, 4))
+  if smoke():
+    tiny = dict(seq_len=8, local_steps=1, batch_size=1, repeats=1, clients=(1, 2))
   results = [bench_model("tiny", load_pretrained(os.path.join(ROOT, "tests", "fixtures", "tiny_llama3")),
-                         **dict(kw, seq_len=32, local_steps=4, batch_size=8, repeats=5), clients=(1, 2, 4))]
-  if int(o.get("big", 1)):
+                         **tiny)]
+  if big:
     model = random_llama(BIG)
     print(f"random ~0.5B Llama: {sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(nnx.state(model))) / 1e6:.1f}M parameters", flush=True)
     results.append(bench_model("llama-0.5B", model, **kw))
-  path = write_result("lm", {"machine_note": "shared 2-core CPU, no accelerator", "results": results})
+  path = write_result("lm", {"machine_note": "shared 2-core CPU, no accelerator", "results": results,
+                             "args": dict(kw, big=big, smoke=smoke())})
   print("wrote", path)
 
 

@@ -4,12 +4,17 @@ Runs configs/wireless_compare.py once per method — ideal (no channel limits), 
 baselines' fixed ratio (same compressor budget as they have), top-k, random-k, SVD truncation,
 FFA-LoRA — with identical data, clients, channel draws and seeds, then
 prints a table (final accuracy, cumulative uplink, latency, deadline misses, wall time), writes
-benchmarks/results/methods_e2e.json and a plot benchmarks/results/methods_e2e.png
-(accuracy vs round and vs cumulative uplink).
+the results file and beside it a plot <results>.png (accuracy vs round and vs cumulative uplink).
 
-  python benchmarks/bench_methods_e2e.py [fed.rounds=12 data.max_length=64 methods=soft,topk ...]
-Each method's run folder is runs/e2e/<method> (rerunning resumes finished runs instantly; other
-overrides than fed.rounds/eval.every are refused there by the run fingerprint: pass out=runs/e2e-<tag>).
+Keys:
+  methods=ideal,soft_tsfa,soft_fixed,topk,randk,svd,ffa   which runs
+  workdirs=runs/e2e   each method's run folder is <workdirs>/<method> (rerunning resumes finished runs
+                      instantly; other overrides than fed.rounds/eval.every are refused there by the
+                      run fingerprint: pass workdirs=runs/e2e-<tag>)
+  key=value           any config override for every run (fed.rounds=12 data.max_length=64 ...)
+  smoke=1             the SMOKE config (benchmarks/common.py) for every run
+The committed results (benchmarks/results/methods_e2e.json and .png):
+  python benchmarks/bench_methods_e2e.py fed.rounds=12 data.max_length=64 eval.every=4 replace=1
 """
 from __future__ import annotations
 
@@ -19,16 +24,14 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (RESULTS, ROOT, apply_overrides, parse_overrides, pop_list,  # noqa: E402
-                               script_setup, write_result)
+from benchmarks.common import (ROOT, check_choices, checked_config, output_beside,  # noqa: E402
+                               parse_overrides, pop_list, script_setup, write_result)
 
 script_setup()
 
 import numpy as np  # noqa: E402
 
 import wireless_compare  # noqa: E402
-from fedlora.train import run  # noqa: E402
-from fedlora.utils.metrics import read_metrics  # noqa: E402
 
 # (label, method.name, overrides)
 RUNS = {
@@ -44,17 +47,17 @@ RUNS = {
 
 def main(argv):
   ov = parse_overrides(argv)
-  chosen = pop_list(ov, "methods", ",".join(RUNS))
-  out_root = str(ov.pop("out", os.path.join(ROOT, "runs/e2e")))
+  chosen = check_choices("methods", pop_list(ov, "methods", ",".join(RUNS)), RUNS)
+  out_root = str(ov.pop("workdirs", os.path.join(ROOT, "runs/e2e")))
+  configs = {label: checked_config(wireless_compare.get_config(), {"method.name": RUNS[label][0]},
+                                   RUNS[label][1], ov,
+                                   {"workdir": os.path.join(out_root, label), "progress": False})
+             for label in chosen}  # every run's config checked before the first run
+  from fedlora.train import run
+  from fedlora.utils.metrics import read_metrics
   rows = {}
-  for label in chosen:
-    name, extra = RUNS[label]
-    c = wireless_compare.get_config()
-    c.method.name = name
-    apply_overrides(c, extra)
-    apply_overrides(c, ov)
-    c.workdir = os.path.join(out_root, label)
-    c.progress = False
+  for label, c in configs.items():
+    name = RUNS[label][0]
     print(f"--- {label}", flush=True)
     s = run(c)
     recs = read_metrics(os.path.join(c.workdir, "metrics.jsonl"))
@@ -69,10 +72,10 @@ def main(argv):
         "train_seconds": s["train_seconds_all_rounds"],
         "curve": [(r["round"], r.get("test_accuracy"), 8 * r["cum_uplink_bytes"]) for r in recs],
     }
-  budget = wireless_compare.get_config().tsfa.online.latency_budget
-  if "tsfa.online.latency_budget" in ov:
-    budget = ov["tsfa.online.latency_budget"]
+  budget = next(iter(configs.values())).tsfa.online.latency_budget
   path = write_result("methods_e2e", {"overrides": ov, "latency_budget_s": budget, "runs": rows})
+  if path is None:
+    return
   print(f"\nlatency budget τ̄ = {budget} s (ideal runs without channel limits)")
   print(f"{'method':<10}{'final acc %':>12}{'uplink Mbit':>13}{'mean ρ':>8}{'mean τ (s)':>11}"
         f"{'misses':>8}{'train s':>9}")
@@ -80,7 +83,7 @@ def main(argv):
     lat = "-" if r["mean_round_latency_s"] is None else f"{r['mean_round_latency_s']:.3f}"
     print(f"{label:<10}{100 * r['final_test_accuracy']:>12.2f}{r['cum_uplink_bits'] / 1e6:>13.1f}"
           f"{r['mean_ratio']:>8.3f}{lat:>11}{r['deadline_misses']:>8}{r['train_seconds']:>9.0f}")
-  plot(rows, os.path.join(RESULTS, "methods_e2e.png"))
+  plot(rows, output_beside(".png", "methods_e2e"))
   print(f"-> {path}")
 
 

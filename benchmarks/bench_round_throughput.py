@@ -6,11 +6,18 @@ Compile time is reported apart; steady state is the median over repeats after a 
 paths called alternately (vmapped, loop, vmapped, ...) so that both see the same machine: on a
 shared or drifting CPU, timing one path after the other skews their ratio.
 
-  python benchmarks/bench_round_throughput.py [fed.clients_per_round=10 data.max_length=128 ...]
 Measures two regimes of the default config in one run: 'default' (B=8 examples of 128 tokens per
 local step: each client's step is already a large, compute-bound matmul) and 'small_clients'
 (B=2 of 32 tokens: per-client work is small, as with many light clients, where dispatching clients
-one by one is overhead-bound). Overrides apply to both. Writes benchmarks/results/round_throughput.json.
+one by one is overhead-bound).
+
+Keys:
+  repeats=5     timed rounds per path (an integer >= 1)
+  regimes=default,small_clients   which regimes
+  key=value     any config override (fed.clients_per_round=10 data.max_length=128 ...), both regimes
+  smoke=1       the SMOKE config (benchmarks/common.py) in both regimes
+The committed results (benchmarks/results/round_throughput.json):
+  python benchmarks/bench_round_throughput.py replace=1
 """
 from __future__ import annotations
 
@@ -19,8 +26,8 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (apply_overrides, interleaved, parse_overrides, script_setup,  # noqa: E402
-                               write_result)
+from benchmarks.common import (check_choices, checked_config, fail, interleaved, parse_overrides,  # noqa: E402
+                               pop_list, pop_one, script_setup, smoke, write_result)
 
 script_setup()
 
@@ -78,15 +85,19 @@ def measure(config, repeats):
 
 def main(argv):
   overrides = parse_overrides(argv)
-  repeats = int(overrides.pop("repeats", 5))
-  results = {}
-  for regime, extra in REGIMES.items():
-    config = apply_overrides(apply_overrides(bbc_minilm.get_config(), extra), overrides)
-    config.progress = False
+  repeats = pop_one(overrides, "repeats", 5, int)
+  if repeats < 1:
+    fail(f"repeats={repeats}: an integer >= 1")
+  regimes = check_choices("regimes", pop_list(overrides, "regimes", ",".join(REGIMES)), REGIMES)
+  configs = {}
+  for regime in regimes:  # every config checked before the first measurement
+    config = checked_config(bbc_minilm.get_config(), REGIMES[regime], overrides, {"progress": False})
     if config.fed.client_chunk == 0:  # unchunked unless asked: this script compares vmap and loop
       config.fed.client_chunk = config.fed.clients_per_round
-    results[regime] = measure(config, repeats)
-  path = write_result("round_throughput", {"regimes": results, "overrides": overrides})
+    configs[regime] = config
+  results = {regime: measure(config, repeats) for regime, config in configs.items()}
+  path = write_result("round_throughput", {"regimes": results, "overrides": overrides,
+                                           "args": {"repeats": repeats, "smoke": smoke()}})
   print(f"{'regime':<15}{'path':<12}{'compile+1st (s)':>16}{'round (s)':>11}{'client-steps/s':>16}")
   for regime, res in results.items():
     for name in ("vmapped", "python_loop"):

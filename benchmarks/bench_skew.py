@@ -5,11 +5,22 @@ FedAdagrad), FedProx, SCAFFOLD, the label-skew losses (FedLC, FedRS), then the b
 (the best server optimiser, drift control and loss of the first setting, each only if it beat
 FedAvg there), and tabulates mean ± std over seeds of the final and best test accuracy, the final
 balanced accuracy, the worst-decile per-client accuracy and the uplink each recipe spent.
-Results are written after EVERY run (benchmarks/results/skew.json + skew.md), so a partial sweep
-keeps what finished; rerunning skips finished runs (run folders: runs/skew/<setting>/<recipe>/s<seed>).
+Results are written after EVERY run (the results file + a markdown table beside it, <results>.md),
+so a partial sweep keeps what finished; rerunning skips finished runs.
 
-  python benchmarks/bench_skew.py [settings=dir01,iid,dir005,quantity seeds=0,1,2 fed.rounds=10
-                                   model.num_layers=2 recipes=fedavg,fedadam ...]
+Keys:
+  settings=dir01,iid,dir005,quantity   configs/skewed.py variants; the first gets every recipe
+  seeds=0,1,2                          integers
+  recipes=fedavg,fedavgm,...           the recipes run on the first setting (RECIPES below)
+  others=fedavg,fedlc,combo            the recipes run on the other settings ('combo': the combination)
+  combo=1                              0: no combination stage
+  collect_only=0                       1: only tabulate finished runs, train nothing
+  name=skew                            the results file's name (<name>.json, <name>.md)
+  workdirs=runs/skew                   run folders <workdirs>/<setting>/<recipe>/s<seed>
+  key=value                            any config override (default sizes: SIZE below)
+  smoke=1                              the SMOKE config (benchmarks/common.py) for every run
+The committed results (benchmarks/results/skew.json, skew.md):
+  python benchmarks/bench_skew.py collect_only=1 settings=dir01,dir005,iid others=fedavg,scaffold combo=0 fed.rounds=10 eval.every=2 replace=1
 Hyper-parameters of the recipes are fixed a priori (not tuned on these settings): the adaptive
 server optimisers at lr 1e-2 (their per-coordinate step ~ lr matches FedAvg's |Δ̄| ~ E·η_client),
 FedAdagrad at 5e-2 (its v accumulates), FedAvgM β = 0.9 at lr 0.2 (effective lr/(1-β) = 2),
@@ -24,8 +35,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (RESULTS, ROOT, apply_overrides, parse_overrides, pop_list,  # noqa: E402
-                               script_setup, write_result)
+from benchmarks.common import (ROOT, SMOKE, check_choices, checked_config, output_beside,  # noqa: E402
+                               parse_overrides, pop_list, pop_one, script_setup, smoke, write_result)
 
 script_setup()
 
@@ -33,8 +44,6 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import skewed  # noqa: E402
-from fedlora.train import run  # noqa: E402
-from fedlora.utils.metrics import read_metrics  # noqa: E402
 
 RECIPES = {
     "fedavg": {},
@@ -91,6 +100,8 @@ def write_tables(rows, meta, name="skew"):
   summary = summarise(rows)
   payload = dict(meta, summary=summary, runs=rows)
   path = write_result(name, payload)
+  if path is None:
+    return summary, "", None
   lines = ["| setting | recipe | seeds | final acc % | best acc % | balanced acc % | macro-F1 % | "
            "worst-decile client acc % | uplink Mbit |", "|" + "---|" * 9]
   fmt = lambda v, k=100: "–" if v[0] is None else f"{k * v[0]:.2f} ± {k * v[1]:.2f}"  # noqa: E731
@@ -101,19 +112,23 @@ def write_tables(rows, meta, name="skew"):
                  f"{fmt(s['final_test_macro_f1'])} | {fmt(s['final_test_client_accuracy_worst10'])} | "
                  f"{s['uplink_mbit'][0]:.1f} |")
   md = "\n".join(lines) + "\n"
-  with open(os.path.join(RESULTS, f"{name}.md"), "w") as f:
+  with open(output_beside(".md", name), "w") as f:
     f.write(f"Sweep: `{meta['command']}` (shared 2-core CPU; {meta['size']})\n\n" + md)
   return summary, md, path
 
 
+def run_config(setting, label, over, seed, size, out_root):
+  """The run's config (every recipe starts from plain FedAvg, whatever the default recipe is),
+  checked: a bad key or value ends the script."""
+  return checked_config(skewed.get_config(setting), size, FEDAVG, over, {
+      "seed": seed, "data.split_seed": seed,
+      "workdir": os.path.join(out_root, setting, label, f"s{seed}")})
+
+
 def one_run(setting, label, over, seed, size, out_root, collect_only=False):
-  c = skewed.get_config(setting)
-  apply_overrides(c, size)
-  apply_overrides(c, FEDAVG)  # every recipe starts from plain FedAvg, whatever the default recipe is
-  apply_overrides(c, over)
-  c.seed = seed
-  c.data.split_seed = seed
-  c.workdir = os.path.join(out_root, setting, label, f"s{seed}")
+  from fedlora.train import run
+  from fedlora.utils.metrics import read_metrics
+  c = run_config(setting, label, over, seed, size, out_root)
   done = os.path.join(c.workdir, "summary.json")
   if os.path.exists(done):
     with open(done) as f:
@@ -132,18 +147,23 @@ def one_run(setting, label, over, seed, size, out_root, collect_only=False):
 
 def main(argv):
   ov = parse_overrides(argv)
-  settings = pop_list(ov, "settings", "dir01,iid,dir005,quantity")
+  settings = check_choices("settings", pop_list(ov, "settings", "dir01,iid,dir005,quantity"),
+                           skewed.VARIANTS)
   seeds = pop_list(ov, "seeds", "0,1,2", int)
-  recipes = pop_list(ov, "recipes", ",".join(RECIPES))
-  others = pop_list(ov, "others", "fedavg,fedlc,combo")  # recipes on settings[1:]
-  out_root = str(ov.pop("out", os.path.join(ROOT, "runs/skew")))
-  name = str(ov.pop("name", "skew"))  # result file benchmarks/results/<name>.json/.md
-  collect_only = bool(ov.pop("collect_only", 0))  # only tabulate finished runs, train nothing
-  do_combo = bool(ov.pop("combo", 1))  # 0: no combination stage
-  cache = os.path.join(out_root, "jax_cache")
-  jax.config.update("jax_compilation_cache_dir", cache)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  size = dict(SIZE, **ov)
+  recipes = check_choices("recipes", pop_list(ov, "recipes", ",".join(RECIPES)), RECIPES)
+  others = check_choices("others", pop_list(ov, "others", "fedavg,fedlc,combo"),  # recipes on settings[1:]
+                         list(RECIPES) + ["combo"])
+  out_root = str(ov.pop("workdirs", os.path.join(ROOT, "runs/skew")))
+  name = str(ov.pop("name", "skew"))  # results file <name>.json/.md
+  collect_only = pop_one(ov, "collect_only", 0, bool)  # only tabulate finished runs, train nothing
+  do_combo = pop_one(ov, "combo", 1, bool)  # 0: no combination stage
+  size = {**SIZE, **(SMOKE if smoke() else {}), **ov}
+  for setting in settings:  # every setting's and recipe's config checked before the first run
+    for label in dict.fromkeys(recipes + [o for o in others if o != "combo"]):
+      run_config(setting, label, RECIPES[label], seeds[0] if seeds else 0, size, out_root)
+  if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):  # the runs share compiled programs
+    jax.config.update("jax_compilation_cache_dir", os.path.join(out_root, "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   meta = {"command": "python benchmarks/bench_skew.py " + " ".join(argv), "size": size,
           "recipes": RECIPES, "settings": settings, "seeds": seeds}
   rows: dict[str, list] = {}

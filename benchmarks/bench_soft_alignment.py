@@ -12,11 +12,21 @@ of the global model `(a [d_in, r], b [r, d_out])`, computes with numpy:
   captured   ‖Σ_{i in top-m by s} a_i b_iᵀ‖_F² / Σ_{j ≤ m} σ_j²: the energy SOFT's pick keeps relative
              to the best rank-m approximation (1 = as good as the SVD), at m = ceil(ρ·r);
   b_zero     rank components whose row of b is exactly 0 (never trained: B starts at 0).
-Prints the median / worst over adapters per run (and the mean over seeds) and writes
-`benchmarks/results/<out>.json` (default soft_alignment).
+Prints the median / worst over adapters per run (and the mean over seeds) and writes the results
+file `<name>.json`.
 
-  python benchmarks/bench_soft_alignment.py [group=score] [labels=gram_delta,cosine_delta,...]
-         [ratio=0.25] [out=soft_alignment]
+Keys:
+  group=score               the sweep group
+  labels=gram_delta,gram_updated,gram_product,cosine_delta,cosine_updated,cosine_product
+                            run labels of that group (benchmarks/sweep_methods.py's grid)
+  ratio=0.25                ρ in (0, 1]
+  sweep=benchmarks/results/sweep_methods.json   the sweep results file naming the run folders
+  name=soft_alignment       the results file's name
+  smoke=1                   the same measurement (it is numpy on the checkpoints: already small)
+A label without a finished checkpointed run is reported and skipped; when none has one, nothing is
+written (exit code 2). The committed results:
+  python benchmarks/bench_soft_alignment.py replace=1                           (soft_alignment.json)
+  python benchmarks/bench_soft_alignment.py group=graded labels=soft_product,svd name=soft_alignment_graded replace=1
 """
 from __future__ import annotations
 
@@ -27,8 +37,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (RESULTS, parse_overrides, pop_list, script_setup,  # noqa: E402
-                               write_result)
+from benchmarks.common import (RESULTS, check_choices, fail, no_unknown, parse_overrides,  # noqa: E402
+                               pop_list, pop_one, script_setup, write_result)
 
 script_setup()
 
@@ -79,11 +89,23 @@ def main(argv):
   group = str(ov.pop("group", "score"))
   labels = pop_list(ov, "labels", "gram_delta,gram_updated,gram_product,cosine_delta,cosine_updated,"
                     "cosine_product")
-  ratio = float(ov.pop("ratio", 0.25))
-  out_name = str(ov.pop("out", "soft_alignment"))
-  if ov:
-    raise SystemExit(f"unknown arguments {sorted(ov)}; allowed: group, labels, ratio, out")
-  sweep = json.load(open(os.path.join(RESULTS, "sweep_methods.json")))["groups"].get(group, {})
+  ratio = pop_one(ov, "ratio", 0.25, float)
+  out_name = str(ov.pop("name", "soft_alignment"))
+  sweep_file = str(ov.pop("sweep", os.path.join(RESULTS, "sweep_methods.json")))
+  no_unknown(ov, ("group", "labels", "ratio", "sweep", "name"))
+  if not 0.0 < ratio <= 1.0:
+    fail(f"ratio={ratio}: a number in (0, 1]")
+  if not os.path.exists(sweep_file):
+    fail(f"sweep={sweep_file!r}: no such results file of benchmarks/sweep_methods.py")
+  with open(sweep_file) as f:
+    groups = json.load(f)["groups"]
+  from benchmarks.sweep_methods import grid
+  known = {}
+  for g, label, _, _ in grid():  # the sweep's groups and labels: a typo is an error, a run not yet
+    known.setdefault(g, []).append(label)  # in the results file is reported and skipped
+  check_choices("group", [group], known)
+  check_choices("labels", labels, known[group])
+  sweep = groups.get(group, {})
   rows = {}
   print(f"{'run':<16}{'seed':>5}{'round':>6}{'B cos med/max':>16}{'AᵀA off med':>13}"
         f"{'s_err med/max':>16}{'captured med/min':>18}{'B zero rows min/max':>21}")
@@ -112,8 +134,8 @@ def main(argv):
                      "mean_over_seeds": {k: float(np.mean([s[k]["median"] for s in per_seed.values()]))
                                          for k in ("b_cos", "a_off", "s_err", "captured", "b_zero")}}
   if not rows:
-    raise SystemExit(f"no finished run with checkpoints in group {group!r} for labels {labels}")
-  write_result(out_name, {"group": group, "ratio": ratio, "runs": rows})
+    fail(f"no finished run with checkpoints in group {group!r} for labels {labels}: nothing measured")
+  print("->", write_result(out_name, {"group": group, "ratio": ratio, "runs": rows}))
 
 
 if __name__ == "__main__":

@@ -15,14 +15,15 @@ the shared cores), whereas one thread gave the same 0.73 s on a quiet host. Timi
 remain noisy: the SVD column also reports the minimum.
 Load averages at start/end are recorded in the JSON.
 
-  python benchmarks/bench_soft_vs_svd.py [--ratio 0.25] [--quick] [--out PATH]
+  python benchmarks/bench_soft_vs_svd.py [--ratio 0.25] [--quick] [--smoke] [--out PATH | --replace]
 
-Writes `benchmarks/results/soft_vs_svd.json` (environment + one row per (shape, rank)).
+--ratio: ρ in (0, 1]; --quick: only the 768×768 shape; --smoke: one 64×96 adapter of rank 4, 1 warm-up
+and 2 repeats. Writes the results file (environment + one row per (shape, rank)): runs/bench/
+soft_vs_svd.json, --out PATH, or with --replace the committed one. The committed results:
+  python benchmarks/bench_soft_vs_svd.py --replace
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import statistics
@@ -37,11 +38,11 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import argument_parser, fail, smoke, write_result  # noqa: E402
 from fedlora.compress import get_compressor  # noqa: E402
 
 SHAPES = ((768, 768), (1024, 4096), (4096, 4096))
 RANKS = (8, 16, 32, 64)
-OUT = Path(__file__).resolve().parent / "results" / "soft_vs_svd.json"
 
 
 def svd_repeats(d_in: int, d_out: int) -> tuple[int, int]:
@@ -86,14 +87,16 @@ def time_compressor(name: str, delta, ref, ratio: float, warmup: int, repeats: i
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = argument_parser(__doc__)
   ap.add_argument("--ratio", type=float, default=0.25, help="sparsification ratio ρ in (0, 1]")
-  ap.add_argument("--quick", action="store_true", help="only the 768x768 shape (smoke run)")
-  ap.add_argument("--out", type=Path, default=OUT, help=f"JSON output (default {OUT})")
+  ap.add_argument("--quick", action="store_true", help="only the 768x768 shape")
   args = ap.parse_args(argv)
   if not 0.0 < args.ratio <= 1.0:
-    raise ValueError(f"--ratio={args.ratio}: must be in (0, 1]")
+    fail(f"--ratio={args.ratio}: a number in (0, 1]")
   shapes = SHAPES[:1] if args.quick else SHAPES
+  ranks, reps = RANKS, (3, 20)
+  if smoke():
+    shapes, ranks, reps = ((64, 96),), (4,), (1, 2)
   t_start = time.perf_counter()
   load_start = os.getloadavg()
   rows = []
@@ -105,10 +108,10 @@ def main(argv=None) -> int:
   print(hdr)
   print("-" * len(hdr))
   for d_in, d_out in shapes:
-    for r in RANKS:
+    for r in ranks:
       delta, ref = make_inputs(d_in, d_out, r)
-      soft = time_compressor("soft", delta, ref, args.ratio, warmup=3, repeats=20)
-      w, n = svd_repeats(d_in, d_out)
+      soft = time_compressor("soft", delta, ref, args.ratio, warmup=reps[0], repeats=reps[1])
+      w, n = reps if smoke() else svd_repeats(d_in, d_out)
       svd = time_compressor("svd", delta, ref, args.ratio, warmup=w, repeats=n)
       speedup = svd["median_ms"] / soft["median_ms"]
       rows.append({"d_in": d_in, "d_out": d_out, "r": r, "ratio": args.ratio,
@@ -116,7 +119,8 @@ def main(argv=None) -> int:
       print(f"{d_in:>5} x {d_out:<5} {r:>3} | {soft['median_ms']:>9.3f} {soft['compile_s']:>8.2f} | "
             f"{svd['median_ms']:>10.1f} {svd['min_ms']:>10.1f} {svd['compile_s']:>8.2f} {n:>4} | {speedup:>8.0f}x", flush=True)
   total = time.perf_counter() - t_start
-  print(f"total wall time {total:.1f} s, load avg {os.getloadavg()[0]:.2f}; both: 3 warm-ups + 20 repeats")
+  print(f"total wall time {total:.1f} s, load avg {os.getloadavg()[0]:.2f}; both: {reps[0]} warm-ups + "
+        f"{reps[1]} repeats")
   result = {
       "benchmark": "soft_vs_svd",
       "description": "per-adapter compressor update time (jitted, median of repeats, "
@@ -127,14 +131,12 @@ def main(argv=None) -> int:
               "date": time.strftime("%Y-%m-%d %H:%M:%S"),
               "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
               "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
-      "repeat_policy": {"soft": {"warmup": 3, "repeats": 20},
-                        "svd": {"warmup": 3, "repeats": 20}},
+      "repeat_policy": {"soft": {"warmup": reps[0], "repeats": reps[1]},
+                        "svd": {"warmup": reps[0], "repeats": reps[1]}},
       "total_wall_s": total,
       "rows": rows,
   }
-  args.out.parent.mkdir(parents=True, exist_ok=True)
-  args.out.write_text(json.dumps(result, indent=2))
-  print(f"wrote {args.out}")
+  print(f"wrote {write_result('soft_vs_svd', result)}")
   return 0
 
 

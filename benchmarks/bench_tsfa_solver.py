@@ -11,14 +11,16 @@ each; SLSQP sometimes stops early there, "more than 3n iterations in LSQ subprob
 of the two. A vmapped batch of 16 K=100 scenarios is timed too.
 Gap = (f_solver − f_ref)/|f_ref|: negative means the solver beat the reference.
 
-  python benchmarks/bench_tsfa_solver.py [--quick]
+  python benchmarks/bench_tsfa_solver.py [--quick] [--smoke] [--out PATH | --replace]
 
-Writes `benchmarks/results/tsfa_solver.json`. This module also holds the numpy reference objective
-and the SLSQP reference used by tests/test_tsfa.py.
+--quick: fewer instances (2 / 1 / 1); --smoke: one K = 10 instance, 1 SLSQP start, a 200-iteration
+slow homotopy, a vmapped batch of 2 x K = 10, 2 repeats. Writes the results file: runs/bench/
+tsfa_solver.json, --out PATH, or with --replace the committed one. The committed results:
+  python benchmarks/bench_tsfa_solver.py --replace
+This module also holds the numpy reference objective and the SLSQP reference used by tests/test_tsfa.py.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -148,7 +150,7 @@ def online_config(inst: dict, **kw):
 # Benchmark
 # ----------------------------------------------------------------------------------------------------
 
-def _bench(quick: bool) -> dict:
+def _bench(quick: bool, smoke: bool = False) -> dict:
   import jax
   import jax.numpy as jnp
   from benchmarks.common import timed, write_result
@@ -156,13 +158,16 @@ def _bench(quick: bool) -> dict:
 
   solve_jit = jax.jit(solve, static_argnames="cfg")
   plan = [(10, 5 if not quick else 2, 4), (100, 2 if not quick else 1, 2), (1000, 2 if not quick else 1, 0)]
+  slow_iters, bsz, k_batch, reps = 5000, 16, 100, None
+  if smoke:
+    plan, slow_iters, bsz, k_batch, reps = [(10, 1, 1)], 200, 2, 10, 2
   rows = []
   for k, n_inst, starts in plan:
     for i in range(n_inst):
       inst = random_instance(np.random.default_rng(1000 * k + i), k)
       inp, cfg = to_inputs(inst), online_config(inst)
       q = jnp.float32(inst["queue"])
-      first, med, times = timed(lambda: solve_jit(inp, q, cfg=cfg), repeats=7 if k < 1000 else 5)
+      first, med, times = timed(lambda: solve_jit(inp, q, cfg=cfg), repeats=reps or (7 if k < 1000 else 5))
       rho, b, diag = solve_jit(inp, q, cfg=cfg)
       f = reference_objective(np.float64(rho), np.float64(b) / inst["bandwidth"], inst)[0]
       row = dict(clients=k, instance=i, compile_s=first - med, run_ms=1e3 * med,
@@ -170,7 +175,7 @@ def _bench(quick: bool) -> dict:
                  converged=bool(diag.converged), objective=f)
       # Second reference for every size: the same solver on a much slower homotopy (a different
       # path: continuation 0.995 from 3x the start temperature, 5,000 iterations, tol 0).
-      slow = online_config(inst, continuation=0.995, start_temperature=0.3, max_iters=5000, tol=0.0)
+      slow = online_config(inst, continuation=0.995, start_temperature=0.3, max_iters=slow_iters, tol=0.0)
       rho_s, b_s, _ = solve_jit(inp, q, cfg=slow)
       f_slow = reference_objective(np.float64(rho_s), np.float64(b_s) / inst["bandwidth"], inst)[0]
       row.update(slow_homotopy_objective=f_slow)
@@ -190,13 +195,13 @@ def _bench(quick: bool) -> dict:
             f"{row['iterations']} it, gap {row['rel_gap']:+.2e} vs {row['reference']}{vs}", flush=True)
 
   # vmapped batch of scenarios
-  bsz, k = 16, 100
+  k = k_batch
   insts = [random_instance(np.random.default_rng(77 + j), k) for j in range(bsz)]
   cfg = online_config(insts[0]).replace(V=2.0)
   stack = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[to_inputs(x) for x in insts])
   qs = jnp.float32([x["queue"] for x in insts])
   vsolve = jax.jit(jax.vmap(lambda i, q: solve(i, q, cfg)))
-  first, med, times = timed(lambda: vsolve(stack, qs), repeats=5)
+  first, med, times = timed(lambda: vsolve(stack, qs), repeats=reps or 5)
   batch = dict(clients=k, scenarios=bsz, compile_s=first - med, run_ms=1e3 * med,
                run_ms_per_scenario=1e3 * med / bsz)
   print(f"vmap {bsz} x K={k}: run {batch['run_ms']:.1f} ms ({batch['run_ms_per_scenario']:.2f} "
@@ -226,10 +231,11 @@ def _bench(quick: bool) -> dict:
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--quick", action="store_true", help="fewer instances (smoke run)")
+  from benchmarks.common import argument_parser
+  ap = argument_parser(__doc__)
+  ap.add_argument("--quick", action="store_true", help="fewer instances")
   args = ap.parse_args(argv)
-  _bench(args.quick)
+  _bench(args.quick, args.smoke)
   return 0
 
 

@@ -19,12 +19,23 @@ Per adapter (a0 [d_in, r], b0 [r, d_out]), with P(a, b) = a @ b:
   factor kept      ‖(Δa', Δb')‖² / ‖(Δa, Δb)‖² (energy of the factor update that is sent).
 Prints median / 90th percentile over adapters and writes benchmarks/results/update_capture.json.
 
-  python benchmarks/bench_update_capture.py [label=soft_r4] [group=main] [seed=0] [ratios=0.25,0.125]
-         [clients=10] [compressors=soft,soft_product,svd,topk,randk] [out=update_capture]
-         [trained=1] [key=value ...]
-(`out`: the results file's name, so a measurement on another run does not replace the committed one;
-`trained=0`: the init factors only, no sweep run needed; other `key=value` pairs override the config
-the clients train and the init factors are built with, e.g. `lora.init=graded optim.name=sgd`)
+Keys:
+  label=soft_r4 group=main seed=0   the sweep run whose final checkpoint gives the trained factors
+  sweep=benchmarks/results/sweep_methods.json   the sweep results file naming its folder and the
+                                    sweep's common overrides (which the clients train with)
+  ratios=0.25,0.125                 numbers in (0, 1]
+  clients=10                        an integer >= 1
+  compressors=soft,soft_product,svd,topk,randk   of COMPRESSORS below
+  name=update_capture               the results file's name (<name>.json)
+  trained=1                         0: the init factors only, no checkpoint needed
+  key=value                         config overrides of the clients' and the init factors' config
+                                    (e.g. `lora.init=graded optim.name=sgd`)
+  smoke=1                           the first ratio, at most 2 clients, compressors soft and topk (the
+                                    sizes are the sweep's: `sweep=` a smoke run's results file)
+The committed results:
+  python benchmarks/bench_update_capture.py replace=1                    (update_capture.json)
+  python benchmarks/bench_update_capture.py name=update_capture_graded label=soft_product group=graded lora.init=graded lora.init_decay=0.5 replace=1
+  python benchmarks/bench_update_capture.py name=update_capture_reorth label=reorth_updated group=reorth replace=1
 """
 from __future__ import annotations
 
@@ -33,8 +44,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (RESULTS, parse_overrides, pop_list, script_setup,  # noqa: E402
-                               write_result)
+from benchmarks.common import (RESULTS, check_choices, checked_config, fail, parse_overrides,  # noqa: E402
+                               pop_list, pop_one, script_setup, smoke, write_result)
 
 script_setup()
 
@@ -119,30 +130,39 @@ def main(argv):
   from fedlora.train import build
   ov = parse_overrides(argv)
   label, group = str(ov.pop("label", "soft_r4")), str(ov.pop("group", "main"))
-  seed, k = int(ov.pop("seed", 0)), int(ov.pop("clients", 10))
+  seed, k = pop_one(ov, "seed", 0, int), pop_one(ov, "clients", 10, int)
   ratios = pop_list(ov, "ratios", "0.25,0.125", float)
-  out_name = str(ov.pop("out", "update_capture"))
-  names = pop_list(ov, "compressors", ",".join(c for c in COMPRESSORS if c != "soft_updated"))
-  trained = ov.pop("trained", 1)
-  if trained not in (0, 1, True, False):
-    raise SystemExit(f"trained={trained!r}: expected 0 or 1")
-  bad = [c for c in names if c not in COMPRESSORS]
-  if bad:
-    raise SystemExit(f"unknown compressors {bad} (allowed: {list(COMPRESSORS)})")
-  sweep_res = json.load(open(os.path.join(RESULTS, "sweep_methods.json")))
+  out_name = str(ov.pop("name", "update_capture"))
+  names = check_choices("compressors", pop_list(
+      ov, "compressors", ",".join(c for c in COMPRESSORS if c != "soft_updated")), COMPRESSORS)
+  trained = pop_one(ov, "trained", 1, bool)
+  sweep_file = str(ov.pop("sweep", os.path.join(RESULTS, "sweep_methods.json")))
+  if k < 1:
+    fail(f"clients={k}: an integer >= 1")
+  bad = [r for r in ratios if not 0.0 < r <= 1.0]
+  if bad or not ratios:
+    fail(f"ratios={ratios}: numbers in (0, 1]")
+  if smoke():
+    ratios, k, names = ratios[:1], min(k, 2), [n for n in names if n in ("soft", "topk")] or names[:1]
+  if not os.path.exists(sweep_file):
+    fail(f"sweep={sweep_file!r}: no such results file of benchmarks/sweep_methods.py")
+  with open(sweep_file) as f:
+    sweep_res = json.load(f)
   rows = sweep_res["groups"].get(group, {})
   if label not in rows:
-    raise SystemExit(f"group={group!r} label={label!r} is not in {os.path.join(RESULTS, 'sweep_methods.json')}: "
-                     f"groups {sorted(sweep_res['groups'])}, labels of that group {sorted(rows)}")
+    fail(f"group={group!r} label={label!r} is not in {sweep_file}: groups {sorted(sweep_res['groups'])}, "
+         f"labels of that group {sorted(rows)}")
   row = rows[label]
   common = sweep_res["common_overrides"]
   wd = os.path.join(row["folder"], f"seed{seed}")
   step, state = final_state(wd) if trained else (None, None)
   if trained and step is None:
-    raise SystemExit(f"{wd} holds no checkpoint: run benchmarks/sweep_methods.py runs={label} "
-                     f"seeds={seed} first (or trained=0)")
-  # `ov`: what is left are config overrides (a bad key or value is named by apply_overrides/build)
-  exp = build(sweep.run_config("ideal", {"wireless.enabled": False, **ov}, common, "", seed))
+    fail(f"{wd} holds no checkpoint: run benchmarks/sweep_methods.py runs={label} seeds={seed} first "
+         "(or trained=0)")
+  # `ov`: what is left are config overrides, checked (with the sweep's) before anything is built
+  config = checked_config(sweep.run_config("ideal", {"wireless.enabled": False}, common, "", seed), ov,
+                          use_smoke=False)  # smoke=1 reads a smoke sweep: its common overrides are SMOKE
+  exp = build(config)
   ids = jax.random.choice(jax.random.PRNGKey(seed), int(exp.clients.num_clients),
                           (min(k, int(exp.clients.num_clients)),), replace=False)
   key = jax.random.PRNGKey(1000 + seed)

@@ -4,8 +4,13 @@ Every script takes `key=value` arguments (`parse_overrides`), and these, which t
   --help     prints the script's docstring (what it measures, its keys, the command of its results)
   out=PATH   where the results file goes
   replace=1  write `benchmarks/results/<name>.json` (the committed file the docs are generated from)
-Without either, results go to `runs/bench/<name>.json`: an exploratory or smoke run never rewrites
-the committed results. A run that measured nothing (no number outside its arguments) writes nothing.
+  smoke=1    the script's whole code path at tiny sizes (seconds; the tests run it): a config-based
+             script trains the `SMOKE` config (1 MiniLM layer, 16 tokens, 4 clients, 1 round of 1
+             step), the others their smallest shapes and repeats; never with replace=1
+Without out= or replace=1, results go to `runs/bench/<name>.json`: an exploratory or smoke run never
+rewrites the committed results. A run that measured nothing (no number outside its arguments) writes
+nothing. Every argument is checked before anything runs: a bad one ends the script with one
+`error:` line (exit code 2) naming the value and what is allowed.
 """
 from __future__ import annotations
 
@@ -23,8 +28,13 @@ from fedlora.utils.overrides import apply_overrides  # noqa: F401  (re-exported 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 SCRATCH = os.path.join(ROOT, "runs", "bench")
-OUTPUT = {"out": None, "replace": False}  # set by parse_overrides from out= / replace=
+OUTPUT = {"out": None, "replace": False, "smoke": False}  # set by parse_overrides: out= replace= smoke=
 NOT_MEASURED = ("args", "overrides", "recipe", "environment", "unix_time", "command", "machine_note")
+# smoke=1: the smallest real experiment (the tests' tiny config, smaller still) for config-based scripts
+SMOKE = {"model.num_layers": 1, "data.max_length": 16, "data.max_examples": 240, "data.num_clients": 4,
+         "data.min_examples_per_client": 4, "fed.rounds": 1, "fed.clients_per_round": 2,
+         "fed.local_steps": 1, "fed.batch_size": 4, "fed.client_chunk": 2, "eval.every": 1,
+         "eval.batch_size": 64, "checkpoint.every": 1, "client.scaffold": False, "progress": False}
 
 
 def script_setup() -> str:
@@ -122,6 +132,12 @@ def write_result(name: str, payload: dict) -> str | None:
   return path
 
 
+def kind(cast) -> str:
+  """'an integer', 'a number', ... : what `cast` accepts, for error lines."""
+  return {int: "an integer", float: "a number", str: "a string", bool: "0 or 1"}.get(
+      cast, f"a {getattr(cast, '__name__', 'value')}")
+
+
 def fail(msg: str):
   """Ends the script with one `error:` line (exit code 2), before anything is measured or written."""
   print(f"error: {msg}", file=sys.stderr)
@@ -141,7 +157,7 @@ def pop_list(ov: dict, key: str, default, cast=str) -> list:
     try:
       out.append(cast(x))
     except (TypeError, ValueError):
-      fail(f"{key}={v!r}: {x!r} is not a {getattr(cast, '__name__', 'value')}")
+      fail(f"{key}={v!r}: {x!r} is not {kind(cast)}")
   return out
 
 
@@ -153,13 +169,59 @@ def check_choices(key: str, values: list, allowed) -> list:
   return values
 
 
+def pop_one(ov: dict, key: str, default, cast=int):
+  """`key=value` as `cast(value)` (one item; `pop_list` for lists), ending the script naming the key
+  when `cast` refuses it (`seed=x`, `repeats=1.5` with cast int, a list where one value is wanted)."""
+  v = ov.pop(key, default)
+  if cast is int and isinstance(v, float) and v != int(v) or isinstance(v, (tuple, list, dict)):
+    fail(f"{key}={v!r} is not {kind(cast)}")
+  if cast is bool:
+    if v not in (0, 1, True, False):
+      fail(f"{key}={v!r}: expected 0 or 1")
+    return bool(v)
+  try:
+    return cast(v)
+  except (TypeError, ValueError):
+    fail(f"{key}={v!r} is not {kind(cast)}")
+
+
+def no_unknown(ov: dict, allowed) -> None:
+  """Ends the script when `ov` (what is left of the arguments) holds a key the script does not take."""
+  if ov:
+    fail(f"unknown argument(s) {sorted(ov)}; allowed: {sorted(allowed)} (and out=, replace=, smoke=; "
+         "--help describes them)")
+
+
+def smoke() -> bool:
+  """True when the script was called with smoke=1 (see the module docstring)."""
+  return bool(OUTPUT["smoke"])
+
+
+def checked_config(config, *overrides: dict, use_smoke: bool = True):
+  """`config` with each dict of dotted-key `overrides` applied in turn (`SMOKE` first under smoke=1
+  unless `use_smoke` is False),
+  validated as a whole (`fedlora.config.typed`): an unknown key or a value not allowed ends the script
+  with one error line, before anything is built. Returns the (ConfigDict) config."""
+  from fedlora.config import typed
+  try:
+    if smoke() and use_smoke:
+      apply_overrides(config, SMOKE)
+    for ov in overrides:
+      apply_overrides(config, ov)
+    typed(config)
+  except (KeyError, ValueError, TypeError) as e:
+    fail(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e))
+  return config
+
+
 def parse_overrides(argv: list[str]) -> dict:
   """`key.sub=value` command-line overrides (values parsed as Python literals when possible).
   `--help` prints the running script's docstring and exits; `out=` / `replace=` set where results go
   (module docstring) and are taken out; an argument without `=` ends the script naming it."""
   import ast
   if any(a in ("-h", "--help", "help") for a in argv):
-    print((sys.modules["__main__"].__doc__ or "").strip() + "\n\n" + __doc__.split("\n\n", 1)[1])
+    doc = sys._getframe(1).f_globals.get("__doc__")  # the calling script's docstring (run or imported)
+    print((doc or "").strip() + "\n\n" + __doc__.split("\n\n", 1)[1])
     raise SystemExit(0)
   out = {}
   for a in argv:
@@ -171,5 +233,45 @@ def parse_overrides(argv: list[str]) -> dict:
     except (ValueError, SyntaxError):
       out[k] = v
   OUTPUT["out"] = out.pop("out", None) or None
-  OUTPUT["replace"] = bool(out.pop("replace", False))
+  OUTPUT["replace"] = pop_one(out, "replace", False, bool)
+  OUTPUT["smoke"] = pop_one(out, "smoke", False, bool)
+  if OUTPUT["out"] is not None and not isinstance(OUTPUT["out"], str):
+    OUTPUT["out"] = str(OUTPUT["out"])
+  if OUTPUT["smoke"] and OUTPUT["replace"]:
+    fail("smoke=1 with replace=1: a smoke run never replaces the committed results (out=PATH names a file)")
+  if OUTPUT["out"] and OUTPUT["replace"]:
+    fail(f"out={OUTPUT['out']!r} with replace=1: one or the other")
   return out
+
+
+def output_beside(suffix: str, name: str) -> str:
+  """Where a companion file of the results (`.md` table, `.png` figure) goes: beside the results
+  file `result_path(name)`, same stem (so only replace=1 rewrites the committed ones)."""
+  return os.path.splitext(result_path(name))[0] + suffix
+
+
+def argument_parser(doc: str):
+  """An argparse parser for the scripts that take `--flags` (its `--help` prints `doc`; a bad argument
+  ends the script with one `error:` line, exit code 2) with the output flags of `key=value` scripts:
+  --out PATH, --replace, --smoke (module docstring); `parse_args` sets them here."""
+  import argparse
+
+  class Parser(argparse.ArgumentParser):
+    def error(self, message):
+      fail(f"{message} (--help lists the flags)")
+
+    def parse_args(self, args=None, namespace=None):
+      ns = super().parse_args(args, namespace)
+      OUTPUT.update(out=ns.out, replace=ns.replace, smoke=ns.smoke)
+      if ns.smoke and ns.replace:
+        fail("--smoke with --replace: a smoke run never replaces the committed results")
+      if ns.out and ns.replace:
+        fail(f"--out {ns.out} with --replace: one or the other")
+      return ns
+
+  ap = Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--out", default=None, help="results file (default runs/bench/<name>.json)")
+  ap.add_argument("--replace", action="store_true",
+                  help="write the committed benchmarks/results/<name>.json")
+  ap.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (what the tests run)")
+  return ap

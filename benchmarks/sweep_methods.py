@@ -44,10 +44,10 @@ all runs of a seed share data, clients, channel draws and the model init. Groups
             per budget, the best rank, the offline stage's choices and their distance in grid steps
 
   python benchmarks/sweep_methods.py [groups=main,score] [runs=soft_r4,svd_r4] [seeds=0,1,2]
-         [rounds=20] [max_length=128] [eval_every=5] [stop_at=HH:MM] [rerun=0] [out=runs/sweep]
-         [key=value ...]
+         [rounds=20] [max_length=128] [eval_every=5] [stop_at=HH:MM] [rerun=0]
+         [workdirs=runs/sweep] [smoke=1] [key=value ...]
 
-Each run's folder is <out>/<method>-<config hash>/seed<k> (runs of one config share it, whatever
+Each run's folder is <workdirs>/<method>-<config hash>/seed<k> (runs of one config share it, whatever
 their labels; the results file maps labels to folders). A finished run of the same config (its
 fingerprint.json) is skipped, and so is one the results file already holds (its folder gone), so the
 script is resumable per run (an interrupted run resumes from its checkpoint, a run of fewer rounds
@@ -58,10 +58,14 @@ the script, naming the keys that differ. Groups (and runs=..., if given) run in 
 reference rows measured on the same machine: float rounding differs between CPUs, and a final
 accuracy can move by an article); the new runs replace those rows' seeds.
 `stop_at` (UTC HH:MM): no new run starts after the next such time (tomorrow's if today's has
-passed). Other `key=value` pairs are config overrides for every run. Results (from every finished
-run found, also those of earlier invocations, and the rows of the results file already there when
-its common overrides are the same and the run's folder is gone, e.g. in a fresh clone):
-benchmarks/results/sweep_methods.{json,md,png}.
+passed). Other `key=value` pairs are config overrides for every run. `smoke=1`: the SMOKE config of
+benchmarks/common.py is a common override of every run (e.g. `smoke=1 groups=main runs=soft_r4
+seeds=0`). The groups, run labels, seeds, stop_at, rerun and every selected run's config are checked
+before the first run. Results (from every finished run found, also those of earlier invocations, and
+the rows of the results file already there when its common overrides are the same and the run's
+folder is gone, e.g. in a fresh clone): the results file and beside it <results>.md and .png. The
+committed results (benchmarks/results/sweep_methods.{json,md,png}):
+  python benchmarks/sweep_methods.py rounds=20 max_length=32 eval_every=5 replace=1
 """
 from __future__ import annotations
 
@@ -72,8 +76,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (RESULTS, ROOT, apply_overrides, parse_overrides,  # noqa: E402
-                               pop_list, script_setup, write_result)
+from benchmarks.common import (RESULTS, ROOT, SMOKE, apply_overrides, check_choices, fail,  # noqa: E402
+                               output_beside, parse_overrides, pop_list, pop_one, result_path,
+                               script_setup, smoke, write_result)
 
 script_setup()
 
@@ -207,11 +212,17 @@ def run_dirs(out_root, common) -> dict:
   config share a folder whatever their labels (score/gram_delta == main/soft_r4 while those are the
   defaults), and a changed default or override gives new folders: nothing is re-labelled or lost."""
   from fedlora.run.fingerprint import fingerprint
-  dirs = {}
-  for group, label, method, ov in grid():
-    h = fingerprint(run_config(method, ov, common, "", 0))["hash"]
-    dirs[(group, label)] = os.path.join(out_root, f"{method}-{h[:12]}")
-  return dirs
+  memo = (out_root, json.dumps(common, sort_keys=True, default=str))
+  if memo not in _RUN_DIRS:  # ~100 configs validated and hashed: once per invocation, not per report
+    dirs = {}
+    for group, label, method, ov in grid():
+      h = fingerprint(run_config(method, ov, common, "", 0))["hash"]
+      dirs[(group, label)] = os.path.join(out_root, f"{method}-{h[:12]}")
+    _RUN_DIRS[memo] = dirs
+  return dict(_RUN_DIRS[memo])
+
+
+_RUN_DIRS: dict = {}
 
 
 def run_config(method, ov, common, workdir, seed):
@@ -559,26 +570,33 @@ def main(argv):
   ov = parse_overrides(argv)
   groups = pop_list(ov, "groups",
                     "main,robust,tsfa_all,score,ortho,init,r8,ef,senders,skew,reorth,graded,queue,rank")
+  every = grid()
+  check_choices("groups", groups, dict.fromkeys(g for g, _, _, _ in every))
   only = pop_list(ov, "runs", "") or None
+  if only is not None:
+    check_choices("runs", only, dict.fromkeys(l for g, l, _, _ in every if g in groups))
   seeds = pop_list(ov, "seeds", "0,1,2", int)
-  out_root = str(ov.pop("out", os.path.join(ROOT, "runs/sweep")))
+  out_root = str(ov.pop("workdirs", os.path.join(ROOT, "runs/sweep")))
   stop_at = ov.pop("stop_at", None)
-  rerun = ov.pop("rerun", 0)
-  if rerun not in (0, 1, True, False):
-    raise SystemExit(f"rerun={rerun!r}: expected 0 or 1")
-  deadline = None if stop_at is None else stop_deadline(stop_at, dt.datetime.now(dt.timezone.utc))
-  common = {}
-  for k, key in (("rounds", "fed.rounds"), ("max_length", "data.max_length"),
-                 ("eval_every", "eval.every")):
+  rerun = pop_one(ov, "rerun", 0, bool)
+  try:
+    deadline = None if stop_at is None else stop_deadline(stop_at, dt.datetime.now(dt.timezone.utc))
+  except SystemExit as e:
+    fail(str(e))
+  common = dict(SMOKE) if smoke() else {}
+  common.pop("progress", None)  # every run sets it
+  for k, key, cast in (("rounds", "fed.rounds", int), ("max_length", "data.max_length", int),
+                       ("eval_every", "eval.every", int)):
     if k in ov:
-      common[key] = ov.pop(k)
+      common[key] = pop_one(ov, k, None, cast)
   common.update(ov)
   order = {g: i for i, g in enumerate(groups)}
   todo = sorted([(g, l, m, o) for g, l, m, o in grid() if g in order and (only is None or l in only)],
                 key=lambda x: (order[x[0]], 0 if only is None else only.index(x[1])))
   if only is not None:  # runs=... also sets the launch order
     todo.sort(key=lambda x: only.index(x[1]))
-  earlier = earlier_runs(os.path.join(RESULTS, "sweep_methods.json"), common)
+  check_configs(todo, common)
+  earlier = earlier_runs(earlier_path(), common)
   for group, label, method, run_ov, seed, wd in pending(todo, seeds, out_root, common, earlier,
                                                         bool(rerun)):
     now_dt = dt.datetime.now(dt.timezone.utc)
@@ -592,6 +610,24 @@ def main(argv):
           f"{8 * s['cum_uplink_bytes'] / 1e6:.1f} Mbit", flush=True)
     report(out_root, common)
   report(out_root, common)
+
+
+def check_configs(todo, common) -> None:
+  """Ends the script (one error line) unless every selected run's config is valid: an unknown key or a
+  value not allowed in `common` or in a run's overrides is found before the first run."""
+  from fedlora.config import typed
+  for group, label, method, run_ov in todo:
+    try:
+      typed(run_config(method, run_ov, common, "", 0))
+    except (KeyError, ValueError, TypeError) as e:
+      fail(f"{group}/{label}: {e.args[0] if isinstance(e, KeyError) and e.args else e}")
+
+
+def earlier_path() -> str:
+  """The results file whose rows count as finished (`earlier_runs`): the one this invocation writes
+  when it exists, else the committed one."""
+  path = result_path("sweep_methods")
+  return path if os.path.exists(path) else os.path.join(RESULTS, "sweep_methods.json")
 
 
 def stop_deadline(stop_at, now: dt.datetime) -> dt.datetime:
@@ -627,19 +663,18 @@ def pending(todo, seeds, out_root, common, earlier, rerun: bool = False) -> list
 
 def report(out_root, common):
   """Tables and figure from every finished seed found (a run of other seeds never drops rows)."""
-  res = collect(out_root, None, common, earlier_runs(os.path.join(RESULTS, "sweep_methods.json"), common))
+  res = collect(out_root, None, common, earlier_runs(earlier_path(), common))
   seeds = sorted({s for rows in res.values() for r in rows.values() for s in r["seeds"]})
   header = (f"Sweep over configs/wireless_compare.py, overrides {common}, every finished seed found "
             f"({seeds}; each row says how many; the paired Δ uses the seeds a row shares with the ideal "
             "run). Main table: no deadline (wireless.deadline_factor=inf); robust: deadline 2·τ̄.")
   md = markdown(res, header)
-  os.makedirs(RESULTS, exist_ok=True)
-  with open(os.path.join(RESULTS, "sweep_methods.md"), "w") as f:
-    f.write(md + "\n")
-  write_result("sweep_methods", {"common_overrides": common, "seeds": seeds, "groups": res,
-                                 "head_to_head": head_to_head(res), "rank_check": rank_check(res)})
-  if res:
-    plot(res, os.path.join(RESULTS, "sweep_methods.png"))
+  path = write_result("sweep_methods", {"common_overrides": common, "seeds": seeds, "groups": res,
+                                        "head_to_head": head_to_head(res), "rank_check": rank_check(res)})
+  if path is not None:  # the table and figure beside the results file (none when nothing finished)
+    with open(output_beside(".md", "sweep_methods"), "w") as f:
+      f.write(md + "\n")
+    plot(res, output_beside(".png", "sweep_methods"))
   print(md, flush=True)
 
 

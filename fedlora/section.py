@@ -14,6 +14,7 @@ and reads a component key as an attribute (`config.server.momentum`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import threading
 import typing
@@ -197,9 +198,13 @@ def component_options(cls) -> dict:
   return out
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls) -> dict:
+  return typing.get_type_hints(cls)
+
+
 def _section_type(cls, f):
-  hints = typing.get_type_hints(cls)
-  t = hints.get(f.name)
+  t = _hints(cls).get(f.name)
   return t if isinstance(t, type) and issubclass(t, Section) else None
 
 

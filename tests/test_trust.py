@@ -84,8 +84,7 @@ def test_resumable_keys_leave_the_result_of_a_fresh_run(tmp_path):
   """Resumed with the resumable keys changed == fresh with them (metrics of every round). The chunk,
   memory and mesh keys and model.grad_barrier have their own tests (test_fed, test_models, test_run)."""
   change = ["--config.fed.rounds=2", "--config.eval.every=2", "--config.checkpoint.every=2",
-            "--config.checkpoint.keep=1", "--config.eval.batch_size=8", "--config.eval.zero_shot=True",
-            "--config.progress=True"]
+            "--config.checkpoint.keep=1", "--config.eval.batch_size=8", "--config.progress=True"]
   w1, w2 = tmp_path / "resumed", tmp_path / "fresh"
   assert cli(f"--config.workdir={w1}") == 0
   assert cli(f"--config.workdir={w1}", *change) == 0

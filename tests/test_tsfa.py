@@ -369,6 +369,7 @@ def test_offline_stage_in_the_run_pilots_chooses_and_resumes(tmp_path, monkeypat
   c = tiny_config(**{"workdir": str(wd), "method.name": "soft", "wireless.enabled": True,
                      "tsfa.offline.enabled": True, "tsfa.offline.pilot_rounds": 1,
                      "tsfa.offline.r_max": 4, "fed.rounds": 1, "checkpoint.every": 10,
+                     "tsfa.offline.horizon_rounds": 2,  # fixed: fed.rounds may then grow on resume
                      "fed.client_chunk": 2})  # K=2 in one chunk, as auto-chunking picks (no compile)
   real_build, built = train.build, []
   monkeypatch.setattr(train, "build", lambda cfg: built.append(real_build(cfg)) or built[-1])

@@ -226,7 +226,8 @@ def prepare_federated_data(data_cfg: Any, tokenizer, ds=None, hosted=None) -> Fe
                             n_max=max(p.shape[0] for p in parts))
     tokenized = int(need.size)
   test_arr = tokenize(test, tokenizer, max_length)
-  truncated = count_truncated(list(ds["text"]), tokenizer, max_length)
+  seen = list(test["text"]) + list(train["text"] if hosted is None else train.select(need)["text"])
+  truncated = count_truncated(seen, tokenizer, max_length)  # of the examples tokenised here
   return FederatedData(
       clients=clients,
       test=test_arr,

@@ -54,7 +54,7 @@ ADDED_KEYS = {
     "wireless.channel.downlink_tx_power_dbm": 43.0,  # the channel's built-in downlink power
     "data.label_case_fold": False,  # string labels that differ in case are separate classes
     "task.prompt_template": "",  # task lm_classification's keys, read by no other task
-    "task.label_words": [],
+    "task.label_words": (),
 }
 
 
@@ -76,10 +76,14 @@ def is_resumable(key: str) -> bool:
   return any(fnmatch.fnmatchcase(key, pat) for pat in RESUMABLE_KEYS)
 
 
+def _plain(v):
+  return json.loads(json.dumps(v, default=str))  # tuple -> list, as flatten stores values
+
+
 def fingerprint_items(config) -> dict:
   """The flattened config minus `RESUMABLE_KEYS` and the `ADDED_KEYS` at their earlier behaviour."""
   return {k: v for k, v in sorted(flatten(config).items())
-          if not is_resumable(k) and not (k in ADDED_KEYS and v == ADDED_KEYS[k])}
+          if not is_resumable(k) and not (k in ADDED_KEYS and v == _plain(ADDED_KEYS[k]))}
 
 
 def fingerprint_hash(items: dict) -> str:

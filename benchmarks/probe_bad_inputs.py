@@ -3,9 +3,10 @@
 Each probe runs `python -m fedlora --config configs/tiny.py ...` (made fast: 1 layer, 16 tokens, 1
 round of 1 local step) or a benchmark script as a subprocess in a fresh temp folder, and records:
 the exit code, whether a traceback appeared, which files changed in the probe's folder (the workdir,
-the data and model files it wrote: SHA-256 of every file before and after the command under test)
-and in the repository's benchmarks/results/ (hashed before and after every probe; a changed file is
-restored and reported), the first `error:` / `warning:` line, a probe-specific check (e.g. the
+the data and model files it wrote: SHA-256 of every file before and after the command under test;
+modified, appended to, removed or added; a workdir's `.lock`, which holds the last run's pid, is left
+out) and in the repository's benchmarks/results/ (hashed before and after every probe; a changed file
+is restored and reported), the first `error:` / `warning:` line, a probe-specific check (e.g. the
 summary counts what it should) and the outcome:
 
   refused cleanly   exit 2 naming the problem, nothing it must not touch touched
@@ -15,10 +16,11 @@ summary counts what it should) and the outcome:
   handled           behaved as documented (--help, a resume, Ctrl-C, ...)
   lost data         a file that existed was changed or removed where it must not be, or a
                     committed results file was rewritten
-  wrote files       a refusal that must leave a folder untouched added files to it
+  wrote files       a refusal that must leave a folder untouched added or appended to a file in it
   silently wrong    exit 0 without the expected refusal / warning / count
   unclear failure   failed with another exit code, or without naming the problem
   traceback         a Python traceback reached the user
+  probe crashed     the probe itself failed (a bug of this script, not of the command)
 
 A probe is ok when its outcome is the one it expects. Prints the table and the count of probes by
 outcome, and writes the results file (runs/bench/probe_bad_inputs.json; benchmarks/results/ with
@@ -57,36 +59,58 @@ FAST = ("--config.model.num_layers=1", "--config.data.max_length=16", "--config.
 STATE = {"dir": None, "changes": None}  # the probe's folder; what the last command changed in it
 
 
-def tree_hash(folder: str) -> dict:
-  """{relative path: SHA-256} of every file under `folder` (links not followed)."""
+LOCK = ".lock"  # a workdir's lock file holds the pid of the last run that took it: not hashed
+SMALL = 1 << 20  # files up to this size are kept whole, to tell an append from a rewrite
+
+
+def tree_hash(folder: str, keep: dict | None = None) -> dict:
+  """{relative path: SHA-256} of every file under `folder` (links not followed, lock files left out);
+  with `keep`, also the bytes of every file up to SMALL, in keep[path]."""
   out = {}
   if folder is None or not os.path.isdir(folder):
     return out
   for dp, _, files in os.walk(folder):
     for f in files:
       p = os.path.join(dp, f)
-      if os.path.isfile(p) and not os.path.islink(p):
+      if f == LOCK or not os.path.isfile(p) or os.path.islink(p):
+        continue
+      rel = os.path.relpath(p, folder)
+      with open(p, "rb") as fh:
+        if keep is not None and os.path.getsize(p) <= SMALL:
+          keep[rel] = fh.read()
+          out[rel] = hashlib.sha256(keep[rel]).hexdigest()
+          continue
         h = hashlib.sha256()
-        with open(p, "rb") as fh:
-          for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-        out[os.path.relpath(p, folder)] = h.hexdigest()
+        for block in iter(lambda: fh.read(1 << 20), b""):
+          h.update(block)
+      out[rel] = h.hexdigest()
   return out
 
 
-def tree_diff(before: dict, after: dict) -> dict:
-  return {"modified": sorted(k for k in before if k in after and before[k] != after[k]),
+def tree_diff(before: dict, after: dict, folder: str, kept: dict) -> dict:
+  """What changed between two `tree_hash`es of `folder`: files modified (rewritten), appended to (the
+  old bytes are a prefix of the new: metrics.jsonl is append-only), removed and added."""
+  changed = sorted(k for k in before if k in after and before[k] != after[k])
+
+  def appended(k):
+    if k not in kept:
+      return False
+    with open(os.path.join(folder, k), "rb") as fh:
+      return fh.read(len(kept[k])) == kept[k]
+  return {"modified": [k for k in changed if not appended(k)],
+          "appended": [k for k in changed if appended(k)],
           "removed": sorted(k for k in before if k not in after),
           "added": sorted(k for k in after if k not in before)}
 
 
 def watched(run):
   """Runs `run()` (a command under test), recording in STATE what it changed in the probe's folder."""
-  before = tree_hash(STATE["dir"])
+  kept = {}
+  before = tree_hash(STATE["dir"], kept)
   try:
     return run()
   finally:
-    STATE["changes"] = tree_diff(before, tree_hash(STATE["dir"]))
+    STATE["changes"] = tree_diff(before, tree_hash(STATE["dir"]), STATE["dir"], kept)
 
 
 def default_sigint():
@@ -128,6 +152,14 @@ def first_line(text: str) -> str:
   if not lines and "Traceback" in text:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()][-1:]
   return (lines[0] if lines else (text.strip().splitlines() or [""])[0])[:160]
+
+
+def message(err: str, out: str) -> str:
+  """The first error/warning line (or exception); without one, the last line the command printed."""
+  if "Traceback" in err or any(ln.startswith(("error:", "warning:")) for ln in err.splitlines()):
+    return first_line(err)
+  last = [ln for ln in out.strip().splitlines() if ln.strip()][-1:]
+  return "(no error or warning) " + (last[0][:130] if last else first_line(err))
 
 
 def csv_file(d, name, body: bytes | str):
@@ -350,6 +382,7 @@ def p_resume_must_empty(d):
 
 def p_nan_stop(d):
   code, out, err = cli("--config.optim.lr=1e30", "--config.optim.name=sgd", "--config.optim.grad_clip=0",
+                       "--config.fed.local_steps=2",
                        workdir=os.path.join(d, "w"))
   return code, out, err, "round 1" in err and "non-finite" in err, ""
 
@@ -357,6 +390,7 @@ def p_nan_stop(d):
 def p_nan_skip(d):
   w = os.path.join(d, "w")
   code, out, err = cli("--config.optim.lr=1e30", "--config.optim.name=sgd", "--config.optim.grad_clip=0",
+                       "--config.fed.local_steps=2",
                        "--config.fed.nonfinite=skip", workdir=w)
   s = json.load(open(os.path.join(w, "summary.json"))) if code == 0 else {}
   return code, out, err, s.get("skipped_clients") == 2 and "no upload" in err, "counted in summary"
@@ -380,11 +414,11 @@ def p_ctrl_c(d):
 
 def p_resume_after_ctrl_c(d):
   w = os.path.join(d, "w")
-  c0, _, _ = interrupt_after_checkpoint_1(w, "--config.fed.rounds=3", "--config.eval.every=100")
-  code, out, err = cli("--config.fed.rounds=3", "--config.eval.every=100", workdir=w)
+  c0, _, _ = interrupt_after_checkpoint_1(w, "--config.fed.rounds=8", "--config.eval.every=100")
+  code, out, err = cli("--config.fed.rounds=8", "--config.eval.every=100", workdir=w)
   s = json.load(open(os.path.join(w, "summary.json"))) if code == 0 else {}
   r = s.get("resumed_from_round")
-  return code, out, err, c0 == 130 and r in (1, 2), f"first run exit {c0}; resumed from {r}"
+  return code, out, err, c0 == 130 and r in range(1, 8), f"first run exit {c0}; resumed from {r}"
 
 
 def p_disk_full(d):
@@ -742,7 +776,7 @@ def outcome(p, code, err, check, changes, results_changed) -> str:
              if not any(fnmatch.fnmatch(f, g) for g in p["may_change"])]
   if results_changed or touched:
     return "lost data"
-  if p["untouched"] and changes["added"]:
+  if p["untouched"] and (changes["added"] or changes["appended"]):
     return "wrote files"
   if code == p["code"] and check:
     return p["outcome"]
@@ -775,7 +809,7 @@ def main(argv):
       code, out, err, extra, note = None, "", f"probe crashed: {type(e).__name__}: {e}", False, ""
     finally:
       shutil.rmtree(d, ignore_errors=True)
-    changes = STATE["changes"] or {"modified": [], "removed": [], "added": []}
+    changes = STATE["changes"] or {"modified": [], "appended": [], "removed": [], "added": []}
     results_after = tree_hash(RESULTS)
     results_changed = sorted(
         n for n in set(results_before) | set(results_after)
@@ -790,8 +824,8 @@ def main(argv):
         os.remove(path)
     got = outcome(p, code, err, bool(extra), changes, results_changed) if code is not None or \
         not err.startswith("probe crashed") else "probe crashed"
-    msg = first_line(err if err.strip() else out)
-    rows.append({"probe": p["name"], "kind": p["kind"], "exit_code": code, "expected_exit": p["code"],
+    msg = message(err, out)
+    rows.append({"probe": p["name"], "kind": p["kind"], "exit_code": code, "expected": p["code"],
                  "traceback": "Traceback" in err, "workdir_changed": changes,
                  "results_changed": results_changed, "message": msg, "check": bool(extra),
                  "outcome": got, "expected_outcome": p["outcome"], "ok": got == p["outcome"],
@@ -803,11 +837,11 @@ def main(argv):
   for r in rows:
     by_outcome[r["outcome"]] = by_outcome.get(r["outcome"], 0) + 1
   n_ok = sum(r["ok"] for r in rows)
-  print("\n| probe | kind | exit | traceback | files changed (workdir: mod/rm/add; results) | first error/warning "
-        "line | outcome | expected |\n|---|---|---|---|---|---|---|---|")
+  print("\n| probe | kind | exit | traceback | files changed (probe folder: modified/appended/removed/added; "
+        "results) | first error/warning line | outcome | expected |\n|---|---|---|---|---|---|---|---|")
   for r in rows:
     c = r["workdir_changed"]
-    files = f"{len(c['modified'])}/{len(c['removed'])}/{len(c['added'])}; " + \
+    files = f"{len(c['modified'])}/{len(c['appended'])}/{len(c['removed'])}/{len(c['added'])}; " + \
         (", ".join(r["results_changed"]) or "none")
     print(f"| {r['probe']} | {r['kind']} | {r['exit_code']} | {'yes' if r['traceback'] else 'no'} | {files} | "
           f"{r['message'].replace('|', '/')} | {r['outcome']} | {r['expected_outcome']} |")

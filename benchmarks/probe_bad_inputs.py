@@ -348,7 +348,8 @@ def p_llama_for_classification(d):
       shutil.copy(os.path.join(src, n), m)
   code, out, err = cli(f"--config.model.path={m}", "--config.model.num_layers=0",
                        workdir=os.path.join(d, "w"))
-  return code, out, err, "encoder" in err and "num_labels=None" not in err, ""
+  return code, out, err, "'classifier' head" in err and "'llama'" in err and "num_labels=None" not in err, \
+      "named: no classifier head in a llama folder"
 
 
 def p_changed_config_same_workdir(d):
@@ -457,11 +458,14 @@ def p_blank_metrics_line(d):
 def p_missing_metrics(d):
   w = os.path.join(d, "w")
   c0, _, _ = cli(workdir=w)
-  before = open(os.path.join(w, "summary.json")).read()
+  before = summary_of(w)
   os.remove(os.path.join(w, "metrics.jsonl"))
   code, out, err = cli(workdir=w)
-  return code, out, err, c0 == 0 and open(os.path.join(w, "summary.json")).read() == before, \
-      "summary.json kept"
+  after = summary_of(w)
+  gone = sorted(set(before) - set(after))
+  return code, out, err, c0 == 0 and after.get("metric_rounds_missing") == [1] and "round(s) [1]" in err, \
+      f"summary.json rewritten listing metric_rounds_missing {after.get('metric_rounds_missing')}; " \
+      f"keys no longer in it: {gone}"
 
 
 def p_debug_traceback(d):
@@ -720,7 +724,8 @@ PROBES = [
     P("disk full", p_disk_full, 2, "refused cleanly", "run failure"),
     P("corrupt newest checkpoint", p_corrupt_checkpoint, 0, "warned", "run failure", may_change=RUN),
     P("blank line in metrics", p_blank_metrics_line, 0, "warned", "run failure", may_change=RUN),
-    P("metrics.jsonl deleted", p_missing_metrics, 0, "handled", "run failure", may_change=RUN),
+    P("metrics.jsonl deleted", p_missing_metrics, 3, "reported", "torn metrics",
+      may_change=("w/summary.json", "w/plot.png")),
     P("debug=True", p_debug_traceback, 2, "handled", "input (CLI)", tb=True),
     # new kinds
     P("model folder as workdir", p_model_folder_as_workdir, 2, "refused cleanly", "workdir not a run's",

@@ -155,9 +155,12 @@ def pop_list(ov: dict, key: str, default, cast=str) -> list:
     if str(x) == "":
       continue
     try:
-      out.append(cast(x))
+      y = cast(x)
     except (TypeError, ValueError):
       fail(f"{key}={v!r}: {x!r} is not {kind(cast)}")
+    if cast is int and isinstance(x, float) and x != y:  # int(0.5) would silently be 0
+      fail(f"{key}={v!r}: {x!r} is not {kind(cast)}")
+    out.append(y)
   return out
 
 

@@ -406,7 +406,7 @@ def test_profiles_are_the_compressors_own_scores():
   np.testing.assert_array_equal(np.asarray(dense.profile), 0.0)
 
 
-def test_new_compressor_registers_from_one_file_and_runs_a_round(tmp_path, monkeypatch):
+def test_new_compressor_registers_from_one_file_and_runs_a_round(tmp_path, monkeypatch, request):
   """A compressor defined in one (test-local) module: registered by name with its own key, found by
   get_compressor, validated, and run through a whole training round with TSFA planning."""
   mod = tmp_path / "halfsign_compressor.py"
@@ -446,7 +446,10 @@ def _factory(section):
 ''')
   monkeypatch.syspath_prepend(str(tmp_path))
   import importlib
-  importlib.import_module("halfsign_compressor")
+  from fedlora.compress import COMPRESSORS
+  from fedlora.methods import METHODS
+  request.addfinalizer(lambda: (COMPRESSORS.unregister("halfsign"), METHODS.unregister("halfsign_m")))
+  importlib.import_module("halfsign_compressor")  # (unregistered after: its keys would join every config)
   from fedlora import compress
   assert "halfsign" in compress.names()
   with pytest.raises(ValueError, match="halfsign_scale=-1"):

@@ -74,7 +74,8 @@ def get_task(name: str) -> Task:
 class TaskConfig(Section):
   """Section `task` (plus the keys each task declares, fedlora/tasks/<name>.py).
 
-  name: registered task: 'classification' | 'causal_lm' (configs/lm_instruct.py)
+  name: registered task: 'classification' | 'causal_lm' (instruction tuning) | 'lm_classification'
+        (classification as generation with a causal LM, docs/llm.md)
   """
   SECTION = "task"
   COMPONENTS = staticmethod(lambda: TASKS)

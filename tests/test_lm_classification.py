@@ -80,6 +80,25 @@ def test_evaluation_scores_every_class_like_the_reference(exp):
   assert {"balanced_accuracy", "macro_f1", "client_accuracy_mean"} <= set(out)
 
 
+def test_one_row_per_example_scores_like_every_class_row():
+  """Label words 'xa', 'xb', 'xc' (the tiny tokenizer: a shared 'x' token, then one letter): the
+  rows differ only in the last token, so evaluation runs one row per example; its scores equal the
+  slow reference over every class's own row. The default words (different lengths) do not."""
+  from fedlora.tasks.lm_classification import shared_prompt
+  from fedlora.train import build
+  e = build(tiny(**{"task.label_words": ("xa", "xb", "xc")}))
+  test = e.data.test
+  assert shared_prompt(test) and test["target_ids"].shape[-1] == 2
+  tr = jax.tree_util.tree_map(lambda x: x + 0.01, e.parts.trainable)
+  out = e.evaluate(tr, e.parts.frozen, test)
+  n, c = test["labels"].shape[0], test["input_ids"].shape[1]
+  flat = {k: v.reshape((n * c,) + v.shape[2:]) for k, v in test.items() if k != "labels"}
+  ll = full_logprobs(e, tr, flat).sum(-1).reshape(n, c)
+  assert out["accuracy"] == pytest.approx(float((ll.argmax(-1) == test["labels"]).mean()))
+  assert out["loss"] == pytest.approx(-ll[np.arange(n), test["labels"]].sum() / (2 * n), rel=1e-4)
+  assert not shared_prompt(build(tiny()).data.test)
+
+
 def test_clients_by_domain_and_zero_shot_record(tmp_path):
   from fedlora.train import run
   summary = run(tiny(workdir=str(tmp_path / "w")))

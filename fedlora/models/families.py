@@ -151,6 +151,19 @@ def dotted(path: tuple) -> str:
   return ".".join(str(p) for p in path)
 
 
+def decoder_namer(tensors: dict, options: dict):
+  """The `tensor_namer` of a decoder whose modules mirror the HF names under 'model.' (Llama, Gemma
+  3): the checkpoint stores them under 'model.' or at the top level."""
+  prefix = find_prefix(tensors, "embed_tokens.weight", ("model.", ""))
+
+  def name_of(path):
+    module = dotted(path[:-1])
+    if path[0] == "model":
+      module = prefix + module[len("model."):]
+    return module + "." + LEAF_NAMES[path[-1]]
+  return name_of
+
+
 def transpose_kernels(path: tuple) -> bool:
   """PyTorch `nn.Linear` stores `[out, in]`: every `kernel` is transposed."""
   return path[-1] == "kernel"

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from fedlora.models.families import FAMILIES
+from fedlora.models.families import FAMILIES, decoder_namer
 from fedlora.models.layers import (CausalLM, Embed, Linear, activation, apply_rope, dot_product_attention,
                                    rope_cos_sin, rope_inv_freq, run_blocks, segment_mask, site_key,
                                    write_kv_cache)
@@ -417,19 +417,6 @@ def gguf_tensor(name: str, array, hf_cfg: dict):
 
 # ---- the family declaration (see fedlora.models.families) ---------------------------------------------
 
-def _gemma3_namer(tensors, options):
-  from fedlora.models.families import LEAF_NAMES, dotted, find_prefix
-  # gemma3_text: 'model.'; a multimodal gemma3 checkpoint: 'language_model.model.' or 'model.language_model.'
-  prefix = find_prefix(tensors, "embed_tokens.weight", ("model.", ""))
-
-  def name_of(path):
-    module = dotted(path[:-1])
-    if path[0] == "model":
-      module = prefix + module[len("model."):]
-    return module + "." + LEAF_NAMES[path[-1]]
-  return name_of
-
-
 def _gemma3_build(cfg: Gemma3Config, head: str, options: dict):
   return Gemma3ForCausalLM(cfg, rngs=nnx.Rngs(0))
 
@@ -438,7 +425,7 @@ def _family():
   from fedlora.models.families import Family, GGUFSpec, default_pad_token_id, transpose_kernels
   return Family(
       name="gemma3", model_types=MODEL_TYPES, heads=("causal_lm",),
-      parse_config=Gemma3Config.from_dict, build=_gemma3_build, tensor_namer=_gemma3_namer,
+      parse_config=Gemma3Config.from_dict, build=_gemma3_build, tensor_namer=decoder_namer,
       transpose=transpose_kernels, tied_embeddings=lambda c: c.tie_word_embeddings,
       embedding_path="model/embed_tokens/embedding", head_paths=(),
       lora_targets=("self_attn/(q_proj|v_proj)",), pad_token_id=default_pad_token_id,

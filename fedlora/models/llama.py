@@ -26,7 +26,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
-from fedlora.models.families import FAMILIES
+from fedlora.models.families import FAMILIES, decoder_namer
 from fedlora.models.layers import (CausalLM, Embed, Linear, RMSNorm, activation, apply_rope,
                                    dot_product_attention, rope_cos_sin, rope_inv_freq, run_blocks,
                                    segment_mask, site_key, write_kv_cache)
@@ -241,18 +241,6 @@ class LlamaForCausalLM(CausalLM):
 
 # ---- the family declaration (see fedlora.models.families) ---------------------------------------------
 
-def _llama_namer(tensors, options):
-  from fedlora.models.families import LEAF_NAMES, dotted, find_prefix
-  prefix = find_prefix(tensors, "embed_tokens.weight", ("model.", ""))
-
-  def name_of(path):
-    module = dotted(path[:-1])
-    if path[0] == "model":
-      module = prefix + module[len("model."):]
-    return module + "." + LEAF_NAMES[path[-1]]
-  return name_of
-
-
 def _llama_build(cfg: LlamaConfig, head: str, options: dict):
   return LlamaForCausalLM(cfg, rngs=nnx.Rngs(0))
 
@@ -343,7 +331,7 @@ def _family():
   from fedlora.models.families import Family, GGUFSpec, default_pad_token_id, transpose_kernels
   return Family(
       name="llama", model_types=CAUSAL_LM_TYPES, heads=("causal_lm",),
-      parse_config=LlamaConfig.from_dict, build=_llama_build, tensor_namer=_llama_namer,
+      parse_config=LlamaConfig.from_dict, build=_llama_build, tensor_namer=decoder_namer,
       transpose=transpose_kernels, tied_embeddings=lambda c: c.tie_word_embeddings,
       embedding_path="model/embed_tokens/embedding", head_paths=(),
       lora_targets=("self_attn/(q_proj|v_proj)",), pad_token_id=default_pad_token_id,

@@ -171,18 +171,50 @@ def make_loss(parts, penalty=None, penalty_weight: float = 0.0):
   return loss_fn
 
 
+def shared_prompt(test: dict) -> bool:
+  """True when every example's class rows are one row but for the label word's last token: the
+  words have one length W and share their first W - 1 tokens (e.g. every word one token). One
+  forward pass per example then scores every class exactly (`make_eval`), instead of C."""
+  w, ids, pos = test["target_w"], test["target_ids"], test["target_pos"]
+  if not w.size or not (w == 1).all():
+    return False  # words of different lengths (padded targets)
+  n, c, width = ids.shape
+  inp = test["input_ids"].copy()
+  inp[np.arange(n)[:, None], np.arange(c)[None, :], pos[:, :, -1] + 1] = 0  # the last word token
+  same = lambda x: bool((x == x[:, :1]).all())  # noqa: E731
+  return (same(inp) and same(ids[:, :, :-1]) and same(pos) and same(test["attention_mask"])
+          and same(test["position_ids"]))
+
+
 def make_eval(parts, config, data, tokenizer):
   """`evaluate(trainable, frozen, test) -> {'accuracy', 'loss', skew metrics}`: every class's label
-  word scored for every test example (`[n, C, ...]` rows, batched by eval.batch_size examples)."""
+  word scored for every test example (`[n, C, ...]` rows, batched by eval.batch_size examples).
+  When the classes' rows differ only in the label word's last token (`shared_prompt`: e.g. every
+  label word one token), one row per example is run and the last position's log-softmax is read
+  at every class's token: the same scores at 1/C of the cost."""
   bs, names, hist = config.eval.batch_size, data.info["label_names"], data.info.get("histogram")
   c = len(names)
+  fast = shared_prompt(data.test) if data.test["labels"].shape[0] else False
+
+  def one_class_per_row(trainable, frozen, b):  # [b, C, ...] rows -> [b, C] log-likelihoods
+    flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in b.items()}
+    lp, _ = label_logprobs(parts, trainable, frozen, flat)
+    return (lp * flat["target_w"]).sum(-1).reshape(b["target_w"].shape[:2])
+
+  def one_row_all_classes(trainable, frozen, b):  # class 0's row: the prompt is every class's
+    row = {k: v[:, 0] for k, v in b.items()}
+    logits = parts.module(trainable, frozen)(row["input_ids"], row["attention_mask"],
+                                             position_ids=row["position_ids"],
+                                             positions=row["target_pos"]).astype(jnp.float32)
+    lp = jax.nn.log_softmax(logits, axis=-1)  # [b, W, V]
+    shared = jnp.take_along_axis(lp[:, :-1], row["target_ids"][:, :-1, None], -1)[..., 0].sum(-1)
+    last = jnp.take_along_axis(lp[:, -1], b["target_ids"][:, :, -1], -1)  # [b, C]
+    return shared[:, None] + last
 
   @jax.jit
   def scores(trainable, frozen, batches):
     def one(_, b):
-      flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in b.items()}
-      lp, _ = label_logprobs(parts, trainable, frozen, flat)
-      ll = (lp * flat["target_w"]).sum(-1).reshape(b["target_w"].shape[:2])  # [b, C]
+      ll = (one_row_all_classes if fast else one_class_per_row)(trainable, frozen, b)
       return None, (ll, b["target_w"].sum(-1))
     _, (ll, n_tok) = jax.lax.scan(one, None, batches)
     return ll.reshape((-1, c)), n_tok.reshape((-1, c))

@@ -387,9 +387,10 @@ def from_results_file(path: str | None) -> dict:
 
 def sweep(config: str, grids: list[dict], seeds: list[int], sweep_dir: str, out: str | None = None,
           sets: dict | None = None, workers: int = 1, reference: dict | None = None,
-          echo=print) -> dict:
+          echo=print, earlier: str | None = None) -> dict:
   """The whole sweep (module docstring): plan and validate every run, read back finished ones (from
-  their workdirs, else from `out`'s earlier runs of the same fingerprint and seed), run the rest,
+  their workdirs, else from the earlier runs of the same fingerprint and seed in the results file
+`earlier`, by default `out`), run the rest,
   and return (and write to `out`) the results with `"counts": {"planned", "ran", "read_back",
   "failed"}` and `"failed": [{point, seed, log, rc}]`."""
   sets = dict(sets or {})
@@ -401,7 +402,7 @@ def sweep(config: str, grids: list[dict], seeds: list[int], sweep_dir: str, out:
     if not any(reference_of(p, points, reference, sets) for p in points):
       allowed = sorted({k for p in points for k in p["overrides"]} | {"label"})
       raise SweepError(f"--reference {reference}: no point matches (keys of the grid: {allowed})")
-  earlier = from_results_file(out)
+  earlier = from_results_file(earlier or out)
   records, todo, by_wd, read = [], [], {}, 0
   for run in runs:
     s = finished(run)

@@ -113,16 +113,17 @@ def main(argv):
     if label not in sweep:
       print(f"{label}: no finished run in group {group!r} of benchmarks/results/sweep_methods.json")
       continue
-    d = sweep[label]["folder"]
     per_seed = {}
-    for wd in sorted(glob.glob(os.path.join(d, "seed*"))):
+    wds = {f"seed{s}": wd for s, wd in (sweep[label].get("workdirs") or {}).items()}  # fedlora.sweep's
+    if not wds:  # an older results file: <folder>/seed<k>
+      wds = {os.path.basename(wd): wd for wd in glob.glob(os.path.join(sweep[label]["folder"], "seed*"))}
+    for seed, wd in sorted(wds.items()):
       step, state = final_state(wd)
       if state is None:
         continue
       ms = [measure(a, b, ratio) for _, a, b in adapters(state["trainable"])]
       agg = {k: (float(np.median([m[k] for m in ms])), float(np.max([m[k] for m in ms])),
                  float(np.min([m[k] for m in ms]))) for k in ms[0]}
-      seed = os.path.basename(wd)
       per_seed[seed] = {"round": step, "adapters": len(ms),
                         **{k: {"median": v[0], "max": v[1], "min": v[2]} for k, v in agg.items()}}
       print(f"{label:<16}{seed[4:]:>5}{step:>6}{agg['b_cos'][0]:>9.3f}/{agg['b_cos'][1]:.3f}"
@@ -130,7 +131,7 @@ def main(argv):
             f"{agg['captured'][0]:>11.3f}/{agg['captured'][2]:.3f}"
             f"{agg['b_zero'][2]:>16.0f}/{agg['b_zero'][1]:.0f}")
     if per_seed:
-      rows[label] = {"workdir": d, "per_seed": per_seed,
+      rows[label] = {"workdirs": {s: wds[s] for s in per_seed}, "per_seed": per_seed,
                      "mean_over_seeds": {k: float(np.mean([s[k]["median"] for s in per_seed.values()]))
                                          for k in ("b_cos", "a_off", "s_err", "captured", "b_zero")}}
   if not rows:

@@ -154,7 +154,7 @@ def main(argv):
          f"labels of that group {sorted(rows)}")
   row = rows[label]
   common = sweep_res["common_overrides"]
-  wd = os.path.join(row["folder"], f"seed{seed}")
+  wd = row.get("workdirs", {}).get(str(seed)) or os.path.join(row.get("folder", ""), f"seed{seed}")
   step, state = final_state(wd) if trained else (None, None)
   if trained and step is None:
     fail(f"{wd} holds no checkpoint: run benchmarks/sweep_methods.py runs={label} seeds={seed} first "

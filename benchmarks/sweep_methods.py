@@ -44,32 +44,26 @@ all runs of a seed share data, clients, channel draws and the model init. Groups
             per budget, the best rank, the offline stage's choices and their distance in grid steps
 
   python benchmarks/sweep_methods.py [groups=main,score] [runs=soft_r4,svd_r4] [seeds=0,1,2]
-         [rounds=20] [max_length=128] [eval_every=5] [stop_at=HH:MM] [rerun=0]
-         [workdirs=runs/sweep] [smoke=1] [key=value ...]
+         [rounds=20] [max_length=128] [eval_every=5] [workers=1] [workdirs=runs/sweep] [smoke=1]
+         [key=value ...]
 
-Each run's folder is <workdirs>/<method>-<config hash>/seed<k> (runs of one config share it, whatever
-their labels; the results file maps labels to folders). A finished run of the same config (its
-fingerprint.json) is skipped, and so is one the results file already holds (its folder gone), so the
-script is resumable per run (an interrupted run resumes from its checkpoint, a run of fewer rounds
-continues); a finished run of another config in that folder stops
-the script, naming the keys that differ. Groups (and runs=..., if given) run in the order given;
-`seeds` says which seeds to run, the report holds every finished seed found.
-`rerun=1`: also run the seeds the results file holds (their folders gone; e.g. to pair new rows with
-reference rows measured on the same machine: float rounding differs between CPUs, and a final
-accuracy can move by an article); the new runs replace those rows' seeds.
-`stop_at` (UTC HH:MM): no new run starts after the next such time (tomorrow's if today's has
-passed). Other `key=value` pairs are config overrides for every run. `smoke=1`: the SMOKE config of
+The study is `STUDY`, a list of one-point grids labelled <group>/<label>, run by fedlora.sweep
+(docs/sweeps.md): each run is `python -m fedlora` in <workdirs>/<group>-<label>-s<seed> (two labels
+of one config share a run), `workers` at a time; a finished run is read back, never repeated, and so
+is a run the results file already holds (same fingerprint and seed; its folder gone, e.g. in a fresh
+clone); an interrupted run resumes from its checkpoint. Groups (and runs=..., if given) run in the
+order given. Other `key=value` pairs are config overrides for every run. `smoke=1`: the SMOKE config of
 benchmarks/common.py is a common override of every run (e.g. `smoke=1 groups=main runs=soft_r4
-seeds=0`). The groups, run labels, seeds, stop_at, rerun and every selected run's config are checked
-before the first run. Results (from every finished run found, also those of earlier invocations, and
-the rows of the results file already there when its common overrides are the same and the run's
-folder is gone, e.g. in a fresh clone): the results file and beside it <results>.md and .png. The
+seeds=0`). The groups, run labels, seeds and every selected run's config are checked before the first
+run. The results file is fedlora.sweep's (`runs`, `points`) plus the rows benchmarks/report.py
+tabulates (`groups`: per label mean ± std over seeds and each seed's figures; `head_to_head`;
+`rank_check`); the runs of this invocation replace those of the same row and seed, the file's other
+rows are kept. Beside it: <results>.md (report.py's tables) and .png (accuracy vs uplink bits). The
 committed results (benchmarks/results/sweep_methods.{json,md,png}):
   python benchmarks/sweep_methods.py rounds=20 max_length=32 eval_every=5 replace=1
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import os
@@ -84,7 +78,7 @@ script_setup()
 
 import numpy as np  # noqa: E402
 
-
+CONFIG = os.path.join(ROOT, "configs", "wireless_compare.py")
 INF = math.inf
 RANKS = (2, 4, 8, 16, 32)  # the rank sweep's grid: one grid step is a factor of 2
 # the offline stage's check, per latency budget: (rank rows' label suffix, the offline row's label)
@@ -206,24 +200,6 @@ def grid() -> list:
   return out
 
 
-def run_dirs(out_root, common) -> dict:
-  """`{(group, label): folder}`, the folder named by the run's config: `<method>-<hash>` with the
-  hash of its fingerprint (every result-shaping key, `common` included, seed 0). Runs of the same
-  config share a folder whatever their labels (score/gram_delta == main/soft_r4 while those are the
-  defaults), and a changed default or override gives new folders: nothing is re-labelled or lost."""
-  from fedlora.run.fingerprint import fingerprint
-  memo = (out_root, json.dumps(common, sort_keys=True, default=str))
-  if memo not in _RUN_DIRS:  # ~100 configs validated and hashed: once per invocation, not per report
-    dirs = {}
-    for group, label, method, ov in grid():
-      h = fingerprint(run_config(method, ov, common, "", 0))["hash"]
-      dirs[(group, label)] = os.path.join(out_root, f"{method}-{h[:12]}")
-    _RUN_DIRS[memo] = dirs
-  return dict(_RUN_DIRS[memo])
-
-
-_RUN_DIRS: dict = {}
-
 
 def run_config(method, ov, common, workdir, seed):
   import wireless_compare
@@ -236,54 +212,6 @@ def run_config(method, ov, common, workdir, seed):
   c.progress = False
   return c
 
-
-def check_finished(config) -> bool:
-  """True when `config.workdir` holds a finished run OF THIS CONFIG; a finished run of another config
-  (e.g. written before a default changed) is an error naming the keys that differ, never a result."""
-  from fedlora.run.fingerprint import describe_differences, differences, fingerprint
-  if not os.path.exists(os.path.join(config.workdir, "summary.json")):
-    return False
-  old = json.load(open(os.path.join(config.workdir, "fingerprint.json")))
-  new = fingerprint(config)
-  if old["hash"] != new["hash"]:
-    raise SystemExit(f"{config.workdir} holds a finished run of another config "
-                     f"({describe_differences(differences(old['items'], new['items']))}); move it "
-                     "away or pass another out=")
-  # fewer rounds than asked (fed.rounds is not in the fingerprint): the run resumes and continues
-  return json.load(open(os.path.join(config.workdir, "summary.json")))["rounds"] >= config.fed.rounds
-
-
-def run_one(method, ov, common, workdir, seed):
-  from fedlora.train import run
-  return run(run_config(method, ov, common, workdir, seed))
-
-
-def summarise(workdir) -> dict | None:
-  """One finished run: final accuracy, bits, latency, and the accuracy-vs-bits curve."""
-  from fedlora.utils.metrics import read_metrics
-  p = os.path.join(workdir, "summary.json")
-  if not os.path.exists(p):
-    return None
-  s = json.load(open(p))
-  recs = read_metrics(os.path.join(workdir, "metrics.jsonl"))
-  lat = [r["round_latency"] for r in recs if "round_latency" in r]
-  offline = os.path.join(workdir, "tsfa_offline.json")
-  chosen = ({"offline_chosen_rank": json.load(open(offline))["chosen"]["rank"]}
-            if os.path.exists(offline) else {})
-  return {
-      **chosen,
-      "final_test_accuracy": s["final_test_accuracy"],
-      "uplink_bits": 8 * s["cum_uplink_bytes"],
-      "uplink_attempted_bits": 8 * s.get("cum_uplink_attempted_bytes", s["cum_uplink_bytes"]),
-      "profile_bits": 8 * s.get("cum_profile_bytes", 0.0),
-      "mean_ratio": float(np.mean([np.mean(r["ratio"]) for r in recs])),
-      "mean_round_latency_s": float(np.mean(lat)) if lat else None,
-      "first_round_latency_s": float(lat[0]) if lat else None,  # TSFA's empty queue: see group queue
-      "deadline_misses": int(sum(r.get("deadline_misses", 0) for r in recs)),
-      "train_seconds": s["train_seconds_all_rounds"],
-      "curve": [(r["round"], r["test_accuracy"], 8 * r["cum_uplink_bytes"]) for r in recs
-                if "test_accuracy" in r],
-  }
 
 
 def aggregate(runs: dict) -> dict:
@@ -311,59 +239,6 @@ def aggregate(runs: dict) -> dict:
           "curve": curve}
 
 
-def earlier_runs(path, common) -> dict:
-  """`{(config folder name, seed): summary}` from an earlier results file written with the same
-  common overrides, so a fresh checkout (no runs/ folder) that adds rows keeps the committed ones."""
-  if not os.path.exists(path):
-    return {}
-  old = json.load(open(path))
-  if old.get("common_overrides") != json.loads(json.dumps(common)):
-    return {}
-  out = {}
-  for rows in old.get("groups", {}).values():
-    for r in rows.values():
-      ranks = dict(zip(sorted(r.get("per_seed", {}), key=int), r.get("offline_chosen_rank", [])))
-      for seed, summary in r.get("per_seed", {}).items():
-        extra = {"offline_chosen_rank": ranks[seed]} if seed in ranks else {}
-        out[(os.path.basename(r["folder"]), int(seed))] = {**extra, **summary}
-  return out
-
-
-def seeds_found(folder, earlier, name) -> set:
-  """Seeds with a `seed<k>` folder under `folder` or an entry of `earlier` under config `name`."""
-  on_disk = {int(d[4:]) for d in (os.listdir(folder) if os.path.isdir(folder) else [])
-             if d.startswith("seed") and d[4:].isdigit()}
-  return on_disk | {seed for (n, seed) in earlier if n == name}
-
-
-def collect(out_root, seeds, common, earlier=None) -> dict:
-  """Every row with a finished seed: read from its folder, else (same config folder name, same
-  common overrides) from `earlier` (`earlier_runs`); such seeds are listed under "from_results_file".
-  seeds: the seeds to report, or None for every seed found (on disk or in `earlier`)."""
-  res = {}
-  dirs = run_dirs(out_root, common)
-  earlier = earlier or {}
-  for group, label, method, ov in grid():
-    runs, kept = {}, []
-    folder = dirs[(group, label)]
-    wanted = seeds if seeds is not None else sorted(seeds_found(folder, earlier, os.path.basename(folder)))
-    for seed in wanted:
-      wd = os.path.join(folder, f"seed{seed}")
-      if check_finished(run_config(method, ov, common, wd, seed)):
-        runs[seed] = summarise(wd)
-      elif (os.path.basename(folder), seed) in earlier:
-        runs[seed] = earlier[(os.path.basename(folder), seed)]
-        kept.append(seed)
-    if runs:
-      res.setdefault(group, {})[label] = {"method": method, "overrides": ov, "folder": folder,
-                                          **aggregate(runs), "per_seed": runs}
-      if kept:
-        res[group][label]["from_results_file"] = kept
-      chosen = [runs[s]["offline_chosen_rank"] for s in runs if "offline_chosen_rank" in runs[s]]
-      if chosen:
-        res[group][label]["offline_chosen_rank"] = chosen
-  return res
-
 
 def seed_diffs(r: dict, ref: dict) -> np.ndarray:
   """`r`'s final accuracy minus `ref`'s per seed, in points, over the seeds both finished (in seed
@@ -372,14 +247,6 @@ def seed_diffs(r: dict, ref: dict) -> np.ndarray:
   common = sorted(set(r["per_seed"]) & set(ref["per_seed"]), key=int)
   return np.array([100 * (r["per_seed"][s]["final_test_accuracy"]
                           - ref["per_seed"][s]["final_test_accuracy"]) for s in common])
-
-
-def paired(r: dict, ref: dict | None):
-  """(mean, std, n) of `seed_diffs(r, ref)`; None without a reference or a shared seed."""
-  d = seed_diffs(r, ref) if ref is not None else np.array([])
-  if not d.size:
-    return None
-  return float(d.mean()), float(d.std()), len(d)
 
 
 # (row, reference) pairs compared per seed: the issue's targets (SOFT vs SVD, top-k, random-k at equal
@@ -460,19 +327,6 @@ def head_to_head(res: dict) -> list:
   return out
 
 
-def head_to_head_markdown(h2h: list) -> list:
-  """Lines of the head-to-head table (none when `h2h` is empty)."""
-  if not h2h:
-    return []
-  lines = ["### head to head (per-seed difference of final accuracy, points: mean ± standard error)",
-           "", "| row | reference | seeds | row − reference | bits row / reference |",
-           "|---|---|---|---|---|"]
-  for h in h2h:
-    se = "-" if h["se"] is None else f"{h['se']:.2f}"
-    lines.append(f"| {h['row']} | {h['ref']} | {h['n']} | {h['mean']:+.2f} ± {se} | "
-                 f"{h['bits_ratio']:.3f} |")
-  return lines + [""]
-
 
 def rank_check(res: dict) -> list:
   """`[{budget, seeds, acc: {rank: mean}, best, chosen, steps}]`, one per RANK_CHECKS entry with
@@ -499,74 +353,42 @@ def rank_check(res: dict) -> list:
   return out
 
 
-def rank_check_markdown(checks: list) -> list:
-  """Lines of the offline-stage check (none when no rank sweep is complete)."""
-  if not checks:
-    return []
-  lines = ["### the offline stage's rank against the rank sweep (mean final accuracy over the "
-           "sweep's common seeds)", "",
-           "| offline row | seeds | " + " | ".join(f"r = {r}" for r in RANKS)
-           + " | best | offline chose | grid steps from best |",
-           "|---|---|" + "---|" * len(RANKS) + "---|---|---|"]
-  for c in checks:
-    lines.append(f"| {c['budget']} | {len(c['seeds'])} | "
-                 + " | ".join(f"{100 * c['acc'][r]:.2f}" for r in RANKS)
-                 + f" | {c['best']} | {c['chosen'] or '-'} | {c['steps'] or '-'} |")
-  return lines + [""]
+
+def study(todo) -> list:
+  """fedlora.sweep's grids of the selected `(group, label, method, overrides)`: one point each."""
+  return [{"_label": f"{g}/{l}", "method.name": m, **ov} for g, l, m, ov in todo]
 
 
-def group_ideal(res: dict, group: str) -> dict | None:
-  """The reference of a group's Δ and bits columns: its own row `ideal_<group>` (a group on other
-  data, e.g. 'skew') if it has one, else main/ideal."""
-  return res.get(group, {}).get(f"ideal_{group}") or res.get("main", {}).get("ideal")
+def groups_of(records: list) -> dict:
+  """`{group: {label: row}}` in grid order from run records (fedlora.sweep.read_run, point label
+  '<group>/<label>'): the method, overrides, mean ± std over seeds (`aggregate`), each seed's
+  workdir and figures (`per_seed`)."""
+  by = {}
+  for r in records:
+    by.setdefault(r["point"], {})[int(r["seed"])] = r
+  res = {}
+  for group, label, method, ov in grid():
+    runs = by.get(f"{group}/{label}")
+    if not runs:
+      continue
+    row = {"method": method, "overrides": ov, "workdirs": {str(s): r.get("workdir") for s, r in runs.items()},
+           **aggregate(runs), "per_seed": {str(s): r for s, r in sorted(runs.items())}}
+    chosen = [runs[s]["offline_chosen_rank"] for s in sorted(runs) if "offline_chosen_rank" in runs[s]]
+    if chosen:
+      row["offline_chosen_rank"] = chosen
+    res.setdefault(group, {})[label] = row
+  return res
 
 
-def markdown(res: dict, header: str) -> str:
-  lines = [header, ""] + head_to_head_markdown(head_to_head(res)) + rank_check_markdown(rank_check(res))
-  for group, rows in res.items():
-    ideal = group_ideal(res, group)
-    lines += [f"### {group}", "",
-              "| run | seeds | final acc % (mean ± std) | Δ vs ideal, paired (pts, n) | uplink Mbit | "
-              "vs ideal bits | mean ρ | mean τ (s) | round-1 τ (s) | misses | attempted Mbit | "
-              "profile kbit |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for label, r in rows.items():
-      if "offline_chosen_rank" in r:
-        label = f"{label} (chose r = {r['offline_chosen_rank']})"
-      frac = f"{r['uplink_bits_mean'] / ideal['uplink_bits_mean']:.3f}" if ideal else "-"
-      lat = "-" if r["mean_round_latency_s"] is None else f"{r['mean_round_latency_s']:.3f}"
-      lat1 = "-" if r.get("first_round_latency_s") is None else f"{r['first_round_latency_s']:.3f}"
-      p = paired(r, ideal)
-      dp = "-" if p is None else f"{p[0]:+.2f} ± {p[1]:.2f} ({p[2]})"
-      lines.append(f"| {label} | {len(r['seeds'])} | {100 * r['acc_mean']:.2f} ± "
-                   f"{100 * r['acc_std']:.2f} | {dp} | {r['uplink_bits_mean'] / 1e6:.1f} | {frac} | "
-                   f"{r['mean_ratio']:.3f} | {lat} | {lat1} | {r['deadline_misses']:.1f} | "
-                   f"{r['uplink_attempted_bits_mean'] / 1e6:.1f} | {r['profile_bits_mean'] / 1e3:.1f} |")
-    lines.append("")
-  return "\n".join(lines)
-
-
-def plot(res: dict, out_png: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  groups = [g for g in res if res[g]]
-  fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.0), squeeze=False)
-  for ax, g in zip(axes[0], groups):
-    for label, r in res[g].items():
-      c = np.array(r["curve"])
-      if not len(c):
-        continue
-      ax.errorbar(c[:, 3] / 1e6, 100 * c[:, 1], yerr=100 * c[:, 2], marker="o", ms=3, capsize=2,
-                  label=label)
-    ax.set_xscale("log")
-    ax.set_xlabel("cumulative uplink (Mbit)"), ax.set_ylabel("test accuracy (%)")
-    ax.set_title(g), ax.grid(alpha=0.3), ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(out_png, dpi=110)
-  plt.close(fig)
+def earlier_path() -> str:
+  """The results file whose runs count as finished: the one this invocation writes when it exists,
+  else the committed one."""
+  path = result_path("sweep_methods")
+  return path if os.path.exists(path) else os.path.join(RESULTS, "sweep_methods.json")
 
 
 def main(argv):
+  from fedlora import sweep as sw
   ov = parse_overrides(argv)
   groups = pop_list(ov, "groups",
                     "main,robust,tsfa_all,score,ortho,init,r8,ef,senders,skew,reorth,graded,queue,rank")
@@ -576,13 +398,10 @@ def main(argv):
   if only is not None:
     check_choices("runs", only, dict.fromkeys(l for g, l, _, _ in every if g in groups))
   seeds = pop_list(ov, "seeds", "0,1,2", int)
+  workers = pop_one(ov, "workers", 1, int)
+  if workers < 1:
+    fail(f"workers={workers}: an integer >= 1")
   out_root = str(ov.pop("workdirs", os.path.join(ROOT, "runs/sweep")))
-  stop_at = ov.pop("stop_at", None)
-  rerun = pop_one(ov, "rerun", 0, bool)
-  try:
-    deadline = None if stop_at is None else stop_deadline(stop_at, dt.datetime.now(dt.timezone.utc))
-  except SystemExit as e:
-    fail(str(e))
   common = dict(SMOKE) if smoke() else {}
   common.pop("progress", None)  # every run sets it
   for k, key, cast in (("rounds", "fed.rounds", int), ("max_length", "data.max_length", int),
@@ -591,92 +410,37 @@ def main(argv):
       common[key] = pop_one(ov, k, None, cast)
   common.update(ov)
   order = {g: i for i, g in enumerate(groups)}
-  todo = sorted([(g, l, m, o) for g, l, m, o in grid() if g in order and (only is None or l in only)],
+  todo = sorted([(g, l, m, o) for g, l, m, o in every if g in order and (only is None or l in only)],
                 key=lambda x: (order[x[0]], 0 if only is None else only.index(x[1])))
-  if only is not None:  # runs=... also sets the launch order
-    todo.sort(key=lambda x: only.index(x[1]))
-  check_configs(todo, common)
-  earlier = earlier_runs(earlier_path(), common)
-  for group, label, method, run_ov, seed, wd in pending(todo, seeds, out_root, common, earlier,
-                                                        bool(rerun)):
-    now_dt = dt.datetime.now(dt.timezone.utc)
-    now = now_dt.strftime("%H:%M")
-    if deadline is not None and now_dt >= deadline:
-      print(f"stop_at={stop_at} reached at {now}: not starting {group}/{label}/seed{seed}")
-      break
-    print(f"--- {now} {group}/{label} seed {seed}", flush=True)
-    s = run_one(method, run_ov, common, wd, seed)
-    print(f"    final acc {100 * s['final_test_accuracy']:.2f}%  uplink "
-          f"{8 * s['cum_uplink_bytes'] / 1e6:.1f} Mbit", flush=True)
-    report(out_root, common)
-  report(out_root, common)
-
-
-def check_configs(todo, common) -> None:
-  """Ends the script (one error line) unless every selected run's config is valid: an unknown key or a
-  value not allowed in `common` or in a run's overrides is found before the first run."""
-  from fedlora.config import typed
-  for group, label, method, run_ov in todo:
-    try:
-      typed(run_config(method, run_ov, common, "", 0))
-    except (KeyError, ValueError, TypeError) as e:
-      fail(f"{group}/{label}: {e.args[0] if isinstance(e, KeyError) and e.args else e}")
-
-
-def earlier_path() -> str:
-  """The results file whose rows count as finished (`earlier_runs`): the one this invocation writes
-  when it exists, else the committed one."""
-  path = result_path("sweep_methods")
-  return path if os.path.exists(path) else os.path.join(RESULTS, "sweep_methods.json")
-
-
-def stop_deadline(stop_at, now: dt.datetime) -> dt.datetime:
-  """The first UTC time `stop_at` ('HH:MM') at or after `now`: a sweep started at 23:40 with
-  stop_at=01:30 runs until 01:30 the next day (comparing the strings would stop it at once)."""
+  earlier_file = earlier_path()
+  old = {}
+  if os.path.exists(earlier_file):
+    with open(earlier_file) as f:
+      old = json.load(f)
+  same = old.get("common_overrides") == json.loads(json.dumps(common))
   try:
-    h, m = (int(x) for x in str(stop_at).split(":"))
-    if not (0 <= h < 24 and 0 <= m < 60):
-      raise ValueError
-  except ValueError:
-    raise SystemExit(f"stop_at={stop_at!r}: expected a UTC time HH:MM (00:00-23:59)") from None
-  t = now.replace(hour=h, minute=m, second=0, microsecond=0)
-  return t if t >= now.replace(second=0, microsecond=0) else t + dt.timedelta(days=1)
-
-
-def pending(todo, seeds, out_root, common, earlier, rerun: bool = False) -> list:
-  """`[(group, label, method, overrides, seed, workdir)]` still to run, seed by seed: not a finished
-  run in its folder and, unless `rerun`, not a row of the results file (`earlier`, same config folder
-  name: a run whose folder is gone, e.g. in a fresh clone, is not run again)."""
-  dirs = run_dirs(out_root, common)
-  out = []
-  for seed in seeds:
-    for group, label, method, run_ov in todo:
-      wd = os.path.join(dirs[(group, label)], f"seed{seed}")
-      if check_finished(run_config(method, run_ov, common, wd, seed)):
-        continue
-      if not rerun and (os.path.basename(dirs[(group, label)]), seed) in earlier:
-        print(f"    {group}/{label} seed {seed}: in the results file, not run again", flush=True)
-        continue
-      out.append((group, label, method, run_ov, seed, wd))
-  return out
-
-
-def report(out_root, common):
-  """Tables and figure from every finished seed found (a run of other seeds never drops rows)."""
-  res = collect(out_root, None, common, earlier_runs(earlier_path(), common))
-  seeds = sorted({s for rows in res.values() for r in rows.values() for s in r["seeds"]})
-  header = (f"Sweep over configs/wireless_compare.py, overrides {common}, every finished seed found "
-            f"({seeds}; each row says how many; the paired Δ uses the seeds a row shares with the ideal "
-            "run). Main table: no deadline (wireless.deadline_factor=inf); robust: deadline 2·τ̄.")
-  md = markdown(res, header)
-  path = write_result("sweep_methods", {"common_overrides": common, "seeds": seeds, "groups": res,
-                                        "head_to_head": head_to_head(res), "rank_check": rank_check(res)})
-  if path is not None:  # the table and figure beside the results file (none when nothing finished)
+    res = sw.sweep(CONFIG, study(todo), seeds, out_root, None, sets=common, workers=workers,
+                   echo=lambda m: print(m, flush=True), earlier=earlier_file if same else None)
+  except sw.SweepError as e:
+    fail(str(e).replace("\n  ", " | "))
+  # this invocation's runs replace the same row and seed; the file's other runs stay (same common)
+  new = {(r["point"], int(r["seed"])) for r in res["runs"]}
+  runs = [r for r in old.get("runs", []) if same and (r["point"], int(r["seed"])) not in new] + res["runs"]
+  rows = groups_of(runs)
+  payload = {"common_overrides": common, "seeds": sorted({int(r["seed"]) for r in runs}), "groups": rows,
+             "head_to_head": head_to_head(rows), "rank_check": rank_check(rows), "runs": runs,
+             "points": res["points"], "failed": res["failed"]}
+  path = write_result("sweep_methods", payload)
+  if path is not None:  # the tables and figure beside the results file (none when nothing finished)
+    from benchmarks.report import sec_sweep
+    from fedlora.sweep.figures import draw
     with open(output_beside(".md", "sweep_methods"), "w") as f:
-      f.write(md + "\n")
-    plot(res, output_beside(".png", "sweep_methods"))
-  print(md, flush=True)
+      f.write("\n".join(sec_sweep(json.loads(json.dumps(payload)))) + "\n")
+    draw({"config": "configs/wireless_compare.py", "points": res["points"]}, path)
+  for f in res["failed"]:
+    print(f"error: {f['point']} seed {f['seed']} failed (exit {f['rc']}); log: {f['log']}", file=sys.stderr)
+  return 1 if res["failed"] else 0
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  sys.exit(main(sys.argv[1:]))

@@ -1,5 +1,5 @@
 """The package's layering: no import cycles, and no module imports a higher layer (house plan:
-leaves -> components -> methods/tsfa -> fed -> wiring). Run alone: python -m pytest tests/test_layering.py"""
+leaves -> components -> methods/tsfa -> fed -> wiring -> sweeps). Run alone: python -m pytest tests/test_layering.py"""
 import ast
 import os
 
@@ -13,6 +13,7 @@ LAYERS = {
     "methods": 3, "tsfa": 3,
     "fed": 4,
     "config": 5, "summary": 5, "train": 5, "cli": 5, "__main__": 5,
+    "sweep": 6,  # runs the command line (fedlora.cli) as processes, over grids of configs
 }
 
 

@@ -1,178 +1,126 @@
-"""benchmarks/sweep_methods.py's bookkeeping: a result is only ever read from a run of its own config."""
+"""fedlora.sweep: a grid × seeds of real runs (configs/tiny.py, 1 round, 2 worker processes), its
+results file against the runs' own summary.json and a numpy recomputation, resuming without
+running anything, refusal of a bad grid before any run, and the figures."""
 from __future__ import annotations
 
+import glob
 import json
 import os
 
+import numpy as np
 import pytest
 
-from benchmarks import sweep_methods as sweep
-from benchmarks.common import parse_overrides, pop_list
-from fedlora.run.fingerprint import fingerprint
+from conftest import ROOT
+from fedlora import sweep as sw
+from fedlora.sweep.__main__ import main
+from fedlora.sweep.figures import numeric_axes, pareto
 
-COMMON = {"fed.rounds": 20, "data.max_length": 32}
-
-
-def test_folders_follow_the_config_not_the_label(tmp_path):
-  dirs = sweep.run_dirs(str(tmp_path), COMMON)
-  # identical configs share one folder: SOFT's defaults are gram + delta, so main/soft_r4 is that
-  # ablation row, and score/cosine_delta (another B term) is not
-  assert dirs[("main", "soft_r4")] == dirs[("score", "gram_delta")]
-  assert dirs[("main", "soft_r4")] != dirs[("score", "cosine_delta")]
-  assert len(set(dirs.values())) == len({sweep.run_config(m, ov, COMMON, "", 0).to_json(sort_keys=True)
-                                         for _, _, m, ov in sweep.grid()})
-  # a different common override (another sequence length) never shares a folder
-  other = sweep.run_dirs(str(tmp_path), {**COMMON, "data.max_length": 64})
-  assert not set(other.values()) & set(dirs.values())
+SMALL = ["--set", "fed.rounds=1", "--set", "model.num_layers=1", "--set", "data.max_length=16",
+         "--set", "fed.local_steps=1", "--set", "eval.every=1"]
 
 
-def _finish(config, rounds):
-  os.makedirs(config.workdir, exist_ok=True)
-  with open(os.path.join(config.workdir, "fingerprint.json"), "w") as f:
-    json.dump(fingerprint(config), f)
-  with open(os.path.join(config.workdir, "summary.json"), "w") as f:
-    json.dump({"rounds": rounds}, f)
+def command(d) -> list:
+  return ["--config", os.path.join(ROOT, "configs/tiny.py"), "--grid", "lora.rank=2,4", "--seeds", "0,1",
+          "--workers", "2", "--dir", str(d), "--reference", "lora.rank=2"] + SMALL
 
 
-def test_a_finished_run_of_another_config_is_refused(tmp_path):
-  wd = str(tmp_path / "run")
-  c = sweep.run_config("soft", {"method.allocation": "fixed"}, COMMON, wd, 0)
-  assert not sweep.check_finished(c)                 # nothing there yet
-  _finish(c, 20)
-  assert sweep.check_finished(c)
-  longer = sweep.run_config("soft", {"method.allocation": "fixed"}, {**COMMON, "fed.rounds": 30}, wd, 0)
-  assert not sweep.check_finished(longer)            # 20 of 30 rounds: resume, not a result
-  cos = sweep.run_config("soft", {"method.allocation": "fixed", "method.ortho_b": "cosine"}, COMMON, wd, 0)
-  with pytest.raises(SystemExit, match="method.ortho_b: 'gram' -> 'cosine'"):
-    sweep.check_finished(cos)
-  cos.fed.rounds = 30                                # ... also when it would be resumed
-  with pytest.raises(SystemExit, match="another config"):
-    sweep.check_finished(cos)
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+  """The sweep run once: (sweep folder, results, stdout)."""
+  import contextlib
+  import io
+  d = tmp_path_factory.mktemp("sweep")
+  buf = io.StringIO()
+  with contextlib.redirect_stdout(buf):
+    rc = main(command(d))
+  assert rc == 0, buf.getvalue()
+  with open(d / "results.json") as f:
+    return d, json.load(f), buf.getvalue()
 
 
-def test_pop_list_reads_comma_lists_as_parsed():
-  ov = parse_overrides(["seeds=0,1,2", "seed1=3", "runs=a,b", "one=x"])
-  assert pop_list(ov, "seeds", "", int) == [0, 1, 2]   # arrives as the tuple (0, 1, 2)
-  assert pop_list(ov, "seed1", "", int) == [3]
-  assert pop_list(ov, "runs", "") == ["a", "b"] and pop_list(ov, "one", "") == ["x"]
-  assert pop_list(ov, "absent", "0,5", int) == [0, 5] and ov == {}
+def test_every_run_is_its_own_summary(swept):
+  d, res, out = swept
+  assert res["counts"] == {"planned": 4, "ran": 4, "read_back": 0, "failed": 0}
+  assert "ran 4, read back 0, failed 0 of 4 runs" in out
+  assert sorted((r["point"], r["seed"]) for r in res["runs"]) == \
+      [("lora.rank=2", 0), ("lora.rank=2", 1), ("lora.rank=4", 0), ("lora.rank=4", 1)]
+  for r in res["runs"]:
+    assert r["workdir"] == str(d / f"{r['point']}-s{r['seed']}")
+    with open(os.path.join(r["workdir"], "summary.json")) as f:
+      s = json.load(f)
+    with open(os.path.join(r["workdir"], "config.json")) as f:
+      c = json.load(f)
+    assert c["seed"] == r["seed"] and c["lora"]["rank"] == int(r["point"][-1]) and c["fed"]["rounds"] == 1
+    assert r["final_test_accuracy"] == s["final_test_accuracy"]
+    assert r["final_test_macro_f1"] == s["final_test_macro_f1"]
+    assert r["uplink_bits"] == 8 * s["cum_uplink_bytes"] and r["fingerprint"] == s["fingerprint"]
 
 
-def test_rows_of_the_results_file_survive_a_fresh_checkout(tmp_path):
-  """A results file written with the same common overrides keeps its rows when their run folders
-  are gone (a fresh clone adding rows); with other common overrides, or another config behind the
-  same label (another folder name), they are not read."""
-  dirs = sweep.run_dirs(str(tmp_path / "old"), COMMON)
-  summary = {"final_test_accuracy": 0.9, "uplink_bits": 8.0, "uplink_attempted_bits": 8.0,
-             "profile_bits": 0.0, "mean_ratio": 0.25, "mean_round_latency_s": 0.5,
-             "deadline_misses": 0, "curve": [[20, 0.9, 8.0]]}
-  path = str(tmp_path / "sweep_methods.json")
-  with open(path, "w") as f:
-    json.dump({"common_overrides": COMMON, "groups": {"main": {
-        "soft_r4": {"folder": dirs[("main", "soft_r4")], "per_seed": {"1": summary}},
-        "offline": {"folder": "runs/x/soft-000000000000", "per_seed": {"0": summary}}}}}, f)
-  earlier = sweep.earlier_runs(path, COMMON)
-  res = sweep.collect(str(tmp_path / "new"), [0, 1], COMMON, earlier)
-  row = res["main"]["soft_r4"]
-  assert row["seeds"] == [1] and row["from_results_file"] == [1] and row["acc_mean"] == 0.9
-  assert res["score"]["gram_delta"]["from_results_file"] == [1]   # the same config under its other label
-  found = {(g, l) for g, rows in res.items() for l in rows}
-  assert found == {k for k, d in dirs.items() if d == dirs[("main", "soft_r4")]}  # not the unknown folder
-  assert sweep.earlier_runs(path, {**COMMON, "data.max_length": 64}) == {}
-  # the report reads every seed found, whatever seeds its own invocation ran (here: seed 1)
-  assert sweep.collect(str(tmp_path / "new"), None, COMMON, earlier)["main"]["soft_r4"]["seeds"] == [1]
+def test_means_stds_and_paired_differences_match_numpy(swept):
+  _, res, _ = swept
+  acc = {(r["point"], r["seed"]): r["final_test_accuracy"] for r in res["runs"]}
+  bits = {(r["point"], r["seed"]): r["uplink_bits"] for r in res["runs"]}
+  for p in res["points"]:
+    a = np.array([acc[(p["label"], s)] for s in (0, 1)])
+    assert p["seeds"] == [0, 1]
+    assert p["mean"]["final_test_accuracy"] == pytest.approx(a.mean())
+    assert p["std"]["final_test_accuracy"] == pytest.approx(a.std())
+  (pair,) = res["paired"]   # the reference has no pair with itself
+  assert (pair["point"], pair["reference"], pair["seeds"]) == ("lora.rank=4", "lora.rank=2", [0, 1])
+  d = np.array([acc[("lora.rank=4", s)] - acc[("lora.rank=2", s)] for s in (0, 1)])
+  assert pair["diffs"]["final_test_accuracy"] == pytest.approx(list(d))
+  assert pair["mean"]["final_test_accuracy"] == pytest.approx(d.mean())
+  assert pair["std"]["final_test_accuracy"] == pytest.approx(d.std())
+  b = np.array([bits[("lora.rank=4", s)] - bits[("lora.rank=2", s)] for s in (0, 1)])
+  assert pair["mean"]["uplink_bits"] == pytest.approx(b.mean()) and b.mean() > 0  # rank 4 sends more
 
 
-def test_head_to_head_is_the_paired_difference_over_shared_seeds():
-  """Per-seed differences over the seeds both rows finished, their mean and standard error
-  (sample std / √n) against a hand computation; pairs with a missing row are left out."""
-  def row(accs, bits=100.0):
-    return {"uplink_bits_mean": bits, "per_seed": {str(s): {"final_test_accuracy": a}
-                                                   for s, a in accs.items()}}
-  res = {"main": {"soft_r4": row({0: 0.90, 1: 0.92, 2: 0.95, 3: 0.91}, 90.0),
-                  "svd_r4": row({0: 0.91, 1: 0.91, 2: 0.93})}}
-  (h,) = sweep.head_to_head(res)
-  assert (h["row"], h["ref"], h["n"]) == ("main/soft_r4", "main/svd_r4", 3)
-  assert h["diffs"] == pytest.approx([-1.0, 1.0, 2.0])
-  assert h["mean"] == pytest.approx(2.0 / 3)
-  d = [-1.0, 1.0, 2.0]
-  m = sum(d) / 3
-  assert h["se"] == pytest.approx((sum((x - m) ** 2 for x in d) / 2) ** 0.5 / 3 ** 0.5)
-  assert h["bits_ratio"] == pytest.approx(0.9)
-  assert "| main/soft_r4 | main/svd_r4 | 3 | +0.67 ± 0.88 | 0.900 |" in sweep.head_to_head_markdown([h])
+def test_the_same_command_again_runs_nothing(swept, capsys):
+  d, res, _ = swept
+  mtimes = {p: os.path.getmtime(p) for p in glob.glob(str(d / "*-s*" / "*"))}
+  assert main(command(d)) == 0
+  out = capsys.readouterr().out
+  assert "ran 0, read back 4, failed 0 of 4 runs" in out and "start " not in out
+  assert {p: os.path.getmtime(p) for p in glob.glob(str(d / "*-s*" / "*"))} == mtimes
+  with open(d / "results.json") as f:
+    again = json.load(f)
+  assert again["points"] == res["points"] and again["paired"] == res["paired"]
 
 
-def test_update_capture_errors_against_the_obvious_cases():
-  """bench_update_capture.errors: sending the whole update misses nothing; sending nothing misses all
-  of the product change (error 1) and keeps no factor energy; half of B's update is in between."""
-  import numpy as np
-  from benchmarks.bench_update_capture import errors
-  rng = np.random.default_rng(0)
-  a0, b0 = rng.normal(size=(6, 3)), rng.normal(size=(3, 5))
-  da, db = rng.normal(size=(4, 6, 3)), rng.normal(size=(4, 3, 5))
-  assert errors(a0, b0, da, db, da, db) == {"client": 0.0, "kept": 1.0, "aggregate": 0.0}
-  none = errors(a0, b0, da, db, 0 * da, 0 * db)
-  assert none["client"] == pytest.approx(1.0) and none["aggregate"] == pytest.approx(1.0)
-  assert none["kept"] == 0.0
-  half = errors(a0, b0, da, db, da, db * np.array([1, 1, 0])[None, :, None])
-  assert 0.0 < half["client"] < 1.0 and 0.0 < half["kept"] < 1.0
+def test_figures_are_png_files(swept):
+  d, _, out = swept
+  for name in ("results.png", "results-lora.rank.png"):
+    assert f"figure: {d / name}" in out
+    with open(d / name, "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_pending_skips_finished_runs_and_rows_of_the_results_file(tmp_path):
-  """A seed runs unless its folder holds the finished run or the results file holds its row (same
-  config folder name), so a fresh clone does not run again what the committed results hold."""
-  out = str(tmp_path / "runs")
-  dirs = sweep.run_dirs(out, COMMON)
-  todo = [t for t in sweep.grid() if t[1] in ("soft_r4", "svd_r4") and t[0] == "main"]
-  soft = next(t for t in todo if t[1] == "soft_r4")
-  _finish(sweep.run_config(soft[2], soft[3], COMMON, os.path.join(dirs[("main", "soft_r4")], "seed0"), 0),
-          20)
-  earlier = {(os.path.basename(dirs[("main", "svd_r4")]), 1): {"final_test_accuracy": 0.9}}
-  left = [(g, l, s) for g, l, _, _, s, _ in sweep.pending(todo, [0, 1], out, COMMON, earlier)]
-  assert left == [("main", "svd_r4", 0), ("main", "soft_r4", 1)]
-  # rerun=1: the results file's rows run again (a finished run on disk still does not)
-  left = [(g, l, s) for g, l, _, _, s, _ in sweep.pending(todo, [0, 1], out, COMMON, earlier, True)]
-  assert left == [("main", "svd_r4", 0), ("main", "soft_r4", 1), ("main", "svd_r4", 1)]
+def test_a_bad_grid_key_or_value_is_refused_before_any_run(tmp_path, capsys):
+  for grid, named in (("method.nme=ideal,soft", "nme"), ("method.name=ideal,sof", "'sof'"),
+                      ("seed=1,2", "'seed'")):
+    rc = main(["--config", os.path.join(ROOT, "configs/tiny.py"), "--grid", grid, "--dir",
+               str(tmp_path / "s")] + SMALL)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and named in err, err
+    assert not (tmp_path / "s").exists()   # nothing run, nothing written
 
 
-def test_stop_at_is_the_next_such_time_also_across_midnight():
-  """stop_at=01:30 given at 23:46 stops the next day at 01:30 (a string comparison stopped at once)."""
-  import datetime as dt
-  utc = dt.timezone.utc
-  now = dt.datetime(2026, 12, 1, 23, 46, 30, tzinfo=utc)
-  assert sweep.stop_deadline("01:30", now) == dt.datetime(2026, 12, 2, 1, 30, tzinfo=utc)
-  assert sweep.stop_deadline("23:50", now) == dt.datetime(2026, 12, 1, 23, 50, tzinfo=utc)
-  assert sweep.stop_deadline("23:46", now) <= now          # this minute: stop now
-  for bad in ("25:00", "1:75", "noon"):
-    with pytest.raises(SystemExit, match=f"stop_at='{bad}'"):
-      sweep.stop_deadline(bad, now)
+def test_expand_is_the_cartesian_product_with_labels():
+  pts = sw.expand([{"a.x": [1, 2], "b.y": ["u", "v"]}, {"_label": "ref", "a.x": 0}])
+  assert [p["overrides"] for p in pts] == [{"a.x": 1, "b.y": "u"}, {"a.x": 1, "b.y": "v"},
+                                          {"a.x": 2, "b.y": "u"}, {"a.x": 2, "b.y": "v"}, {"a.x": 0}]
+  assert pts[0]["label"] == "a.x=1,b.y=u" and pts[-1]["label"] == "ref"
+  assert len({p["slug"] for p in pts}) == 5
+  assert sw.reference_of(pts[1], pts, {"label": "ref"}, {})["label"] == "ref"
+  # the reference that agrees on the other keys: b.y=u against a.x=1 at the same b.y
+  assert sw.reference_of(pts[3], pts, {"a.x": 1}, {})["label"] == "a.x=1,b.y=v"
+  with pytest.raises(sw.SweepError, match="labelled 'ref'"):
+    sw.expand([{"_label": "ref", "a.x": 0}, {"_label": "ref", "a.x": 1}])
+  assert sw.parse_grid_arg("t.b=0.5,inf,x,True") == {"t.b": [0.5, float("inf"), "x", True]}
 
 
-def test_rank_check_finds_the_best_rank_over_common_seeds_and_the_offline_distance():
-  """The best rank is the highest mean over the seeds every rank row finished (a seed only some
-  rows have is left out; a tie goes to the smaller rank); each offline choice's distance is counted
-  in grid steps; a budget whose sweep lacks a rank is not checked."""
-  def row(accs, **kw):
-    return {"per_seed": {s: {"final_test_accuracy": a} for s, a in accs.items()}, **kw}
-  acc = {2: 0.93, 4: 0.95, 8: 0.95, 16: 0.94, 32: 0.92}
-  rows = {f"rank_{r}": row({0: a, 1: a}) for r, a in acc.items()}
-  rows["rank_32"]["per_seed"][2] = {"final_test_accuracy": 0.99}   # seed 2: only rank 32 ran it
-  rows["offline"] = row({0: 0.9, 1: 0.9}, offline_chosen_rank=[2, 16])
-  rows.update({f"rank_{r}_t050": row({0: 0.9}) for r in (2, 4, 8, 16)})  # no rank 32 at 0.5 s
-  (c,) = sweep.rank_check({"rank": rows})
-  assert c["budget"] == "offline" and c["seeds"] == [0, 1]
-  assert c["best"] == 4 and c["acc"][32] == pytest.approx(0.92)
-  assert c["chosen"] == [2, 16] and c["steps"] == [1, 2]
-  assert "| offline | 2 | 93.00 | 95.00 | 95.00 | 94.00 | 92.00 | 4 | [2, 16] | [1, 2] |" in \
-      sweep.rank_check_markdown([c])
-
-
-def test_aggregate_first_round_latency_over_the_seeds_that_have_it():
-  """Round-1 latency is averaged over the seeds that report it (a row read back from an older results
-  file has none), and is None when no seed does."""
-  def run(first=None):
-    r = {"final_test_accuracy": 0.9, "uplink_bits": 1.0, "uplink_attempted_bits": 1.0, "profile_bits": 0.0,
-         "mean_ratio": 0.5, "mean_round_latency_s": 0.5, "deadline_misses": 0, "curve": [(5, 0.9, 1.0)]}
-    return r if first is None else {**r, "first_round_latency_s": first}
-  assert sweep.aggregate({0: run(1.0), 1: run(), 2: run(2.0)})["first_round_latency_s"] == 1.5
-  assert sweep.aggregate({0: run(), 1: run()})["first_round_latency_s"] is None
+def test_pareto_front_and_numeric_axes():
+  xs, ys = [1.0, 2.0, 3.0, 2.5, 0.5], [80.0, 85.0, 84.0, 90.0, 70.0]
+  assert pareto(xs, ys) == [4, 0, 1, 3]          # 3.0 bits at 84 % is beaten by 2.5 bits at 90 %
+  pts = [{"overrides": {"m": "a", "r": 2}}, {"overrides": {"m": "b", "r": 4}}, {"overrides": {"m": "a", "r": 2}}]
+  assert numeric_axes(pts) == ["r"]

@@ -93,7 +93,22 @@ def test_tensorboard_holds_every_scalar_of_metrics_jsonl_and_the_config(tmp_path
 
 
 def test_metrics_jsonl_is_the_same_with_or_without_other_trackers(tmp_path, tiny_exp):
-  """The jsonl tracker writes what MetricsWriter wrote: the same lines, timings aside."""
+  """The jsonl tracker writes what MetricsWriter wrote: the same lines, timings aside. A tracker
+  registered from a test-local file gets every record, in round order, as metrics.jsonl has it."""
+  from fedlora.tracking import TRACKERS, Spec
+  got = []
+
+  class Probe:
+    def __init__(self, workdir, start, config):
+      got.append(("open", workdir, start, config["tracking"]))
+
+    def write(self, record):
+      got.append(json.loads(json.dumps(record, default=lambda x: np.asarray(x).tolist())))
+
+    def close(self):
+      got.append("close")
+  TRACKERS.register("probe")(Spec(open=Probe))
+
   def lines(w):
     out = []
     for line in open(os.path.join(w, "metrics.jsonl")):
@@ -101,9 +116,14 @@ def test_metrics_jsonl_is_the_same_with_or_without_other_trackers(tmp_path, tiny
       out.append({k: v for k, v in rec.items() if not k.endswith("_seconds")})
     return out
   a, b = str(tmp_path / "a"), str(tmp_path / "b")
-  _train(tiny_exp, workdir=a)
-  _train(tiny_exp, workdir=b, tracking="jsonl,tensorboard")
+  try:
+    _train(tiny_exp, workdir=a)
+    _train(tiny_exp, workdir=b, tracking="jsonl,tensorboard,probe")
+  finally:
+    TRACKERS.unregister("probe")
   assert lines(a) == lines(b) and not os.path.exists(os.path.join(a, "tensorboard"))
+  assert got[0] == ("open", b, 0, "jsonl,tensorboard,probe") and got[-1] == "close"
+  assert got[1:-1] == [json.loads(x) for x in open(os.path.join(b, "metrics.jsonl"))]
 
 
 def test_a_resumed_run_shows_each_round_once_in_tensorboard(tmp_path, tiny_exp, monkeypatch):

@@ -40,6 +40,7 @@ from fedlora.run.workdir import RESUME_MODES
 from fedlora.section import ConfigError, Section, component_options, is_int, section_field
 from fedlora.server import ServerConfig
 from fedlora.tasks.base import TASKS, EvalConfig, TaskConfig
+from fedlora.tracking import tracker_names
 from fedlora.tsfa.config import TSFAConfig
 from fedlora.utils.checkpoint import CheckpointConfig
 from fedlora.wireless.config import WirelessConfig
@@ -56,6 +57,9 @@ class Config(Section):
   resume:   rerun into a workdir: 'auto' resume if same config | 'never' fresh only | 'must' resume only
   debug:    show Python tracebacks instead of one-paragraph error messages
   progress: show a progress bar
+  tracking: where each round's record goes: comma-separated trackers (fedlora/tracking/), 'jsonl'
+            (metrics.jsonl, always) plus 'tensorboard' (<workdir>/tensorboard/) and/or 'wandb'
+            (needs `pip install wandb`), e.g. 'jsonl,tensorboard'
   """
   name: str = "bbc_minilm"
   seed: int = 0
@@ -63,6 +67,7 @@ class Config(Section):
   resume: str = "auto"
   debug: bool = False
   progress: bool = True
+  tracking: str = "jsonl"
   task: TaskConfig = section_field(TaskConfig)
   model: ModelConfig = section_field(ModelConfig)
   data: DataConfig = section_field(DataConfig)
@@ -88,6 +93,7 @@ class Config(Section):
     self.need(self.resume in RESUME_MODES, "resume", f"one of {RESUME_MODES}")
     self.need(isinstance(self.debug, bool), "debug", "True or False")
     self.need(isinstance(self.progress, bool), "progress", "True or False")
+    tracker_names(self.tracking)
     if self.fed.clients_per_round > self.data.num_clients:
       raise ConfigError(f"config.fed.clients_per_round={self.fed.clients_per_round!r} is not allowed: "
                         f"an integer >= 1 and <= {self.data.num_clients} (data.num_clients)")

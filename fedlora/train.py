@@ -31,14 +31,15 @@ from fedlora.models import load_pretrained, read_config
 from fedlora.models.families import family_for, require_head
 from fedlora.optim import make_optimizer
 from fedlora.run.errors import Interrupted, warn
+from fedlora.run.fingerprint import flatten
 from fedlora.summary import memory_line, write_summary
 from fedlora.run.workdir import check_data, open_workdir, resolve_workdir, write_run_files
 from fedlora.schedules import round_schedule
 from fedlora.server import build_server
 from fedlora.tasks import get_task
 from fedlora.tasks.base import Task, TaskData
+from fedlora.tracking import Trackers
 from fedlora.utils.checkpoint import Checkpointer
-from fedlora.utils.metrics import MetricsWriter
 from fedlora.utils.model_path import resolve_model_path
 
 
@@ -147,10 +148,11 @@ def train(exp: Experiment, fp: dict, t0: float) -> dict:
   config = exp.config
   lead = jax.process_index() == 0  # multi-host: process 0 alone writes metrics, plots, summary
   ckpt = Checkpointer(config.workdir, config.checkpoint.keep, fp)  # collective save/restore
-  bar = None
+  bar = writer = None
   try:
     start, state = ckpt.restore_latest(exp.algorithm.init())
-    writer = MetricsWriter(config.workdir, start) if lead else None
+    # metrics.jsonl and the other trackers of config.tracking (fedlora/tracking/)
+    writer = Trackers(config.tracking, config.workdir, start, flatten(config)) if lead else None
     setup_s = time.time() - t0
     if config.progress and start < config.fed.rounds and lead:
       from tqdm import tqdm
@@ -193,6 +195,8 @@ def train(exp: Experiment, fp: dict, t0: float) -> dict:
   finally:
     if bar is not None:
       bar.close()
+    if writer is not None:
+      writer.close()
     ckpt.close()
   exp.task.after_training(exp.parts, config, exp.data, exp.tokenizer, state["trainable"])
   if not lead:

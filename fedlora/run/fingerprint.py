@@ -22,6 +22,7 @@ RESUMABLE_KEYS = (
     "resume",         # the resume policy itself
     "debug",          # tracebacks
     "progress",       # progress bar
+    "tracking",       # where the records also go (metrics.jsonl always; tensorboard, wandb)
     "fed.rounds",     # more rounds = continue; fewer than finished is refused (see fedlora.run.workdir)
     "eval.every",     # evaluation does not change the training state
     "eval.batch_size",

@@ -43,7 +43,9 @@ def foreign_entries(workdir: str) -> list[str]:
   """The workdir's top-level entries fedlora does not write (sorted; [] for a missing folder)."""
   if not os.path.isdir(workdir):
     return []
-  return sorted(e for e in os.listdir(workdir) if e not in OWN_ENTRIES and not e.endswith(".tmp"))
+  from fedlora.tracking import workdir_entries  # what the trackers write (tensorboard/, ...)
+  own = OWN_ENTRIES + workdir_entries()
+  return sorted(e for e in os.listdir(workdir) if e not in own and not e.endswith(".tmp"))
 
 
 def check_not_foreign(workdir: str) -> None:

@@ -43,6 +43,7 @@ from fedlora.tasks.base import TASKS, EvalConfig, TaskConfig
 from fedlora.tracking import tracker_names
 from fedlora.tsfa.config import TSFAConfig
 from fedlora.utils.checkpoint import CheckpointConfig
+from fedlora.wireless.channel import csi_quantile_factor
 from fedlora.wireless.config import WirelessConfig
 
 
@@ -105,6 +106,13 @@ class Config(Section):
     if self.tsfa.offline.enabled and not self.wireless.enabled:
       raise ConfigError("config.tsfa.offline.enabled=True needs config.wireless.enabled=True (the "
                         "offline stage trades the bound against the uplink latency budget)")
+    if self.wireless.enabled and self.tsfa.online.robust:
+      try:
+        csi_quantile_factor(self.wireless.channel.csi_error_std, self.tsfa.online.miss_prob)
+      except ValueError as e:
+        raise ConfigError(f"config.tsfa.online.miss_prob={self.tsfa.online.miss_prob!r} is not allowed "
+                          f"with config.wireless.channel.csi_error_std="
+                          f"{self.wireless.channel.csi_error_std!r} (tsfa.online.robust=True): {e}") from None
     TASKS.get(self.task.name).obj.validate(self)
 
   def no_effect(self) -> list[str]:

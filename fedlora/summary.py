@@ -52,6 +52,7 @@ def write_summary(exp, fp: dict, start: int, setup_s: float, t0: float,
       "skipped_clients": sum(len(r.get("nonfinite_clients", [])) for r in records),
       "data_dropped_rows": dict(info.get("data_dropped", {})),
       "metric_rounds_missing": missing,
+      **budget_summary(records),
       "trainable_params": lora.tree_size(exp.parts.trainable),
       "frozen_params": lora.tree_size(exp.parts.frozen),
       "num_clients": exp.clients.num_clients, "labels": info.get("label_names"),
@@ -66,6 +67,17 @@ def write_summary(exp, fp: dict, start: int, setup_s: float, t0: float,
     plot_run(records, os.path.join(config.workdir, "plot.png"), title=f"{config.method.name}", metric=head)
     exp.method.plot(records, config.workdir)
   return summary
+
+
+def budget_summary(records: list) -> dict:
+  """TSFA over the uplink: rounds whose plan could not meet τ̄ at any ratio (`min_round_latency`
+  at ρ_min above the budget, fedlora/methods/uplink.py) and the largest such latency; {} otherwise."""
+  lat = [r["min_round_latency"] for r in records if "min_round_latency" in r]
+  if not lat:
+    return {}
+  return {"latency_budget_infeasible_rounds":
+          sum(bool(r.get("latency_budget_infeasible", False)) for r in records),
+          "max_min_round_latency_s": max(lat)}
 
 
 def memory_line(exp, state: dict) -> dict:

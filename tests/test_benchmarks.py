@@ -22,7 +22,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
-SCRIPTS = ("bench_client_scaling", "bench_cpu_step", "bench_default_recipe", "bench_gguf_load",
+SCRIPTS = ("bench_client_scaling", "bench_cpu_step", "bench_csi_error", "bench_default_recipe", "bench_gguf_load",
            "bench_llm", "bench_lm", "bench_methods_e2e", "bench_remat_memory", "bench_round_throughput",
            "bench_skew", "bench_soft_alignment", "bench_soft_vs_svd", "bench_tsfa_solver",
            "bench_update_capture", "sweep_methods")
@@ -101,6 +101,8 @@ BAD = [  # (script, argv, text the error line must hold)
     ("bench_client_scaling", ["steps=x"], "'x'"),
     ("bench_cpu_step", ["parts=atention"], "atention"),
     ("bench_cpu_step", ["regimes=big"], "big"),
+    ("bench_csi_error", ["plans=robustt"], "robustt"),
+    ("bench_csi_error", ["miss_prob=1.5"], "miss_prob=1.5"),
     ("bench_default_recipe", ["runs=idd"], "idd"),
     ("bench_default_recipe", ["seeds=1.5"], "1.5"),
     ("bench_default_recipe", ["fed.roundz=3"], "fed.roundz"),
@@ -253,6 +255,15 @@ def test_soft_vs_svd(tmp_path, capsys, committed):
   (row,) = r["rows"]
   assert (row["d_in"], row["d_out"], row["r"]) == (64, 96, 4)
   assert row["soft"]["median_ms"] > 0 and row["svd"]["median_ms"] > 0 and row["soft"]["bits"] > 0
+
+
+def test_csi_error_solver_mode(tmp_path, capsys, committed):
+  """64 rounds of 4 clients per σ: robust plans miss their own planned latency far less often."""
+  r = smoke("bench_csi_error", ["sigmas=0,0.2"], str(tmp_path / "r.json"), capsys, committed)
+  rows = r["rows"]
+  assert set(rows) == {"plain/sigma=0", "robust/sigma=0", "plain/sigma=0.2", "robust/sigma=0.2"}
+  assert rows["plain/sigma=0"]["miss_own_planned_latency"] == 0.0  # perfect CSI realises the plan
+  assert rows["robust/sigma=0.2"]["miss_own_planned_latency"] < rows["plain/sigma=0.2"]["miss_own_planned_latency"]
 
 
 def test_tsfa_solver(tmp_path, capsys, committed):

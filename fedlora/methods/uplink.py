@@ -13,6 +13,14 @@ selects by; uniform before the client's first upload). ours: the server plans wi
 client reported last time it took part — r floats of 32 bits, counted as `profile` bits by the trainer.
 With `wireless.channel.downlink=True` each client's fixed latency also holds the downlink broadcast of
 the global trainable tree (`broadcast_bits` at the downlink rate, `wireless.latency.downlink_latency`).
+With `tsfa.online.robust=True` TSFA plans (upload and downlink) on conservative gains
+(`wireless.channel.conservative_gain`: each client's true gain is below it with probability
+`tsfa.online.miss_prob`); the realised latencies still use the true gains.
+Infeasible budget (ours, TSFA only): before round 1, `init_state` computes the smallest round latency
+any split reaches at ρ_min for the expected channel (`expected_min_latency`); above τ̄ it warns once.
+Every round records `min_round_latency` (the same at ρ_min for the round's own planning gains) and
+`latency_budget_infeasible` (it exceeds τ̄); the first such round warns (unless the warning before
+round 1 was given), summary.json counts them (`latency_budget_infeasible_rounds`).
 """
 from __future__ import annotations
 
@@ -22,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedlora.run.errors import warn
 from fedlora.tsfa import online
 from fedlora.wireless import channel as wch
 from fedlora.wireless.latency import downlink_latency, realise, shannon_rate
@@ -55,7 +64,14 @@ def make_uplink(config, compressor, *, allocation: str, ratio: float, rank_grid:
   tcfg = config.tsfa.online.with_band(chan.bandwidth_hz)
   deadline = config.tsfa.online.latency_budget * config.wireless.deadline_factor
   ratio = float(ratio)
-  cache = {}
+  robust = use_tsfa and tcfg.robust
+  cache, warned = {}, {"budget": False}
+
+  def planning_gain(gain_est):
+    """`[K]` the gains TSFA plans on: the estimates, or their conservative quantile (robust)."""
+    if not robust:
+      return gain_est
+    return wch.conservative_gain(gain_est, chan.csi_error_std, tcfg.miss_prob)
 
   def consts(inputs):
     if "c" not in cache:
@@ -71,6 +87,8 @@ def make_uplink(config, compressor, *, allocation: str, ratio: float, rank_grid:
     cs = wch.init(key, n, chan)
     ts = online.init(n, tcfg)
     r = config.lora.rank
+    if use_tsfa:
+      check_budget(cs, inputs)
     return {"channel": cs._asdict(), "tsfa": ts._asdict(),
             "profiles": jnp.full((n, r), 1.0 / r, jnp.float32)}
 
@@ -79,10 +97,11 @@ def make_uplink(config, compressor, *, allocation: str, ratio: float, rank_grid:
     cs = wch.ChannelState(**mstate["channel"])
     rc = wch.sample_round(cs, key, ids, chan)
     compute = flops / cs.speeds[ids]
-    fixed = compute + downlink_latency(broadcast_bits, rc.gain_est, chan)  # what the planner sees
+    g_plan = planning_gain(rc.gain_est)  # rc.gain_est itself unless tsfa.online.robust
+    fixed = compute + downlink_latency(broadcast_bits, g_plan, chan)  # what the planner sees
     k = ids.shape[0]
     if use_tsfa:
-      inputs = online.make_inputs(rc.gain_est, c0, c1, fixed, weights, mstate["profiles"][ids], chan)
+      inputs = online.make_inputs(g_plan, c0, c1, fixed, weights, mstate["profiles"][ids], chan)
       rho, bw, diag, ts = online.plan(online.TSFAState(**mstate["tsfa"]), inputs, tcfg, ids)
       if rank_grid:
         r = config.lora.rank
@@ -102,7 +121,53 @@ def make_uplink(config, compressor, *, allocation: str, ratio: float, rank_grid:
   def plan(mstate, ids, key, inputs):
     c0, c1, flops = consts(inputs)
     w = inputs.num_examples[ids].astype(jnp.float32)
-    return _plan(mstate, ids, key, w / w.sum(), c0, c1, flops)
+    out, mstate = _plan(mstate, ids, key, w / w.sum(), c0, c1, flops)
+    if use_tsfa:  # apart from _plan, whose computation stays what it was
+      out = dict(out, min_round_latency=_min_latency(out["gain_est"], out["compute_latency"], c0, c1))
+    return out, mstate
+
+  @jax.jit
+  def _min_latency(gain_est, compute, c0, c1):
+    """Smallest round latency (s) of this round's plan problem at ρ_min (`online.min_round_latency`)."""
+    g = planning_gain(gain_est)
+    return online.min_round_latency(_latency_inputs(g, compute, c0, c1, chan), tcfg)
+
+  def _latency_inputs(g, compute, c0, c1, band):
+    """RoundInputs for the latency alone (weights and profile do not enter it)."""
+    k = g.shape[0]
+    fixed = compute + downlink_latency(broadcast_bits, g, chan)  # the downlink keeps the real band
+    return online.make_inputs(g, c0, c1, fixed, jnp.full((k,), 1.0 / k), jnp.ones((k, 1)), band)
+
+  def check_budget(cs, inputs):
+    """Warns once when τ̄ cannot be met at ρ_min with the expected channel (module docstring).
+
+    The expected round: every client at mean fading (E[h] = 1; with robust, its conservative gain),
+    all N clients on N/K times the band, i.e. the level at which the K clients of a round need the
+    band on average; returns that latency (s)."""
+    n, k = int(cs.distances_m.shape[0]), int(config.fed.clients_per_round)
+    c0, c1, flops = consts(inputs)
+    band = chan.replace(bandwidth_hz=chan.bandwidth_hz * n / k)
+    g = planning_gain(wch.path_gain(cs.distances_m, chan))
+    compute = flops / cs.speeds
+    lat = float(online.min_round_latency(_latency_inputs(g, compute, c0, c1, band),
+                                         tcfg.with_band(band.bandwidth_hz)))
+    cache["expected_min_latency"] = lat
+    if lat > tcfg.latency_budget and not warned["budget"]:
+      warned["budget"] = True
+      warn(budget_message(lat, float(jnp.max(compute)), "with the expected channel (mean fading) a "
+                          f"round of {k} of the {n} clients"))
+    return lat
+
+  def budget_message(lat, compute_max, what):
+    t = config.tsfa.online
+    return (f"the latency budget tsfa.online.latency_budget τ̄ = {t.latency_budget} s cannot be met by "
+            f"any ratio: {what} takes at least {lat:.4g} s at the smallest ratio tsfa.online.rho_min = "
+            f"{t.rho_min} with the best bandwidth split (compute alone up to {compute_max:.4g} s)"
+            f"{', planning on robust gains' if robust else ''}. TSFA then sends at ρ_min and the "
+            "latency queue only grows (uploads past the deadline, wireless.deadline_factor · τ̄, are "
+            "dropped). Raise tsfa.online.latency_budget, lower fed.clients_per_round, raise "
+            "wireless.channel.bandwidth_hz, or lower tsfa.online.rho_min or lora.rank; summary.json "
+            "counts the rounds (latency_budget_infeasible_rounds)")
 
   @jax.jit
   def _deliver(mstate, plan, bits, profiles):
@@ -125,6 +190,14 @@ def make_uplink(config, compressor, *, allocation: str, ratio: float, rank_grid:
     for k in ("solver_iters", "planned_round_latency", "sparsification_error"):
       if k in plan:
         rec[k] = np.asarray(plan[k])
+    if "min_round_latency" in plan:
+      lat = float(plan["min_round_latency"])
+      rec["min_round_latency"] = lat
+      rec["latency_budget_infeasible"] = lat > config.tsfa.online.latency_budget
+      if rec["latency_budget_infeasible"] and not warned["budget"]:
+        warned["budget"] = True
+        warn(budget_message(lat, float(np.max(rec["compute_latency"])),
+                            f"this round's {len(rec['latency'])} clients (planning gains)"))
     return delivered, mstate, rec
 
   def plot(records, workdir):

@@ -41,6 +41,8 @@ ADDED_KEYS = {
     "method.reorth": False,  # no server re-orthogonalisation
     "lora.init_decay": 0.5,  # read only by lora.init='graded'
     "tsfa.online.initial_queue": 0.0,  # TSFA's queue starts empty
+    "tsfa.online.robust": False,  # TSFA plans on the CSI estimates
+    "tsfa.online.miss_prob": 0.05,  # read only with tsfa.online.robust=True
     # keys every config holds since the sections declare them (some configs held them before):
     "data.cache_dir": "",  # the datasets builders' own cache
     "data.partition_seed": -1,  # the partition seed is data.split_seed

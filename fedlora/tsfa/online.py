@@ -89,6 +89,13 @@ class OnlineConfig(Section):
                     cost, so it sends everything (ρ = 1) and the next rounds pay the excess back;
                     starting at about the queue's steady value (a place-holder backlog, as in
                     Neely's drift-plus-penalty) plans the first rounds as the later ones.
+    robust:         ours: plan on conservative gains under imperfect CSI
+                    (wireless.channel.csi_error_std): each client's gain estimate is scaled to the
+                    quantile its true gain falls below with probability miss_prob
+                    (`wireless.channel.conservative_gain`), so a client whose planned latency meets a
+                    deadline misses it with probability <= miss_prob. False: plan on the estimates.
+    miss_prob:      ours: the per-client probability of the robust plan, in (0, 1); read only
+                    with robust=True.
   """
   SECTION = "tsfa.online"
   DERIVED = ("bandwidth_hz",)
@@ -106,6 +113,8 @@ class OnlineConfig(Section):
   continuation: float = _static(0.98)
   start_temperature: float = _static(0.1)
   initial_queue: float = _static(0.0)
+  robust: bool = _static(False)
+  miss_prob: float = _static(0.05)
   bandwidth_hz: float | None = _static(None)
 
   def check(self) -> None:
@@ -126,6 +135,8 @@ class OnlineConfig(Section):
     need(num(self.initial_queue) and self.initial_queue >= 0, "initial_queue", ">= 0 seconds")
     need(isinstance(self.max_backtracks, int) and self.max_backtracks >= 0, "max_backtracks",
          "an integer >= 0")
+    need(isinstance(self.robust, bool), "robust", "True or False")
+    need(num(self.miss_prob) and 0 < self.miss_prob < 1, "miss_prob", "a probability in (0, 1)")
 
   def with_band(self, bandwidth_hz: float) -> "OnlineConfig":
     """This section with the uplink band B_tot (Hz) the solver plans over."""
@@ -501,3 +512,19 @@ def update(state: TSFAState, inputs: RoundInputs, realised_latency, cfg: OnlineC
   observed = observe(state, realised_latency, cfg)
   state = jax.tree_util.tree_map(lambda a, b: jnp.where(state.round > 0, a, b), observed, state)
   return plan(state, inputs, cfg, client_ids)
+
+
+def min_round_latency(inputs: RoundInputs, cfg: OnlineConfig):
+  """Scalar seconds: the smallest planned round latency `max_k τ_k` any bandwidth split reaches with
+  every active client at the smallest ratio ρ_min (the exact min-max split, `_equalised_shares`).
+
+  Above `cfg.latency_budget`, no plan of this round meets τ̄, whatever V and the queue are: the
+  budget is infeasible for these clients and gains (the trainer warns and counts such rounds).
+  Jittable and vmappable like `solve`.
+  """
+  _check_inputs(inputs)
+  p = _problem(inputs, jnp.float32(0.0), cfg)
+  rho = jnp.full(p.mask.shape, cfg.rho_min, jnp.float32)
+  x = _equalised_shares(rho, p)
+  tau = jnp.where(p.mask, _norm_latency(rho, x, p), 0.0)
+  return jnp.max(tau) * jnp.float32(cfg.latency_budget)

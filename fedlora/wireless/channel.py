@@ -12,6 +12,7 @@ round: true and estimated gains). All functions are pure, jittable and vmappable
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from typing import NamedTuple
 
 import jax
@@ -19,6 +20,9 @@ import jax.numpy as jnp
 from flax import struct
 
 from fedlora.section import Section
+
+
+CSI_FLOOR = 1e-2  # `estimate_gain`'s floor of the relative error factor 1 + ε
 
 
 def _static(default):
@@ -137,7 +141,7 @@ def client_speeds(key: jax.Array, num_clients: int, cfg: ChannelConfig) -> jax.A
   return (f_lo * jnp.exp(u * math.log(s))).astype(jnp.float32)
 
 
-def estimate_gain(key: jax.Array, true_gain: jax.Array, csi_error_std, floor: float = 1e-2):
+def estimate_gain(key: jax.Array, true_gain: jax.Array, csi_error_std, floor: float = CSI_FLOOR):
   """Imperfect CSI: `ĝ = g·max(1 + ε, floor)`, ε ~ N(0, σ²) per client, `[K]` in and out.
 
   ours: the relative error is clipped at `floor` (default 1e-2) so ĝ stays positive (a gain
@@ -149,6 +153,44 @@ def estimate_gain(key: jax.Array, true_gain: jax.Array, csi_error_std, floor: fl
   g = jnp.asarray(true_gain, jnp.float32)
   eps = jax.random.normal(key, g.shape, jnp.float32) * csi_error_std
   return g * jnp.maximum(1.0 + eps, floor)
+
+
+def csi_quantile_factor(csi_error_std: float, miss_prob: float, floor: float = CSI_FLOOR) -> float:
+  """`c = 1/(1 + σ·z_{1−p})` (float64): ĝ·c is the gain that the true gain falls below with probability
+  exactly `miss_prob` = p under `estimate_gain`'s error model, for every true gain g.
+
+  ours (robust planning, docs/method.md): ĝ = g·max(1 + ε, floor), ε ~ N(0, σ²), so
+  `g < ĝ·c  ⇔  max(1 + ε, floor) > 1 + σ·z_{1−p}  ⇔  ε > σ·z_{1−p}` (exact as long as
+  1 + σ·z_{1−p} > floor, which holds for every σ when p ≤ 0.5), an event of probability p.
+  The probability is over the CSI error at a fixed true gain (no prior on g is needed).
+  z_{1−p} is the standard normal quantile (`statistics.NormalDist`, Wichura's AS241: double precision
+  without scipy). σ = 0 gives c = 1 exactly.
+  """
+  ok = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+  if not (ok(csi_error_std) and csi_error_std >= 0):
+    raise ValueError(f"csi_error_std={csi_error_std!r} is not allowed: >= 0 (0 = perfect CSI)")
+  if not (ok(miss_prob) and 0 < miss_prob < 1):
+    raise ValueError(f"miss_prob={miss_prob!r} is not allowed: a probability in (0, 1)")
+  if csi_error_std == 0:
+    return 1.0
+  level = 1.0 + float(csi_error_std) * NormalDist().inv_cdf(1.0 - float(miss_prob))
+  if not level > floor:
+    raise ValueError(
+        f"miss_prob={miss_prob!r} with csi_error_std={csi_error_std!r} is not allowed: the planning "
+        f"quantile 1 + σ·z_(1−p) = {level:.4g} is not above the CSI error floor {floor} (the estimate "
+        "cannot be that far above the true gain); use a smaller miss_prob (<= 0.5 always works)")
+  return 1.0 / level
+
+
+def conservative_gain(gain_est: jax.Array, csi_error_std: float, miss_prob: float) -> jax.Array:
+  """`[K]` planning gains `ĝ·c` (`csi_quantile_factor`): P(g < ĝ·c) = miss_prob per client.
+
+  A plan whose latency meets a deadline at these gains misses it with probability <= miss_prob (rate
+  and latency are monotone in the gain). `csi_error_std = 0` returns `gain_est` unchanged.
+  """
+  c = csi_quantile_factor(csi_error_std, miss_prob)
+  g = jnp.asarray(gain_est, jnp.float32)
+  return g if c == 1.0 else g * jnp.float32(c)
 
 
 class ChannelState(NamedTuple):

@@ -98,6 +98,14 @@ class Config(Section):
     if self.fed.clients_per_round > self.data.num_clients:
       raise ConfigError(f"config.fed.clients_per_round={self.fed.clients_per_round!r} is not allowed: "
                         f"an integer >= 1 and <= {self.data.num_clients} (data.num_clients)")
+    ranks, n = self.lora.client_ranks, self.data.num_clients
+    if ranks and self.lora.client_ranks_by == "client" and len(ranks) != n:
+      raise ConfigError(f"config.lora.client_ranks={ranks!r} is not allowed: one rank per client "
+                        f"(lora.client_ranks_by='client'), i.e. {n} ranks (data.num_clients); got "
+                        f"{len(ranks)}")
+    if ranks and self.lora.client_ranks_by == "speed" and len(ranks) > n:
+      raise ConfigError(f"config.lora.client_ranks={ranks!r} is not allowed: with lora.client_ranks_by="
+                        f"'speed' at most data.num_clients={n} ranks (one per speed quantile)")
     spec = METHODS.get(self.method.name).obj
     if self.wireless.enabled and get_compressor(spec.compressor, self.compress).payload is None:
       raise ConfigError(f"config.method.name={self.method.name!r}: its compressor "

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fedlora import lora
+from fedlora.aggregation import build_aggregation
 from fedlora.config import Config, typed
 from fedlora.data.checks import check_positions, check_token_ids
 from fedlora.data.content import data_content
@@ -24,6 +25,7 @@ from fedlora.drift import build_drift
 from fedlora.fed import memory
 from fedlora.fed.algorithm import FederatedAlgorithm, make_algorithm
 from fedlora.fed.round import RoundFns, check_reparam, make_round
+from fedlora.lora.hetrank import assign_ranks
 from fedlora.fed.sharding import (assemble_hosted, client_mesh, frozen_shardings, hosted_clients,
                                   init_distributed, place)
 from fedlora.methods import Method, build_method
@@ -80,7 +82,8 @@ def build(config) -> Experiment:
   model = load_pretrained(model_path, key=k_head, num_layers=config.model.num_layers or None,
                           **task.model_kwargs(config, data))
   parts = lora.add_adapters(model, family, config.lora, config.model, k_lora)
-  method = build_method(config, parts.trainable)
+  ranks = client_ranks(config, int(data.clients.num_examples.shape[0]))
+  method = build_method(config, parts.trainable, ranks)
   if mesh is not None:  # the frozen base replicated or FSDP-sharded over 'model'; the rest replicated
     parts = parts._replace(frozen=place(parts.frozen, mesh, frozen_shardings(
         parts.frozen, mesh, config.mesh.shard_frozen)), trainable=place(parts.trainable, mesh))
@@ -99,7 +102,9 @@ def build(config) -> Experiment:
         client_lr_scale=round_schedule(cc.lr_schedule, cc.lr_warmup_rounds, config.fed.rounds,
                                        cc.lr_final_fraction),
         num_classes=len(names) if names and cc.logit_adjust != "none" else 0, mesh=mesh,
-        client_chunk=chunk, donate=True, reparam=method.reparam)
+        client_chunk=chunk, donate=True, reparam=method.reparam,
+        aggregation=build_aggregation(config.server, lora.lora_scale(config.lora.alpha, config.lora.rank)),
+        client_ranks=ranks, rank=config.lora.rank)
   round_fns, choice = rounds(config.fed.client_chunk), None
   if method.reparam is not None:
     check_reparam(round_fns, parts.trainable, f"{method.reparam_key}=True")
@@ -116,6 +121,18 @@ def build(config) -> Experiment:
                 f"{config.optim.grad_clip}). ")
   return Experiment(config, parts, clients, data, task, tokenizer, method, round_fns, algorithm,
                     task.make_eval(parts, config, data, tokenizer), choice)
+
+
+def client_ranks(config, num_clients: int):
+  """`[N]` heterogeneous client ranks (`lora.client_ranks`, fedlora/lora/hetrank.py) or None. By
+  'speed': the compute speeds the wireless channel draws for the run (its key, also without the
+  uplink)."""
+  speeds = None
+  if config.lora.client_ranks and config.lora.client_ranks_by == "speed":
+    from fedlora.wireless import channel as wch
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2 * 10**6)  # as methods/uplink.py
+    speeds = np.asarray(wch.init(key, num_clients, config.wireless.channel).speeds)
+  return assign_ranks(config.lora, num_clients, speeds)
 
 
 def run(config) -> dict:
@@ -159,7 +176,7 @@ def train(exp: Experiment, fp: dict, t0: float) -> dict:
       bar = tqdm(total=config.fed.rounds, initial=start, desc="rounds", unit="round")
     last_eval, empty, t = None, 0, start
     if config.eval.zero_shot and start == 0:  # the model before any round (collective: every process)
-      zero = exp.evaluate(state["trainable"], exp.parts.frozen, exp.data.test)
+      zero = exp.evaluate(state["trainable"], exp.algorithm.frozen(state), exp.data.test)
       if writer is not None:
         writer.write({"round": 0, **{f"test_{k}": v for k, v in zero.items()}})
     try:
@@ -170,7 +187,7 @@ def train(exp: Experiment, fp: dict, t0: float) -> dict:
         rec["round_seconds"] = time.time() - tr
         if t % config.eval.every == 0 or t == config.fed.rounds:
           te = time.time()
-          last_eval = exp.evaluate(state["trainable"], exp.parts.frozen, exp.data.test)
+          last_eval = exp.evaluate(state["trainable"], exp.algorithm.frozen(state), exp.data.test)
           rec.update({f"test_{k}": v for k, v in last_eval.items()})
           rec["eval_seconds"] = time.time() - te
         if writer is not None:

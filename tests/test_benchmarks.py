@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
 SCRIPTS = ("bench_client_scaling", "bench_cpu_step", "bench_csi_error", "bench_default_recipe", "bench_gguf_load",
-           "bench_llm", "bench_lm", "bench_methods_e2e", "bench_remat_memory", "bench_round_throughput",
+           "bench_hetrank", "bench_llm", "bench_lm", "bench_methods_e2e", "bench_remat_memory", "bench_round_throughput",
            "bench_skew", "bench_soft_alignment", "bench_soft_vs_svd", "bench_tsfa_solver",
            "bench_update_capture", "sweep_methods")
 
@@ -108,6 +108,8 @@ BAD = [  # (script, argv, text the error line must hold)
     ("bench_default_recipe", ["fed.roundz=3"], "fed.roundz"),
     ("bench_gguf_load", ["batch=x"], "'x'"),
     ("bench_gguf_load", ["bach=2"], "bach"),
+    ("bench_hetrank", ["runs=het_flor"], "het_flor"),
+    ("bench_hetrank", ["ranks=2,x"], "'x'"),
     ("bench_llm", ["seeds=x"], "'x'"),
     ("bench_llm", ["runs=dom"], "dom"),
     ("bench_lm", ["seq_len=1.5"], "1.5"),
@@ -202,6 +204,14 @@ def test_methods_e2e(tmp_path, capsys, committed):
   assert row["method"] == "soft" and row["cum_uplink_bits"] > 0 and 0 < row["mean_ratio"] <= 1
   assert row["mean_round_latency_s"] > 0 and len(row["curve"]) == 1
   assert (tmp_path / "r.png").exists()  # the plot beside the results file, not the committed one
+
+
+def test_hetrank(tmp_path, capsys, committed):
+  r = smoke("bench_hetrank", ["runs=het_hetlora", f"workdirs={tmp_path / 'w'}"], str(tmp_path / "r.json"),
+            capsys, committed)
+  (row,) = r["runs"]["het_hetlora"]
+  assert row["overrides"]["lora.client_ranks"] == [2, 4, 8, 16] and row["cum_uplink_bytes"] > 0
+  assert 0.0 <= row["final_test_accuracy"] <= 1.0
 
 
 def test_skew(tmp_path, capsys, committed):

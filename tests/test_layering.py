@@ -10,7 +10,7 @@ LAYERS = {
     "section": 0, "registry": 0,
     "utils": 1, "run": 1, "schedules": 1, "models": 1, "lora": 1, "data": 1, "wireless": 1,
     "tracking": 1,
-    "compress": 2, "soft": 2, "tasks": 2, "server": 2, "optim": 2, "drift": 2,
+    "compress": 2, "soft": 2, "tasks": 2, "server": 2, "aggregation": 2, "optim": 2, "drift": 2,
     "methods": 3, "tsfa": 3,
     "fed": 4,
     "config": 5, "summary": 5, "train": 5, "cli": 5, "__main__": 5,

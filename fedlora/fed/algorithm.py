@@ -41,6 +41,7 @@ class FederatedAlgorithm(NamedTuple):
   init: Callable     # () -> state
   apply: Callable    # (state, t) -> (state, record)
   clients: Callable  # t -> (ids [K], plan key, clients' key): who takes part in round t, and its keys
+  frozen: Callable = None  # state -> the frozen base of that state (FLoRA's merged base; else the base)
 
 
 def round_bits(method: Method, drift, t: int, bits, delivered, sent=None) -> dict:
@@ -75,6 +76,10 @@ def make_algorithm(round_fns: RoundFns, method: Method, trainable, frozen, clien
             "server": round_fns.init_server(trainable), "method": method.init_state(inputs),
             "cum_bits": {k: np.asarray(0.0, np.float64) for k in BIT_COMPONENTS}}
 
+  def base(state):
+    """The frozen base the clients train on (the aggregation rule's; FLoRA: W_0 + merged)."""
+    return frozen if round_fns.base is None else round_fns.base(frozen, state["server"])
+
   def round_clients(t: int):
     key = jax.random.fold_in(jax.random.PRNGKey(seed), t)
     k_sel, k_plan, k_clients = jax.random.split(key, 3)
@@ -84,7 +89,7 @@ def make_algorithm(round_fns: RoundFns, method: Method, trainable, frozen, clien
     ids, k_plan, k_clients = round_clients(t)
     plan, mstate = method.plan(state["method"], ids, k_plan, inputs)
     ctx = round_fns.context(state["server"], t)
-    out, client_states = round_fns.client_phase(state["trainable"], frozen, clients, ids, k_clients,
+    out, client_states = round_fns.client_phase(state["trainable"], base(state), clients, ids, k_clients,
                                                 plan["ratio"], state["client_states"], ctx)
     finite = np.asarray(out.metrics["finite"])  # [K] per-client flag from the jitted client phase
     bad = np.asarray(ids)[~finite].tolist()
@@ -97,8 +102,9 @@ def make_algorithm(round_fns: RoundFns, method: Method, trainable, frozen, clien
     delivered, mstate, wireless = method.deliver(mstate, plan, out.bits, out.profile)
     delivered = delivered * jnp.asarray(finite, jnp.float32)  # a non-finite client sends nothing
     weights = clients.num_examples[ids].astype(jnp.float32) * delivered
+    ranks = round_fns.client_ranks[ids] if round_fns.client_ranks is not None else None
     new_tr, server = round_fns.server_phase(state["trainable"], state["server"], out.delta, weights,
-                                            t, out.control_delta)
+                                            t, out.control_delta, ranks)
     bits = round_bits(method, drift, t, out.bits, delivered, finite)
     cum = {k: np.asarray(float(state["cum_bits"][k]) + bits[k]) for k in BIT_COMPONENTS}
     loss, acc = np.asarray(out.metrics["loss"]), np.asarray(out.metrics["acc"])
@@ -122,4 +128,4 @@ def make_algorithm(round_fns: RoundFns, method: Method, trainable, frozen, clien
     record.update(wireless)
     return new_state, record
 
-  return FederatedAlgorithm(init, apply, round_clients)
+  return FederatedAlgorithm(init, apply, round_clients, base)

@@ -14,7 +14,7 @@ import optax
 
 def make_local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
                       correct: Callable | None = None, track_grads: bool = False) -> Callable:
-  """Builds `local_update(trainable, frozen, batches, key, lr_scale=1.0, anchor=None)
+  """Builds `local_update(trainable, frozen, batches, key, lr_scale=1.0, anchor=None, mask=None)
   -> (new_trainable, metrics, grad_mean)`.
 
   Args:
@@ -26,12 +26,14 @@ def make_local_update(loss_fn: Callable, optimizer: optax.GradientTransformation
       else `grad_mean` is None.
   The returned function takes `batches` with leaves `[steps, B, ...]`; `lr_scale` (a traced
   scalar: the round's client learning-rate schedule) multiplies every optimizer update, i.e. the
-  learning rate of AdamW/SGD. Returns the trained tree, `{'loss': mean loss over steps,
+  learning rate of AdamW/SGD. `mask` (a tree broadcasting against `trainable`, e.g. a client's rank
+  mask, fedlora/lora/hetrank.py) multiplies every gradient (before the correction) and every
+  optimizer update, so entries where it is 0 keep their value and get zero gradient. Returns the trained tree, `{'loss': mean loss over steps,
   'first_loss': loss of the first step, ...aux means}` and `grad_mean`.
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-  def local_update(trainable, frozen, batches, key, lr_scale=1.0, anchor=None):
+  def local_update(trainable, frozen, batches, key, lr_scale=1.0, anchor=None, mask=None):
     opt_state = optimizer.init(trainable)
     steps = jax.tree_util.tree_leaves(batches)[0].shape[0]
     keys = jax.random.split(key, steps)
@@ -41,12 +43,16 @@ def make_local_update(loss_fn: Callable, optimizer: optax.GradientTransformation
       params, opt_state, gsum = carry
       batch, k = inp
       (loss, aux), grads = grad_fn(params, frozen, batch, k)
+      if mask is not None:
+        grads = jax.tree_util.tree_map(lambda g, m: (g * m).astype(g.dtype), grads, mask)
       if track_grads:
         gsum = jax.tree_util.tree_map(jnp.add, gsum, grads)
       if correct is not None:
         grads = correct(grads, params, anchor)
       updates, opt_state = optimizer.update(grads, opt_state, params)
       updates = jax.tree_util.tree_map(lambda u: (u * lr_scale).astype(u.dtype), updates)
+      if mask is not None:
+        updates = jax.tree_util.tree_map(lambda u, m: (u * m).astype(u.dtype), updates, mask)
       params = optax.apply_updates(params, updates)
       return (params, opt_state, gsum), (loss, aux)
 

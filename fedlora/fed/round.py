@@ -18,12 +18,15 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from fedlora.aggregation import AGGREGATIONS, Aggregation
 from fedlora.data.clients import gather_batches, sample_batches
 from fedlora.drift import Drift
 from fedlora.fed.guard import all_finite, guard
 from fedlora.fed.local import make_local_update
 from fedlora.fed.sharding import clients_size, constrain_clients
+from fedlora.lora.hetrank import apply_mask, mask_tree, own_rank_profile, rank_mask, slice_rank
 from fedlora.server import ServerOptimizer, build_server
 from fedlora.tasks.label_skew import client_label_counts
 
@@ -57,6 +60,9 @@ class RoundFns(NamedTuple):
   drift: Drift            # the chained drift corrections (their bits, downlink size)
   init_client_states: Callable  # (trainable, num_clients) -> client_states, leaves [N, ...]
   client_chunk: int       # C: clients vmapped at once (0 = all K sampled clients in one chunk)
+  base: Callable = None   # (frozen, server_state) -> the frozen base the clients train on (the
+                          #   aggregation rule's, e.g. FLoRA's merged base; else frozen itself)
+  client_ranks: Any = None  # [N] int32 client ranks (heterogeneous ranks) or None (all lora.rank)
 
 
 def tree_sub(a, b):
@@ -79,7 +85,8 @@ def check_reparam(round_fns: "RoundFns", trainable, who: str) -> None:
   shapes = {tuple(x.shape) for x in jax.tree_util.tree_leaves(trainable) if x.ndim >= 1}
   client = jax.eval_shape(round_fns.init_client, trainable)
   server = jax.eval_shape(round_fns.init_server, trainable)
-  found = [f"client state '{k}'" for k, v in client.items() if jax.tree_util.tree_leaves(v)]
+  found = [f"client state '{k}'" for k, v in client.items()
+           if k != "rank" and jax.tree_util.tree_leaves(v)]
   found += [f"server state '{k}'" for k, v in server.items()
             if any(tuple(x.shape) in shapes for x in jax.tree_util.tree_leaves(v))]
   if found:
@@ -93,7 +100,8 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
                server: ServerOptimizer | None = None, drift: Drift | None = None,
                client_lr_scale: Callable | None = None, num_classes: int = 0, mesh=None,
                client_chunk: int = 0, donate: bool = False,
-               reparam: Callable | None = None) -> RoundFns:
+               reparam: Callable | None = None, aggregation: Aggregation | None = None,
+               client_ranks=None, rank: int = 0) -> RoundFns:
   """Builds the round functions.
 
   client_phase(global_tr, frozen, client_data, ids [K], key, ratios [K], client_states [N, ...], ctx)
@@ -115,17 +123,58 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
   donate: donate `client_states` (the trainer replaces it; callers that reuse it must not donate).
   reparam: `global trainable -> global trainable`, applied after the server step (the method's
     `Method.reparam`, e.g. SOFT's `method.reorth`); see `check_reparam`.
+  aggregation: the rule for the LoRA factors (fedlora/aggregation; default 'fedavg': `server.mean`).
+  client_ranks: `[N]` int ranks <= `rank` (= lora.rank, the global adapter's) for heterogeneous
+    ranks (fedlora/lora/hetrank.py), or None: every client has `rank` and nothing below runs. With
+    ranks, each client's state row holds its `rank` (int32, constant); the client trains from the
+    global factors truncated to its rank under its rank mask (masked components stay exactly 0), its
+    compressor runs on the zero-padded update at ratio ρ·r_k/R (ρ is relative to the client's own
+    rank: a rank compressor keeps ceil(ρ·r_k) of its r_k components), its bits are the compressor's
+    bits for the update sliced to its own rank (exact: a rank-2 client pays for 2 components, not R),
+    and its profile is re-expressed for ratios of its own rank (`own_rank_profile`). The server
+    phase gets the sampled clients' ranks (`ranks [K]`) and passes their masks to the aggregation.
   """
   drift = drift if drift is not None else Drift()
+  agg = aggregation if aggregation is not None else AGGREGATIONS.get("fedavg").obj.build(None, 1.0)
+  hetero = client_ranks is not None
+  big_r = int(rank)
+  if hetero:
+    client_ranks = np.asarray(client_ranks, np.int32)
+    if big_r < 1 or client_ranks.min() < 1 or client_ranks.max() > big_r:
+      raise ValueError(f"make_round: client ranks {sorted(set(client_ranks.tolist()))} must lie in "
+                       f"[1, rank={big_r}]")
+  distinct = sorted(set(client_ranks.tolist())) if hetero else []
+
+  def own_bits(delta, ratio, key, ref, rk):
+    """The compressor's bits for the update at the client's own rank (static ranks, traced rk)."""
+    total = jnp.float32(0.0)
+    for r in distinct:
+      d_r, ref_r = slice_rank(delta, r), slice_rank(ref, r)
+      b = compressor.update(compressor.init(ref_r), d_r, ratio, key, ref_r).bits
+      total = total + jnp.where(rk == r, jnp.asarray(b, jnp.float32), 0.0)
+    return total
   local = make_local_update(loss_fn, optimizer, drift.correct if drift.active else None,
                             track_grads=drift.needs_grads)
 
   def one_client(global_tr, frozen, batches, key, ratio, cstate, ctx):
     k_train, k_comp = jax.random.split(key)
-    new_tr, metrics, gmean = local(global_tr, frozen, batches, k_train, ctx["lr_scale"],
-                                   drift.anchor(global_tr, ctx["drift"], cstate))
-    delta = tree_sub(new_tr, global_tr)
-    out = compressor.update(cstate["compressor"], delta, ratio, k_comp, global_tr)
+    if hetero:  # the client's truncation of the global factors, trained under its rank mask
+      rk = cstate["rank"]
+      mask = mask_tree(global_tr, rk, big_r)
+      ref = apply_mask(global_tr, mask)
+      new_tr, metrics, gmean = local(ref, frozen, batches, k_train, ctx["lr_scale"],
+                                     drift.anchor(ref, ctx["drift"], cstate), mask)
+      delta = tree_sub(new_tr, ref)
+      out = compressor.update(cstate["compressor"], delta,
+                              ratio * rk.astype(jnp.float32) / big_r, k_comp, ref)
+      out = out._replace(bits=own_bits(delta, ratio, k_comp, ref, rk),
+                         profile=own_rank_profile(out.profile, rk, big_r)
+                         if out.profile.shape[-1] == big_r else out.profile)
+    else:
+      new_tr, metrics, gmean = local(global_tr, frozen, batches, k_train, ctx["lr_scale"],
+                                     drift.anchor(global_tr, ctx["drift"], cstate))
+      delta = tree_sub(new_tr, global_tr)
+      out = compressor.update(cstate["compressor"], delta, ratio, k_comp, global_tr)
     dstate, dc, dbits = drift.finish(cstate, gmean)
     new_cstate = dict(cstate, compressor=out.state, **dstate)
     finite = (jnp.isfinite(metrics["loss"]) & all_finite(delta) & all_finite(out.delta)
@@ -192,34 +241,55 @@ def make_round(loss_fn: Callable, optimizer, compressor, *, local_steps: int, ba
     return outs, client_states
 
   def init_client(trainable):
-    return {"compressor": compressor.init(trainable), **drift.init_client(trainable)}
+    one = {"compressor": compressor.init(trainable), **drift.init_client(trainable)}
+    return dict(one, rank=jnp.int32(big_r)) if hetero else one
 
   def init_client_states(trainable, num_clients: int):
-    """Every client's state, leaves `[N, ...]` (`init_client` broadcast)."""
+    """Every client's state, leaves `[N, ...]` (`init_client` broadcast; heterogeneous ranks: each
+    row's own `rank`, rows past the listed clients (mesh padding, never sampled) at `rank`)."""
     one = init_client(trainable)
-    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (num_clients,) + x.shape), one)
+    states = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (num_clients,) + x.shape), one)
+    if hetero:
+      rows = np.full((num_clients,), big_r, np.int32)
+      rows[:min(num_clients, client_ranks.shape[0])] = client_ranks[:num_clients]
+      states["rank"] = jnp.asarray(rows)
+    return states
 
   server_opt = server if server is not None else build_server(None, 1)
 
   def init_server(trainable):
-    return {"opt": server_opt.init(trainable), **drift.init_server(trainable)}
+    agg_state = agg.init(trainable)  # {} for a rule without state: no 'aggregation' key
+    return {"opt": server_opt.init(trainable), **drift.init_server(trainable),
+            **({"aggregation": agg_state} if agg_state else {})}
 
   def context(server_state, t):
     scale = client_lr_scale(t) if client_lr_scale is not None else jnp.float32(1.0)
     return {"lr_scale": jnp.asarray(scale, jnp.float32), "drift": drift.context(server_state)}
 
   @jax.jit
-  def server_phase(global_tr, server_state, deltas, weights, t, control_deltas=None):
-    mean = server_opt.mean(deltas, weights)
+  def server_phase(global_tr, server_state, deltas, weights, t, control_deltas=None, ranks=None):
+    masks = rank_mask(ranks, big_r) if hetero and ranks is not None else None  # [K, R]
+    mean, agg_state = agg.mean(global_tr, server_state.get("aggregation", {}), deltas, weights,
+                               masks, server_opt.mean, server_opt.lr(t))
     new_tr, opt = server_opt.update(server_state["opt"], global_tr, mean, t, weights.sum() > 0)
+    if agg.finish is not None:
+      new_tr = agg.finish(new_tr, agg_state)
     if reparam is not None:
       new_tr = reparam(new_tr)
     server_state = dict(server_state, opt=opt)
+    if agg_state:
+      server_state["aggregation"] = agg_state
     if control_deltas is not None:
       server_state = drift.update_server(server_state, control_deltas,
                                          (weights > 0).astype(jnp.float32))
     return new_tr, server_state
 
   phase = jax.jit(client_phase, donate_argnums=(6,) if donate else ())
+  if agg.base is not None:
+    base = jax.jit(lambda frozen, server_state: agg.base(frozen, server_state["aggregation"]))
+  else:
+    def base(frozen, server_state):
+      return frozen
   return RoundFns(one_client, sample, phase, server_phase, init_client, init_server, context,
-                  drift, init_client_states, client_chunk)
+                  drift, init_client_states, client_chunk, base,
+                  jnp.asarray(client_ranks) if hetero else None)

@@ -31,6 +31,8 @@ import dataclasses
 import re
 from typing import Callable, NamedTuple
 
+import numpy as np
+
 from fedlora.compress import get_compressor
 from fedlora.compress.base import Compressor, CompressOut
 from fedlora.methods.base import Method, deliver_all, fixed_ratio_plan, no_plot, no_state
@@ -100,28 +102,35 @@ def method_names() -> tuple:
   return METHODS.names()
 
 
-def not_sending(comp: Compressor, frozen_bits: float) -> Compressor:
-  """Leaves the method keeps frozen (FFA's A) have a zero update and are never sent: their
-  `frozen_bits` (as the dense compressor counts them) come off every upload and the payload model."""
+def not_sending(comp: Compressor, freeze, bits_per_value: int) -> Compressor:
+  """Leaves the method keeps frozen (FFA's A; `freeze` a compiled regex over leaf paths) have a zero
+  update and are never sent: their bits (numel · q, as the dense compressor counts them, from the
+  shapes of the tree at hand, so a client's own rank counts) come off every upload and the payload
+  model."""
+  def frozen_bits(tree) -> float:
+    return float(sum(n for p, n in _leaf_sizes(tree) if freeze.search(p)) * bits_per_value)
+
   def update(state, delta, ratio, key, ref) -> CompressOut:
     out = comp.update(state, delta, ratio, key, ref)
-    return out._replace(bits=out.bits - frozen_bits)
+    return out._replace(bits=out.bits - frozen_bits(delta))
 
   def payload(trainable):
     c0, c1 = comp.payload(trainable)
-    return c0 - frozen_bits, c1
+    return c0 - frozen_bits(trainable), c1
   return Compressor(comp.init, update, payload)
 
 
 def _leaf_sizes(tree):
   import jax
   for path, x in jax.tree_util.tree_leaves_with_path(tree):
-    yield "/".join(str(getattr(k, "key", k)) for k in path), int(x.size)
+    yield "/".join(str(getattr(k, "key", k)) for k in path), int(np.prod(x.shape))
 
 
-def build_method(config, trainable=None) -> Method:
+def build_method(config, trainable=None, client_ranks=None) -> Method:
   """The method of `config.method.name`. `trainable` (the initial trainable tree) is needed for the
-  bit accounting of frozen leaves and the downlink (0 bits without it)."""
+  bit accounting of frozen leaves and the downlink (0 bits without it). `client_ranks`: `[N]` ranks
+  of heterogeneous clients (fedlora/lora/hetrank.py) or None; TSFA's payload model and rank grid
+  then use each client's own rank."""
   name = config.method.name
   spec = METHODS.get(name).obj
   opts = config.method.options(name) if METHODS.get(name).options is not None else None
@@ -149,7 +158,7 @@ def build_method(config, trainable=None) -> Method:
   n_frozen = sum(n for p, n in sizes if pat is not None and pat.search(p))
   n_all = sum(n for _, n in sizes)
   if n_frozen:
-    comp = not_sending(comp, float(n_frozen * q))
+    comp = not_sending(comp, pat, q)
   # Downlink (ours): every round the server broadcasts the trainable leaves it updates to each
   # sampled client; leaves the method keeps frozen never change and are broadcast once, to all N
   # clients, before round 1 (counted in round 1's downlink, not in any latency).
@@ -168,5 +177,5 @@ def build_method(config, trainable=None) -> Method:
   from fedlora.methods.uplink import make_uplink
   init_state, plan, deliver, plot = make_uplink(
       config, comp, allocation=allocation, ratio=float(ratio), rank_grid=spec.rank_grid,
-      broadcast_bits=broadcast_bits)
+      broadcast_bits=broadcast_bits, client_ranks=client_ranks)
   return Method(init_state=init_state, plan=plan, deliver=deliver, plot=plot, **common)

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedlora.lora.hetrank import slice_rank
 from fedlora.run.errors import warn
 from fedlora.tsfa import online
 from fedlora.wireless import channel as wch
@@ -48,7 +49,7 @@ def local_flops(frozen: dict, tokens_per_round: int) -> float:
 
 
 def make_uplink(config, compressor, *, allocation: str, ratio: float, rank_grid: bool = False,
-                broadcast_bits: float = 0.0):
+                broadcast_bits: float = 0.0, client_ranks=None):
   """(init_state, plan, deliver, plot) closures for a method that goes through the wireless channel.
 
   compressor: the method's Compressor; TSFA plans with `compressor.payload(trainable)`.
@@ -58,6 +59,10 @@ def make_uplink(config, compressor, *, allocation: str, ratio: float, rank_grid:
   realised payload never exceeds the one the latency plan was made for.
   broadcast_bits: downlink bits each sampled client receives per round (latency only with
   `wireless.channel.downlink=True`).
+  client_ranks: `[N]` heterogeneous client ranks (fedlora/lora/hetrank.py) or None. With ranks, the
+  payload model of client k is the compressor's at its own rank, `payload(trainable sliced to r_k)`
+  (per-client c0_k, c1_k for TSFA), its ratio ρ_k is relative to its own r_k components and the rank
+  grid is m/r_k.
   """
   chan = config.wireless.channel
   use_tsfa = allocation == "tsfa"
@@ -73,9 +78,17 @@ def make_uplink(config, compressor, *, allocation: str, ratio: float, rank_grid:
       return gain_est
     return wch.conservative_gain(gain_est, chan.csi_error_std, tcfg.miss_prob)
 
+  hetero = client_ranks is not None
+
   def consts(inputs):
     if "c" not in cache:
-      c0, c1 = compressor.payload(inputs.trainable)
+      if hetero:  # [N] each client's own-rank payload model
+        by_rank = {int(r): compressor.payload(slice_rank(inputs.trainable, int(r)))
+                   for r in sorted(set(np.asarray(client_ranks).tolist()))}
+        c0 = jnp.asarray([by_rank[int(r)][0] for r in client_ranks], jnp.float32)
+        c1 = jnp.asarray([by_rank[int(r)][1] for r in client_ranks], jnp.float32)
+      else:
+        c0, c1 = compressor.payload(inputs.trainable)
       c0 += inputs.extra_upload_bits  # e.g. SCAFFOLD's dense Δc_i rides along (0 without it)
       tokens = config.fed.local_steps * config.fed.batch_size * config.data.max_length
       cache["c"] = (c0, c1, local_flops(inputs.frozen, tokens))
@@ -103,7 +116,10 @@ def make_uplink(config, compressor, *, allocation: str, ratio: float, rank_grid:
     if use_tsfa:
       inputs = online.make_inputs(g_plan, c0, c1, fixed, weights, mstate["profiles"][ids], chan)
       rho, bw, diag, ts = online.plan(online.TSFAState(**mstate["tsfa"]), inputs, tcfg, ids)
-      if rank_grid:
+      if rank_grid and hetero:  # each client's own grid m / r_k
+        r = ranks[ids]
+        rho = jnp.maximum(jnp.floor(rho * r + 1e-4), 1.0) / r
+      elif rank_grid:
         r = config.lora.rank
         rho = jnp.maximum(jnp.floor(rho * r + 1e-4), 1.0) / r
       extra = {"solver_iters": diag.iterations, "planned_round_latency": diag.max_latency,
@@ -118,8 +134,12 @@ def make_uplink(config, compressor, *, allocation: str, ratio: float, rank_grid:
             "downlink_latency": downlink_latency(broadcast_bits, rc.gain, chan), "ids": ids, **extra}
     return plan, mstate
 
+  ranks = jnp.asarray(client_ranks, jnp.float32) if hetero else None
+
   def plan(mstate, ids, key, inputs):
     c0, c1, flops = consts(inputs)
+    if hetero:
+      c0, c1 = c0[ids], c1[ids]
     w = inputs.num_examples[ids].astype(jnp.float32)
     out, mstate = _plan(mstate, ids, key, w / w.sum(), c0, c1, flops)
     if use_tsfa:  # apart from _plan, whose computation stays what it was

@@ -38,6 +38,9 @@ RESUMABLE_KEYS = (
 # key -> the value that reproduces the behaviour from before the key existed (tests/test_run.py)
 ADDED_KEYS = {
     "server.mean": "all",  # the FedAvg mean over all delivered uploads
+    "server.aggregation": "fedavg",  # ΔA and ΔB averaged separately
+    "lora.client_ranks": (),  # every client has lora.rank
+    "lora.client_ranks_by": "client",  # read only with client_ranks
     "method.reorth": False,  # no server re-orthogonalisation
     "lora.init_decay": 0.5,  # read only by lora.init='graded'
     "tsfa.online.initial_queue": 0.0,  # TSFA's queue starts empty

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fedlora.aggregation import AGGREGATIONS
 from fedlora.server.aggregate import MEANS, weighted_mean
 from fedlora.registry import Registry
 from fedlora.schedules import check_schedule, round_schedule
@@ -44,6 +45,9 @@ class ServerConfig(Section):
                      Σ w_c Δ_c / Σ w_c over the delivered uploads; 'senders' = per coordinate over
                      the uploads that carry it (a sparsified entry is not shrunk by the clients that
                      dropped it; ours)
+  aggregation:       registered rule for the LoRA factors (fedlora/aggregation/): 'fedavg' (`mean` of
+                     ΔA and of ΔB) | 'hetlora' (per rank component over the clients holding it) |
+                     'flora' (stacking, merged into the frozen base; needs name='fedavg')
   """
   SECTION = "server"
   COMPONENTS = staticmethod(lambda: SERVERS)
@@ -53,12 +57,16 @@ class ServerConfig(Section):
   lr_warmup_rounds: int = 0
   lr_final_fraction: float = 0.0
   mean: str = "all"
+  aggregation: str = "fedavg"
 
   def check(self) -> None:
     SERVERS.get(self.name)
     self.need(is_num(self.lr) and self.lr > 0, "lr", "a number > 0")
     check_schedule(self)
     self.need(self.mean in MEANS, "mean", f"one of {tuple(MEANS)}")
+    rule = AGGREGATIONS.get(self.aggregation).obj
+    if rule.requires is not None:
+      rule.requires(self)
 
 
 class ServerOptimizer(NamedTuple):

@@ -373,11 +373,9 @@ def main(argv):
   if smoke():
     ks, repeats = [1, 2], 1
   dtype_k = 2 if smoke() else 4
-  configs = {"float32": variant_config(local_steps)}  # every config checked before any model loads
-  if "dtype" in parts:
-    configs["bfloat16"] = variant_config(local_steps, dtype="bfloat16")
-  if "remat" in parts:
-    configs[f"remat={remat}"] = variant_config(local_steps, remat=remat)
+  configs = {"float32": variant_config(local_steps),  # every config checked before any model loads
+             "bfloat16": variant_config(local_steps, dtype="bfloat16"),
+             f"remat={remat}": variant_config(local_steps, remat=remat)}
   args = {"ks": ks, "local_steps": local_steps, "repeats": repeats, "parts": parts, "remat": remat,
           "batch_size": BATCH, "seq_len": LENGTH, "dtype_clients": dtype_k, "smoke": smoke()}
   res = {"args": args, "args_by_part": {}, "loadavg": {}}

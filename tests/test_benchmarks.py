@@ -23,7 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
 SCRIPTS = ("bench_client_scaling", "bench_cpu_step", "bench_csi_error", "bench_default_recipe", "bench_gguf_load",
-           "bench_hetrank", "bench_llm", "bench_lm", "bench_methods_e2e", "bench_remat_memory", "bench_round_throughput",
+           "bench_hetrank", "bench_llm", "bench_llm_client", "bench_lm", "bench_methods_e2e", "bench_remat_memory",
+           "bench_round_throughput",
            "bench_skew", "bench_soft_alignment", "bench_soft_vs_svd", "bench_tsfa_solver",
            "bench_update_capture", "sweep_methods")
 
@@ -112,6 +113,9 @@ BAD = [  # (script, argv, text the error line must hold)
     ("bench_hetrank", ["ranks=2,x"], "'x'"),
     ("bench_llm", ["seeds=x"], "'x'"),
     ("bench_llm", ["runs=dom"], "dom"),
+    ("bench_llm_client", ["parts=sped"], "sped"),
+    ("bench_llm_client", ["ks=0"], "ks=[0]"),
+    ("bench_llm_client", ["remat=blok"], "blok"),
     ("bench_lm", ["seq_len=1.5"], "1.5"),
     ("bench_lm", ["sequence=8"], "sequence"),
     ("bench_methods_e2e", ["methods=sofft"], "sofft"),
@@ -172,6 +176,25 @@ def test_lm(tmp_path, capsys, committed):
   assert tiny["model"] == "tiny" and [x["clients"] for x in tiny["runs"]] == [1, 2]
   assert all(x["tokens_per_s"] > 0 and x["steady_s"] > 0 for x in tiny["runs"])
   assert tiny["trainable_params"] > 0 and "per_client_temp_bytes" in tiny
+
+
+def test_llm_client(tmp_path, capsys, committed):
+  """Every part on the tiny random Llama: the vmapped phase equals the loop's updates, the remat
+  part's per-client bytes are the K=1 -> K=2 increase, the matmul peak is the best shape's rate."""
+  r = smoke("bench_llm_client", [], str(tmp_path / "r.json"), capsys, committed)
+  assert r["model"]["file"] == "tiny_llama3" and r["step_flops"] > 0
+  assert set(r["speed"]) == {"K=1", "K=2"} and set(r["loadavg"]) == {"matmul", "speed", "dtype", "remat"}
+  for row in r["speed"].values():
+    vm = [v for v in row["variants"].values() if v["mode"] == "vmap"]
+    assert any(v["as_the_round_runs"] for v in vm) and "loop" in row["variants"]
+    for v in vm:
+      assert v["vs_loop"]["update_max_abs_diff"] <= 1e-5 * max(1.0, v["vs_loop"]["update_max_abs"])
+      assert v["xla_temp_bytes"] > 0 and v["tokens_per_s"] == pytest.approx(512 * v["client_steps_per_s"])
+  mm = r["matmul"]
+  assert mm["peak_flops_per_s"] == max(mm["flops_per_s"].values()) and mm["rows"] == 512
+  for name, m in r["remat"]["memory"].items():
+    assert m["per_client_temp_bytes"] == m["temp_bytes_K2"] - m["temp_bytes_K1"], name
+  assert r["dtype"]["clients"] == 2 and r["dtype"]["bfloat16_vs_float32"]["update_max_abs_diff"] >= 0.0
 
 
 def test_remat_memory(tmp_path, capsys, committed):

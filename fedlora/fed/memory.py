@@ -153,12 +153,15 @@ def client_step_bytes(round_fns, trainable, frozen, clients, states=None) -> dic
   return one_client_bytes(round_fns.one_client, trainable, frozen, batches, row, ctx)
 
 
-def auto_chunk(fed, max_length: int, round_fns, trainable, frozen, clients, mesh) -> ChunkChoice:
+def auto_chunk(fed, max_length: int, round_fns, trainable, frozen, clients, mesh,
+               est: dict | None = None) -> ChunkChoice:
   """`fed.client_chunk=0`: C from the memory budget and XLA's estimate of the client step (`fed`:
-  the `fed` section; max_length: tokens per example)."""
+  the `fed` section; max_length: tokens per example; est: `client_step_bytes` of these round
+  functions when the caller already has it, e.g. to size several K without recompiling)."""
   k = fed.clients_per_round
   states = abstract_client_states(round_fns, trainable, clients.num_clients)
-  est = client_step_bytes(round_fns, trainable, frozen, clients, states)
+  if est is None:
+    est = client_step_bytes(round_fns, trainable, frozen, clients, states)
   out_bytes = k * (tree_bytes(trainable) + 4096)
   fixed = tree_bytes(frozen) + tree_bytes(clients) + tree_bytes(states) + out_bytes + est["shared"]
   budget, source = memory_budget(fed.memory_budget_gb)

@@ -348,13 +348,56 @@ def sec_gguf_load(d: dict) -> list[str]:
                rows)
 
 
+def llm_seconds_per_round(d: dict, run: str) -> float:
+  """Mean wall seconds of one training round of `run` (CPU; its runs' train_seconds_all_rounds)."""
+  secs = [need(v, "train_seconds_all_rounds") for v in need(d, "runs", run).values()]
+  return statistics.fmean(secs) / need(d, "shape", "rounds")
+
+
 def sec_llm(d: dict) -> list[str]:
-  rows = [[run, f"{100 * need(a, 'mean'):.2f} ± {100 * need(a, 'std'):.2f}", need(a, "seeds")]
+  rows = [[run, f"{100 * need(a, 'mean'):.2f} ± {100 * need(a, 'std'):.2f}",
+           f"{100 * statistics.fmean(need(v, 'final_test_macro_f1') for v in need(d, 'runs', run).values()):.2f}",
+           f"{llm_seconds_per_round(d, run):.0f}", need(a, "seeds")]
           for run, a in need(d, "accuracy").items()]
   zero = d.get("zero_shot_accuracy")
+  ratio = d.get("domain_over_centralized")
   lines = [f"Zero-shot (the pretrained model, before round 1): "
-           f"{'n/a' if zero is None else f'{100 * zero:.2f} %'}; shape {need(d, 'shape')}.", ""]
-  return lines + table(["run", "test accuracy % (mean ± std)", "seeds"], rows)
+           f"{'n/a' if zero is None else f'{100 * zero:.2f} %'}; federated by domain / centralized: "
+           f"{'n/a' if ratio is None else f'{100 * ratio:.1f} %'}; shape {need(d, 'shape')}; "
+           f"{d.get('machine', 'CPU')}.", ""]
+  return lines + table(["run", "test accuracy % (mean ± std)", "macro-F1 % (mean)", "s / round",
+                        "seeds"], rows)
+
+
+def sec_fedlora_sweep(d: dict) -> list[str]:
+  """A results file of `python -m fedlora.sweep`: per point mean ± std and the paired differences."""
+  paired = {need(q, "point"): q for q in need(d, "paired")}
+  refs = {need(q, "reference") for q in paired.values()}
+  rows = []
+  for p in need(d, "points"):
+    m, sd, label = need(p, "mean"), need(p, "std"), need(p, "label")
+    q = paired.get(label)
+    diff = ("reference" if label in refs else "" if q is None else
+            f"{100 * need(q, 'mean', 'final_test_accuracy'):+.2f} ± {100 * need(q, 'std', 'final_test_accuracy'):.2f}")
+    rows.append([label, f"{100 * need(m, 'final_test_accuracy'):.2f} ± {100 * need(sd, 'final_test_accuracy'):.2f}",
+                 f"{need(m, 'uplink_bits') / 8e6:.2f}", diff, ",".join(str(x) for x in need(p, "seeds"))])
+  return table(["point", "test accuracy % (mean ± std)", "uplink MB", "− reference, points (paired)",
+                "seeds"], rows)
+
+
+def sec_csi_error(d: dict) -> list[str]:
+  a, rows = need(d, "args"), need(d, "rows")
+  out = []
+  for sigma in need(a, "sigmas"):
+    pl, rb = (need(rows, f"{p}/sigma={sigma:g}") for p in ("plain", "robust"))
+    out.append([f"{sigma:g}"] + [f"{need(pl, k):.3f} → {need(rb, k):.3f}" for k in (
+        "miss_own_planned_latency", "miss_round_planned_latency", "miss_deadline")]
+        + [f"{need(pl, 'mean_planned_round_latency_s'):.3f} → {need(rb, 'mean_planned_round_latency_s'):.3f}"])
+  return [f"TSFA plans on CSI estimates with error σ; robust plans at miss_prob = {need(a, 'miss_prob')}; "
+          f"{need(a, 'draws')} rounds of {need(a, 'clients')} clients per σ, τ̄ = {need(a, 'latency_budget_s')} s, "
+          f"deadline {need(a, 'deadline_s')} s. Each cell: plain → robust.", ""] + table(
+      ["σ", "misses own planned latency", "misses round's planned latency", "misses deadline",
+       "planned round latency s"], out)
 
 
 def sec_update_capture(d: dict) -> list[str]:
@@ -468,6 +511,11 @@ SECTIONS = (
      lambda d, s: "python benchmarks/bench_gguf_load.py replace=1", sec_gguf_load),
     ("Real LLM on MultiEmo (SmolLM2)", "llm_lm_smollm2", "bench_llm.py",
      lambda d, s: "python benchmarks/bench_llm.py replace=1", sec_llm),
+    ("LLM method comparison (SmolLM2, MultiEmo by domain)", "llm_methods", "fedlora.sweep",
+     lambda d, s: "python -m fedlora.sweep --config configs/lm_smollm2.py --study "
+                  "benchmarks/studies/llm_methods.py (the command in that file's docstring)", sec_fedlora_sweep),
+    ("TSFA under CSI error (solver)", "csi_error_solver", "bench_csi_error.py",
+     lambda d, s: "python benchmarks/bench_csi_error.py mode=solver replace=1", sec_csi_error),
     ("Probe of bad inputs", "probe_bad_inputs", "probe_bad_inputs.py",
      lambda d, s: "python benchmarks/probe_bad_inputs.py", sec_probe),
 )
@@ -502,6 +550,29 @@ def h2h_text(d: dict, row: str, ref: str) -> str:
   return f"{need(h, 'mean'):+.2f} ± {f(need(h, 'se'))} points ({need(h, 'n')} seeds, paired)"
 
 
+def acc_pm(a: dict) -> str:
+  return f"{100 * need(a, 'mean'):.1f} ± {100 * need(a, 'std'):.1f}"
+
+
+def llm_headline(d: dict) -> str:
+  a = need(d, "accuracy")
+  return (f"{100 * need(d, 'zero_shot_accuracy'):.1f} / {acc_pm(need(a, 'domain'))} / "
+          f"{acc_pm(need(a, 'centralized'))} % ({need(a, 'domain', 'seeds')} seeds, "
+          f"{need(d, 'shape', 'rounds')} rounds, {llm_seconds_per_round(d, 'domain'):.0f} s a round on CPU)")
+
+
+def sweep_vs_reference(d: dict, label: str) -> str:
+  """'+x ± y points (n seeds, paired) with z % of the reference's uplink bits' of a fedlora.sweep file."""
+  q = next((q for q in need(d, "paired") if need(q, "point") == label), None)
+  if q is None:
+    raise Missing(f"paired[{label}]")
+  bits = need(q, "mean", "uplink_bits")
+  ref = next(p for p in need(d, "points") if need(p, "label") == need(q, "reference"))
+  share = 1 + bits / need(ref, "mean", "uplink_bits")
+  return (f"{100 * need(q, 'mean', 'final_test_accuracy'):+.2f} ± {100 * need(q, 'std', 'final_test_accuracy'):.2f} "
+          f"points ({len(need(q, 'seeds'))} seeds, paired), {100 * share:.1f} % of its uplink bits")
+
+
 def headline(res: dict) -> list[tuple[str, str, str]]:
   """(what, figure, section title) rows; a row whose results file is absent is left out."""
   rows = []
@@ -525,6 +596,10 @@ def headline(res: dict) -> list[tuple[str, str, str]]:
   add("sweep_methods", "Method comparison", "both TSFA stages, τ̄ = 0.5 s",
       lambda d: of_ideal(d, "rank", "offline_t050")
       + f", rank chosen per seed: {ranks_text(need(sweep_row(d, 'rank', 'offline_t050'), 'offline_chosen_rank'))}")
+  add("llm_lm_smollm2", "Real LLM on MultiEmo (SmolLM2)",
+      "SmolLM2-135M on MultiEmo, 20 clients by domain: zero-shot / federated / centralized LoRA", llm_headline)
+  add("llm_methods", "LLM method comparison (SmolLM2, MultiEmo by domain)",
+      "SmolLM2: SOFT ρ = 1/4 − ideal (dense rank 8)", lambda d: sweep_vs_reference(d, "soft_r4"))
   add("round_throughput", "Round throughput", "vmapped / Python-loop client phase, small / default clients",
       lambda d: f"{need(d, 'regimes', 'small_clients', 'speedup_vmapped_over_loop'):.2f}× / "
                 f"{need(d, 'regimes', 'default', 'speedup_vmapped_over_loop'):.2f}×")

@@ -111,6 +111,8 @@ def expand(grids: list[dict]) -> list[dict]:
   for g in grids:
     g = dict(g)
     name = g.pop("_label", None)
+    if name is not None and not isinstance(name, str):
+      raise SweepError(f"grid _label {name!r}: expected a string naming the grid's point(s)")
     for k in g:
       if not isinstance(k, str) or not k:
         raise SweepError(f"grid key {k!r}: expected a dotted config key such as 'method.name'")

@@ -511,9 +511,9 @@ SECTIONS = (
      lambda d, s: "python benchmarks/bench_gguf_load.py replace=1", sec_gguf_load),
     ("Real LLM on MultiEmo (SmolLM2)", "llm_lm_smollm2", "bench_llm.py",
      lambda d, s: "python benchmarks/bench_llm.py replace=1", sec_llm),
-    ("LLM method comparison (SmolLM2, MultiEmo by domain)", "llm_methods", "fedlora.sweep",
-     lambda d, s: "python -m fedlora.sweep --config configs/lm_smollm2.py --study "
-                  "benchmarks/studies/llm_methods.py (the command in that file's docstring)", sec_fedlora_sweep),
+    ("LLM method comparison (SmolLM2, MultiEmo by domain)", "llm_methods", "studies/llm_methods.py",
+     lambda d, s: "python benchmarks/studies/llm_methods.py (python -m fedlora.sweep with its ARGS)",
+     sec_fedlora_sweep),
     ("TSFA under CSI error (solver)", "csi_error_solver", "bench_csi_error.py",
      lambda d, s: "python benchmarks/bench_csi_error.py mode=solver replace=1", sec_csi_error),
     ("Probe of bad inputs", "probe_bad_inputs", "probe_bad_inputs.py",

@@ -1,8 +1,8 @@
 """Components found by name: one mechanism for every kind.
 
 A component (a compressor, method, task, model family, server optimiser, drift correction, client
-optimiser, partition, LoRA init, schedule, data source) is ONE module in its kind's package that
-registers itself on import:
+optimiser, partition, LoRA init, schedule, data source, aggregation rule, tracker) is ONE module in
+its kind's package that registers itself on import:
 
     from fedlora.server.registry import SERVERS
 

@@ -116,6 +116,17 @@ def test_server_optimiser(plugins):
   np.testing.assert_allclose(moved, lr * scale, rtol=1e-3)  # every moved entry by exactly lr·scale
 
 
+def test_aggregation_rule(plugins):
+  def moved(rule):  # two local steps: A gets a gradient once B has left 0
+    exp, old, new, rec = one_round(small(**{"server.aggregation": rule, "fed.local_steps": 2}))
+    return {n: [not np.array_equal(a, b) for a, b in zip(leaves_named(new["trainable"], n),
+                                                         leaves_named(old["trainable"], n))]
+            for n in ("lora_a", "lora_b")}
+  assert any(moved("fedavg")["lora_a"])  # the control: FedAvg moves A
+  plug = moved("plug_b_only")
+  assert plug["lora_a"] and not any(plug["lora_a"]) and all(plug["lora_b"])
+
+
 def test_drift_correction(plugins):
   exp, old, new, rec = one_round(small(**{"client.plug_grad_factor": 0.0}))
   assert [c.name for c in exp.round_fns.drift.corrections] == ["plug_gradscale"]

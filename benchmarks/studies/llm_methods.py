@@ -26,3 +26,15 @@ STUDY = [
     _point("topk_r4", "topk", **{"method.ratio": 0.25}),
     _point("randk_r4", "randk", **{"method.ratio": 0.25}),
 ]
+
+
+ARGS = ["--config", "configs/lm_smollm2.py", "--study", "benchmarks/studies/llm_methods.py",
+        "--seeds", "0,1", "--reference", "label=ideal", "--dir", "runs/sweep-llm_methods",
+        "--out", "benchmarks/results/llm_methods.json", "--set", "fed.rounds=6", "--set", "fed.local_steps=3",
+        "--set", "data.max_examples=2000", "--set", "eval.every=6"]
+
+if __name__ == "__main__":  # the command above; extra arguments are appended (e.g. --seeds 0,1,2)
+  import os
+  import sys
+  os.chdir(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+  os.execv(sys.executable, [sys.executable, "-m", "fedlora.sweep", *ARGS, *sys.argv[1:]])

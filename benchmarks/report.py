@@ -511,6 +511,9 @@ SECTIONS = (
      lambda d, s: "python benchmarks/bench_gguf_load.py replace=1", sec_gguf_load),
     ("Real LLM on MultiEmo (SmolLM2)", "llm_lm_smollm2", "bench_llm.py",
      lambda d, s: "python benchmarks/bench_llm.py replace=1", sec_llm),
+    ("Real LLM on MultiEmo (Gemma 3 270M)", "llm_lm_gemma3", "bench_llm.py",
+     lambda d, s: "python benchmarks/bench_llm.py config=configs/lm_gemma3.py runs=domain,centralized "
+                  f"seeds={','.join(str(k) for k in need(d, 'runs', 'domain'))} replace=1", sec_llm),
     ("LLM method comparison (SmolLM2, MultiEmo by domain)", "llm_methods", "studies/llm_methods.py",
      lambda d, s: "python benchmarks/studies/llm_methods.py (python -m fedlora.sweep with its ARGS)",
      sec_fedlora_sweep),
